@@ -1,0 +1,344 @@
+"""InferenceService (mlis): serve a ModelVersion, roll out new ones safely, monitor, retrain."""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from pydantic import ConfigDict, Field
+
+from mlops_operator.api.common import (
+    DNS_LABEL,
+    Condition,
+    PodOptions,
+    Spec,
+    Status,
+    cel,
+    condition_list_field,
+    validations,
+)
+from mlops_operator.api.trainingjob import TrainingJobSpec
+
+KIND: Final = "InferenceService"
+PLURAL: Final = "inferenceservices"
+SINGULAR: Final = "inferenceservice"
+# Not `isvc`: KServe owns that short name.
+SHORT_NAMES: Final = ["mlis"]
+
+
+class Policy(Spec):
+    """Choose the version to serve automatically instead of pinning one."""
+
+    select: Literal["latest", "best"] = Field(
+        "latest",
+        description="latest: the newest Verified version that passed its gates; best: the one with the best metric.",
+    )
+    metric: str | None = Field(
+        None,
+        max_length=63,
+        description="Metric for best and for comparing a new version with the served one; default: the version's primary metric.",
+    )
+    promotion: Literal["auto", "manual"] = Field(
+        "auto",
+        description="auto rolls out the chosen version; manual waits for the mlops.dev/approved-by annotation on the ModelVersion.",
+    )
+    min_improvement: float = Field(
+        0.0,
+        ge=0,
+        description="A new version replaces the served one only if its metric is better by at least this much.",
+    )
+
+
+class Autoscaling(Spec):
+    """Horizontal autoscaling on CPU (creates an autoscaling/v2 HorizontalPodAutoscaler)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.minReplicas <= self.maxReplicas",
+                "minReplicas must not exceed maxReplicas",
+                field_path=".minReplicas",
+            )
+        )
+    )
+
+    min_replicas: int = Field(1, ge=1, le=1000, description="Lower bound of replicas.")
+    max_replicas: int = Field(ge=1, le=1000, description="Upper bound of replicas.")
+    target_cpu_utilization: int = Field(
+        70, ge=1, le=100, description="Target average CPU utilisation in percent."
+    )
+
+
+class Batching(Spec):
+    """Adaptive micro-batching of concurrent requests into one predict call."""
+
+    max_batch_size: int = Field(64, ge=1, le=4096, description="Most rows merged into one predict call.")
+    max_delay_ms: float = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Extra wait to fill a batch; 0 = adaptive (never delays a lone request).",
+    )
+
+
+class Canary(Spec):
+    """Send a share of traffic to a new version first, analyse it, then promote or roll back."""
+
+    traffic_percent: int = Field(
+        10, ge=1, le=99, description="Share of replicas (and so of traffic) running the new version."
+    )
+    duration_seconds: int = Field(
+        120, ge=10, le=86400, description="How long the canary is analysed before promotion."
+    )
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="Roll back when the canary's error rate exceeds this."
+    )
+    max_latency_p95_ms: float | None = Field(
+        None, gt=0, description="Roll back when the canary's p95 latency exceeds this."
+    )
+    min_requests: int = Field(
+        20, ge=0, description="Requests the canary must serve before it can be promoted."
+    )
+
+
+class DriftMonitoring(Spec):
+    """Input drift against the training data's reference statistics."""
+
+    method: Literal["psi"] = Field("psi", description="Drift statistic: psi (population stability index).")
+    threshold: float = Field(
+        0.2, gt=0, description="Drift score above which the service is considered drifted."
+    )
+    window: int = Field(
+        1000, ge=50, le=1_000_000, description="Recent input rows compared with the reference."
+    )
+
+
+class PredictionLog(Spec):
+    """The log of predictions (and labels from feedback) kept for retraining."""
+
+    enabled: bool = Field(True, description="Write the prediction log.")
+    sample_rate: float = Field(1.0, ge=0, le=1, description="Fraction of requests logged.")
+    uri: str | None = Field(
+        None,
+        pattern=r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?$",
+        description="Where to write it; default: <artifact claim>/predictions/<namespace>/<name>.",
+    )
+
+
+class Monitoring(Spec):
+    """What the operator scrapes from the serving pods into status.metrics."""
+
+    interval_seconds: int = Field(30, ge=5, le=3600, description="Scrape interval.")
+    drift: DriftMonitoring = Field(
+        default_factory=DriftMonitoring, description="Drift detection.", json_schema_extra={"default": {}}
+    )
+    prometheus_url: str | None = Field(
+        None,
+        pattern=r"^https?://.+",
+        max_length=2048,
+        description="Query this Prometheus instead of scraping pods.",
+    )
+    prediction_log: PredictionLog = Field(
+        default_factory=PredictionLog, description="Prediction log.", json_schema_extra={"default": {}}
+    )
+
+
+class DriftTrigger(Spec):
+    """Retrain when drift stays above a threshold."""
+
+    threshold: float = Field(0.25, gt=0, description="Drift score that counts as drifted.")
+    consecutive: int = Field(
+        3, ge=1, le=100, description="Scrapes in a row above the threshold before firing."
+    )
+
+
+class AccuracyTrigger(Spec):
+    """Retrain when accuracy from labelled feedback falls too low."""
+
+    min: float = Field(description="Accuracy (classification) below which retraining fires.", ge=0, le=1)
+    min_samples: int = Field(50, ge=1, description="Labelled samples needed before the trigger may fire.")
+
+
+class Triggers(Spec):
+    """What fires a retraining. The annotation mlops.dev/retrain=<any new value> fires one manually."""
+
+    drift: DriftTrigger | None = Field(None, description="Drift trigger.")
+    accuracy: AccuracyTrigger | None = Field(None, description="Accuracy trigger.")
+    schedule: str | None = Field(
+        None,
+        pattern=r"^(\S+\s+){4}\S+$",
+        max_length=128,
+        description="Cron schedule (5 fields, UTC), e.g. '0 3 * * 0'.",
+    )
+
+
+class RetrainingTemplate(TrainingJobSpec):
+    """A TrainingJob spec; model defaults to the InferenceService's model."""
+
+    model: str | None = Field(  # type: ignore[assignment]  # optional in the template
+        None,
+        pattern=DNS_LABEL,
+        max_length=40,
+        description="Model name; default: the InferenceService's spec.model.",
+    )
+
+
+class Retraining(Spec):
+    """Closed-loop retraining: create a TrainingJob when a trigger fires."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.template) != has(self.fromTrainingJob)",
+                "set exactly one of template or fromTrainingJob",
+            )
+        )
+    )
+
+    enabled: bool = Field(True, description="Set false to pause retraining.")
+    template: RetrainingTemplate | None = Field(None, description="Inline TrainingJob spec.")
+    from_training_job: str | None = Field(
+        None, pattern=DNS_LABEL, max_length=253, description="Copy the spec of this existing TrainingJob."
+    )
+    triggers: Triggers = Field(
+        default_factory=Triggers, description="Triggers.", json_schema_extra={"default": {}}
+    )
+    cooldown_seconds: int = Field(600, ge=0, description="Minimum time between two retraining runs.")
+    max_concurrent: int = Field(1, ge=1, le=10, description="Retraining runs allowed at once.")
+    include_feedback: bool = Field(True, description="Add the labelled prediction log to the training data.")
+
+
+class InferenceServiceSpec(PodOptions):
+    """Desired state of an InferenceService."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.version) != has(self.policy)", "set exactly one of version or policy"),
+        )
+    )
+
+    model: str = Field(description="Model to serve.", pattern=DNS_LABEL, max_length=40)
+    version: int | None = Field(None, ge=1, description="Serve this version (pinned, e.g. by GitOps).")
+    policy: Policy | None = Field(None, description="Choose the version automatically.")
+    replicas: int = Field(1, ge=0, le=1000, description="Serving replicas (ignored when autoscaling is set).")
+    autoscaling: Autoscaling | None = Field(None, description="Horizontal autoscaling.")
+    batching: Batching = Field(
+        default_factory=Batching, description="Micro-batching.", json_schema_extra={"default": {}}
+    )
+    canary: Canary | None = Field(None, description="Canary rollout of new versions.")
+    monitoring: Monitoring = Field(
+        default_factory=Monitoring, description="Monitoring.", json_schema_extra={"default": {}}
+    )
+    retraining: Retraining | None = Field(None, description="Closed-loop retraining.")
+
+
+class Traffic(Status):
+    """A share of traffic."""
+
+    model_version: str = Field(description="ModelVersion name.")
+    percent: int = Field(description="Share of traffic in percent (replica-weighted).")
+    replicas: int | None = Field(None, description="Replicas running it.")
+
+
+class CanaryStatus(Status):
+    """The canary in progress."""
+
+    model_version: str = Field(description="The version under analysis.")
+    phase: Literal["Progressing", "Promoted", "RolledBack"] = Field(
+        description="Progressing, Promoted or RolledBack."
+    )
+    started_at: str | None = Field(
+        None, description="When the analysis started.", json_schema_extra={"format": "date-time"}
+    )
+    requests: int | None = Field(None, description="Requests the canary served.")
+    error_rate: float | None = Field(None, description="Canary error rate.")
+    latency_p95_ms: float | None = Field(None, description="Canary p95 latency in ms.")
+    reason: str | None = Field(None, description="Why it was promoted or rolled back.")
+
+
+class Metrics(Status):
+    """Serving metrics aggregated over the replicas at the last scrape."""
+
+    requests: int | None = Field(None, description="Requests served (total).")
+    error_rate: float | None = Field(
+        None, description="Share of requests with a 5xx answer since the last scrape."
+    )
+    latency_p50_ms: float | None = Field(None, description="Median latency in ms since the last scrape.")
+    latency_p95_ms: float | None = Field(
+        None, description="95th percentile latency in ms since the last scrape."
+    )
+    drift: float | None = Field(None, description="Overall drift score (max PSI over features).")
+    drift_by_feature: dict[str, float] | None = Field(None, description="PSI per feature.")
+    prediction_drift: float | None = Field(None, description="PSI of the prediction distribution.")
+    accuracy: float | None = Field(None, description="Accuracy from labelled feedback (classification).")
+    rmse: float | None = Field(None, description="RMSE from labelled feedback (regression).")
+    labelled_samples: int | None = Field(None, description="Labelled samples behind accuracy/rmse.")
+    drift_breaches: int | None = Field(
+        None, description="Consecutive scrapes with drift above the trigger threshold."
+    )
+    last_scrape: str | None = Field(
+        None,
+        description="Time of the last scrape that changed these values.",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
+class RetrainingStatus(Status):
+    """Retraining bookkeeping."""
+
+    count: int | None = Field(
+        None, description="Retraining runs created so far (the counter in their names)."
+    )
+    active_jobs: list[str] | None = Field(None, description="Retraining TrainingJobs still running.")
+    last_trigger: str | None = Field(None, description="drift, accuracy, schedule or manual.")
+    last_reason: str | None = Field(None, description="Why the last run was created.")
+    last_triggered_at: str | None = Field(
+        None, description="When the last run was created.", json_schema_extra={"format": "date-time"}
+    )
+    last_manual: str | None = Field(
+        None, description="Value of the mlops.dev/retrain annotation last acted on."
+    )
+    last_schedule: str | None = Field(None, description="The last schedule slot acted on.")
+    last_outcome: str | None = Field(None, description="What became of the last run's model.")
+
+
+class InferenceServiceStatus(Status):
+    """Observed state of an InferenceService."""
+
+    observed_generation: int | None = Field(
+        None, description="The metadata.generation this status describes."
+    )
+    conditions: list[Condition] | None = condition_list_field(
+        "Ready, Reconciling, Stalled, VersionResolved, RolledOut, CanaryHealthy, Drifted, Retraining."
+    )
+    url: str | None = Field(None, description="In-cluster URL of the service.")
+    model_version: str | None = Field(None, description="The ModelVersion served (stable).")
+    version: int | None = Field(None, description="Its version number.")
+    desired_model_version: str | None = Field(None, description="The version the spec or policy chooses.")
+    replicas: int | None = Field(None, description="Serving pods (scale subresource).")
+    ready_replicas: int | None = Field(None, description="Ready serving pods.")
+    selector: str | None = Field(None, description="Label selector of the serving pods (scale subresource).")
+    traffic: list[Traffic] | None = Field(None, description="Traffic split.")
+    canary: CanaryStatus | None = Field(None, description="Canary in progress or last decided.")
+    metrics: Metrics | None = Field(None, description="Aggregated serving metrics.")
+    retraining: RetrainingStatus | None = Field(None, description="Retraining bookkeeping.")
+    message: str | None = Field(None, description="Last error or outcome, human readable.")
+
+
+ROOT_VALIDATIONS: Final = [
+    cel(
+        "self.metadata.name.size() <= 45", "name must be at most 45 characters (child names append suffixes)"
+    ),
+]
+SPEC_VALIDATIONS: Final[list[dict[str, str]]] = []
+
+PRINTER_COLUMNS: Final[list[dict[str, Any]]] = [
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+    {"name": "Serving", "type": "string", "jsonPath": ".status.modelVersion"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    {"name": "Drift", "type": "number", "jsonPath": ".status.metrics.drift"},
+    {"name": "Accuracy", "type": "number", "jsonPath": ".status.metrics.accuracy"},
+    {"name": "Retrains", "type": "integer", "jsonPath": ".status.retraining.count", "priority": 1},
+    {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
