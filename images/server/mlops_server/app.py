@@ -1,0 +1,373 @@
+"""Routes and handlers; the one place where errors become HTTP statuses.
+
+Open Inference Protocol (V2):
+    GET  /v2                                    server metadata
+    GET  /v2/health/live | /v2/health/ready     200, or 503 until the model is loaded / while draining
+    GET  /v2/models/{m}[/versions/{v}]          model metadata
+    GET  /v2/models/{m}[/versions/{v}]/ready
+    POST /v2/models/{m}[/versions/{v}]/infer
+KServe V1:
+    GET  /v1/models | /v1/models/{m}            readiness
+    POST /v1/models/{m}:predict                 {"instances": [...]} -> {"predictions": [...]}
+Ours:
+    POST /v2/models/{m}/feedback                {"id": ..., "labels": [...]} -> rolling accuracy / rmse
+    GET  /metrics                               Prometheus exposition
+
+Error mapping: `RequestError` -> its status (400/404/405/409/503); `ModelInputError` (the model
+rejected the values) -> 400; `FeedbackError` -> its status; anything else -> 500, logged with
+its traceback, and the server keeps serving. Every error body is `{"error": "<message>"}`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from mlops_server import __version__, codec, logs
+from mlops_server.codec import OUTPUT_PREDICT, OUTPUT_PROBA, ModelInputError, Prediction, RequestError
+from mlops_server.http import Request, Respond, Response, error
+from mlops_server.monitoring import FeedbackError
+
+if TYPE_CHECKING:
+    from mlops_server.batching import Batcher, Outcome
+    from mlops_server.model import ServedModel
+    from mlops_server.monitoring import DriftMonitor, FeedbackStore, Metrics
+    from mlops_server.predlog import PredictionLog
+
+log = logs.get("app")
+
+SERVER_NAME: Final = "mlops-server"
+PROMETHEUS: Final = b"text/plain; version=0.0.4; charset=utf-8"
+_GET: Final = ("GET",)
+_POST: Final = ("POST",)
+
+
+class App:
+    """Serving state plus the request handler (`handle`), used by `mlops_server.http`."""
+
+    def __init__(self, model_name: str | None = None) -> None:
+        self.model_name = model_name
+        self.model: ServedModel | None = None
+        self.batcher: Batcher | None = None
+        self.metrics: Metrics | None = None
+        self.drift: DriftMonitor | None = None
+        self.feedback: FeedbackStore | None = None
+        self.predlog: PredictionLog | None = None
+        self.closing = False
+
+    def attach(
+        self,
+        model: ServedModel,
+        *,
+        batcher: Batcher,
+        metrics: Metrics,
+        drift: DriftMonitor,
+        feedback: FeedbackStore,
+        predlog: PredictionLog | None,
+    ) -> None:
+        self.model_name = model.name
+        self.batcher = batcher
+        self.metrics = metrics
+        self.drift = drift
+        self.feedback = feedback
+        self.predlog = predlog
+        self.model = model  # last: handlers treat a set model as "everything attached"
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None and not self.closing
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    def handle(self, request: Request, respond: Respond) -> None:
+        parts = request.path.strip("/").split("/")
+        method = request.method
+        try:
+            route = self._route(parts)
+            if route is None:
+                raise RequestError(f"no route for {request.path}", 404)
+            methods, handler, args = route
+            if method not in methods:
+                respond(
+                    Response(
+                        405,
+                        orjson.dumps(
+                            {
+                                "error": f"method {method} is not allowed on {request.path}; use {', '.join(methods)}"
+                            }
+                        ),
+                        headers=((b"allow", ", ".join(methods).encode()),),
+                    )
+                )
+                return
+            handler(request, respond, *args)
+        except Exception as e:
+            respond(self._error(e, request))
+
+    def _route(self, parts: list[str]) -> tuple[tuple[str, ...], Callable[..., None], tuple[str, ...]] | None:
+        n = len(parts)
+        head = parts[0]
+        if head == "v2":
+            if n == 1:
+                return _GET, self._server_metadata, ()
+            if parts[1] == "models" and n >= 3:
+                name = parts[2]
+                if n == 4:
+                    if parts[3] == "infer":
+                        return _POST, self._v2_infer, (name, "")
+                    if parts[3] == "ready":
+                        return _GET, self._model_ready, (name, "")
+                    if parts[3] == "feedback":
+                        return _POST, self._feedback, (name,)
+                    return None
+                if n == 3:
+                    return _GET, self._model_metadata, (name, "")
+                if parts[3] == "versions" and n >= 5:
+                    version = parts[4]
+                    if n == 5:
+                        return _GET, self._model_metadata, (name, version)
+                    if n == 6 and parts[5] == "infer":
+                        return _POST, self._v2_infer, (name, version)
+                    if n == 6 and parts[5] == "ready":
+                        return _GET, self._model_ready, (name, version)
+                return None
+            if n == 3 and parts[1] == "health" and parts[2] in ("live", "ready"):
+                return _GET, self._live if parts[2] == "live" else self._ready, ()
+            return None
+        if head == "v1" and n >= 2 and parts[1] == "models":
+            if n == 2:
+                return _GET, self._v1_models, ()
+            if n == 3:
+                name, sep, verb = parts[2].rpartition(":")
+                if sep and verb == "predict":
+                    return _POST, self._v1_predict, (name,)
+                return _GET, self._v1_model, (parts[2],)
+            return None
+        if n == 1 and head == "metrics":
+            return _GET, self._metrics, ()
+        if n == 1 and head == "":
+            return _GET, self._live, ()
+        return None
+
+    def _error(self, exc: BaseException, request: Request) -> Response:
+        if isinstance(exc, RequestError):
+            return error(exc.status, exc.message)
+        if isinstance(exc, FeedbackError):
+            return error(exc.status, exc.message)
+        if isinstance(exc, ModelInputError):
+            return error(400, f"the model rejected the input: {exc}")
+        log.error(
+            "Failed to handle a request",
+            exc_info=(type(exc), exc, exc.__traceback__),
+            extra={"fields": {"method": request.method, "path": request.path, "error": repr(exc)}},
+        )
+        return error(500, f"internal server error: {type(exc).__name__}")
+
+    def _serving(self, name: str, version: str = "") -> ServedModel:
+        model = self.model
+        if self.model_name is not None and name != self.model_name:
+            raise RequestError(f"model '{name}' not found; this server serves '{self.model_name}'", 404)
+        if model is None:
+            raise RequestError(f"model '{name}' is not loaded yet", 503)
+        if version and version != model.version:
+            raise RequestError(f"model '{name}' has no version '{version}'; it serves '{model.version}'", 404)
+        return model
+
+    # --- health and metadata ---------------------------------------------------------------
+
+    def _live(self, request: Request, respond: Respond) -> None:
+        respond(Response(200, b'{"live":true}'))
+
+    def _ready(self, request: Request, respond: Respond) -> None:
+        if self.ready:
+            respond(Response(200, b'{"ready":true}'))
+        else:
+            respond(error(503, "shutting down" if self.closing else "model is not loaded yet", ready=False))
+
+    def _server_metadata(self, request: Request, respond: Respond) -> None:
+        respond(
+            Response(
+                200,
+                orjson.dumps(
+                    {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
+                ),
+            )
+        )
+
+    def _model_metadata(self, request: Request, respond: Respond, name: str, version: str) -> None:
+        respond(Response(200, orjson.dumps(self._serving(name, version).metadata_v2())))
+
+    def _model_ready(self, request: Request, respond: Respond, name: str, version: str) -> None:
+        model = self._serving(name, version)
+        if self.closing:
+            respond(error(503, "shutting down", name=model.name, ready=False))
+        else:
+            respond(Response(200, orjson.dumps({"name": model.name, "ready": True})))
+
+    def _v1_models(self, request: Request, respond: Respond) -> None:
+        respond(Response(200, orjson.dumps({"models": [self.model_name] if self.model_name else []})))
+
+    def _v1_model(self, request: Request, respond: Respond, name: str) -> None:
+        self._model_ready(request, respond, name, "")
+
+    def _metrics(self, request: Request, respond: Respond) -> None:
+        metrics, drift, feedback = self.metrics, self.drift, self.feedback
+        if metrics is None or drift is None or feedback is None:
+            respond(Response(200, b"", content_type=PROMETHEUS))
+            return
+        features, prediction, rows = drift.compute()
+        metrics.set_drift(features, prediction, rows)
+        respond(Response(200, metrics.exposition(), content_type=PROMETHEUS))
+
+    # --- inference -------------------------------------------------------------------------
+
+    def _v2_infer(self, request: Request, respond: Respond, name: str, version: str) -> None:
+        try:
+            model = self._serving(name, version)
+            parsed = codec.parse_v2(request.body, model.signature, model.outputs, request.json_length)
+        except Exception as e:
+            self._answer_error(request, respond, e, "v2")
+            return
+        outputs = parsed.outputs
+        frame = parsed.frame
+
+        def done(outcome: Outcome) -> None:
+            if not isinstance(outcome, Prediction):
+                self._answer_error(request, respond, outcome, "v2")
+                return
+            n = len(frame)
+            tensors: list[dict[str, Any]] = []
+            for output in outputs:
+                if output == OUTPUT_PREDICT:
+                    tensors.append(
+                        {
+                            "name": OUTPUT_PREDICT,
+                            "datatype": model.label_datatype,
+                            "shape": [n],
+                            "data": codec.to_json_array(outcome.labels),
+                        }
+                    )
+                elif output == OUTPUT_PROBA and outcome.proba is not None:
+                    proba = outcome.proba
+                    tensors.append(
+                        {
+                            "name": OUTPUT_PROBA,
+                            "datatype": "FP64",
+                            "shape": [n, proba.shape[1]],
+                            "data": codec.to_json_array(proba.reshape(-1)),
+                        }
+                    )
+            doc: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "id": parsed.id}
+            if parsed.parameters:
+                doc["parameters"] = parsed.parameters
+            doc["outputs"] = tensors
+            self._answered(
+                request,
+                respond,
+                Response(200, codec.dumps(doc)),
+                protocol="v2",
+                request_id=parsed.id,
+                frame=frame,
+                prediction=outcome,
+            )
+
+        self._submit(frame, OUTPUT_PROBA in outputs, done)
+
+    def _v1_predict(self, request: Request, respond: Respond, name: str) -> None:
+        try:
+            model = self._serving(name)
+            frame = codec.parse_v1(request.body, model.signature)
+        except Exception as e:
+            self._answer_error(request, respond, e, "v1")
+            return
+        request_id = str(uuid.uuid4())
+
+        def done(outcome: Outcome) -> None:
+            if not isinstance(outcome, Prediction):
+                self._answer_error(request, respond, outcome, "v1")
+                return
+            body = codec.dumps({"predictions": codec.to_json_array(outcome.labels), "id": request_id})
+            self._answered(
+                request,
+                respond,
+                Response(200, body),
+                protocol="v1",
+                request_id=request_id,
+                frame=frame,
+                prediction=outcome,
+            )
+
+        self._submit(frame, False, done)
+
+    def _submit(self, frame: codec.Array, want_proba: bool, done: Callable[[Outcome], None]) -> None:
+        batcher = self.batcher
+        assert batcher is not None  # _serving() returned a model, so attach() ran
+        batcher.submit(frame, want_proba, done)
+
+    def _answered(
+        self,
+        request: Request,
+        respond: Respond,
+        response: Response,
+        *,
+        protocol: str,
+        request_id: str,
+        frame: codec.Array,
+        prediction: Prediction,
+    ) -> None:
+        respond(response)
+        metrics, feedback, predlog = self.metrics, self.feedback, self.predlog
+        if metrics is not None:
+            metrics.count_request(protocol, 200, _elapsed(request))
+        if feedback is not None:
+            feedback.remember(request_id, frame, prediction.labels)
+        if predlog is not None and predlog.sampled():
+            predlog.predictions(request_id, frame, prediction.labels)
+
+    def _answer_error(self, request: Request, respond: Respond, exc: BaseException, protocol: str) -> None:
+        response = self._error(exc, request)
+        respond(response)
+        if self.metrics is not None:
+            self.metrics.count_request(protocol, response.status, _elapsed(request))
+
+    # --- feedback --------------------------------------------------------------------------
+
+    def _feedback(self, request: Request, respond: Respond, name: str) -> None:
+        model = self._serving(name)
+        store, metrics = self.feedback, self.metrics
+        assert store is not None and metrics is not None
+        doc = codec.loads(request.body)
+        if not isinstance(doc, dict):
+            raise RequestError('feedback must be a JSON object {"id": ..., "labels": [...]}')
+        request_id = doc.get("id")
+        if not isinstance(request_id, str) or not request_id:
+            raise RequestError("feedback needs the 'id' of the answered request")
+        if "labels" in doc:
+            labels = doc["labels"]
+            if not isinstance(labels, list):
+                raise RequestError("labels must be an array with one label per row")
+        elif "label" in doc:
+            labels = [doc["label"]]
+        else:
+            raise RequestError("feedback needs 'labels' (one per row) or 'label' (for a one-row request)")
+        served = store.label(request_id, labels)
+        quality = store.quality
+        metrics.set_feedback(store.samples, quality)
+        if self.predlog is not None:
+            self.predlog.feedback(request_id, served.frame, served.labels, labels)
+        body = {
+            "id": request_id,
+            "model": model.name,
+            "version": model.version,
+            "samples": store.samples,
+            ("accuracy" if store.classification else "rmse"): quality,
+        }
+        respond(Response(200, orjson.dumps(body)))
+
+
+def _elapsed(request: Request) -> float:
+    return time.perf_counter() - request.started

@@ -1,0 +1,179 @@
+"""Server settings: read once from the command line and `MLOPS_<FLAG>` environment variables.
+
+Precedence is flag > environment > default. Environment values are parsed exactly like
+flags, so a bad `MLOPS_PORT` fails with the same usage error (exit code 2) as a bad `--port`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+ENV_PREFIX: Final = "MLOPS_"
+MIB: Final = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    artifact: str
+    model_name: str | None = None
+    sha256: str | None = None
+    model_version: str | None = None
+    host: str = "0.0.0.0"  # noqa: S104 - a server in a pod listens on all interfaces
+    port: int = 8080
+    max_batch_size: int = 64
+    max_batch_delay_ms: float = 0.0
+    max_body_bytes: int = 8 * MIB
+    drift_window: int = 1000
+    prediction_log: str | None = None
+    log_sample_rate: float = 1.0
+    feedback_capacity: int = 10000
+    shutdown_timeout: float = 25.0
+    access_log: bool = False
+    log_level: str = "INFO"
+
+
+_DEFAULTS: Final = Settings(artifact="")
+
+
+def _env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (0-65535), got {value}")
+    return value
+
+
+def _sha256(text: str) -> str:
+    value = text.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise argparse.ArgumentTypeError("must be 64 hexadecimal digits")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"must be true or false, got {text!r}")
+
+
+def _level(text: str) -> str:
+    value = text.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise argparse.ArgumentTypeError(f"must be DEBUG, INFO, WARNING or ERROR, got {text!r}")
+    return value
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlops-server",
+        description="Serve a verified scikit-learn artifact over the Open Inference Protocol (V2) and "
+        "KServe V1, with Prometheus metrics, drift statistics, a prediction log and labelled feedback. "
+        f"Every flag can also be set with an environment variable {ENV_PREFIX}<FLAG> (e.g. MLOPS_PORT).",
+    )
+
+    def add(flag: str, help_text: str, default: Any = None, **kwargs: Any) -> None:
+        env = _env_name(flag)
+        value = environ.get(env)
+        required = kwargs.pop("required", False) and value is None
+        # argparse parses string defaults with `type`, so environment values get the same checks.
+        parser.add_argument(
+            flag,
+            default=value if value is not None else default,
+            required=required,
+            help=f"{help_text} [env {env}]",
+            **kwargs,
+        )
+
+    add("--artifact", "artifact directory holding model.skops and model.json", required=True, metavar="DIR")
+    add("--model-name", "model name served at /v2/models/NAME (default: the artifact's model name)")
+    add("--sha256", "expected sha256 of model.skops; the server refuses to start on a mismatch", type=_sha256)
+    add(
+        "--model-version",
+        "version label for metrics, logs and metadata (default: first 12 hex of the sha256)",
+    )
+    add("--host", "address to listen on", default=_DEFAULTS.host)
+    add("--port", "TCP port to listen on (0 picks a free one)", default=_DEFAULTS.port, type=_port)
+    add(
+        "--max-batch-size",
+        "most rows merged into one model call",
+        default=_DEFAULTS.max_batch_size,
+        type=_positive_int,
+    )
+    add(
+        "--max-batch-delay-ms",
+        "longest wait for more requests before a batch runs; 0 = adaptive: run at once when idle, "
+        "merge whatever arrives while a batch computes",
+        default=_DEFAULTS.max_batch_delay_ms,
+        type=_non_negative_float,
+    )
+    add(
+        "--max-body-bytes",
+        "largest request body accepted (413 above)",
+        default=_DEFAULTS.max_body_bytes,
+        type=_positive_int,
+    )
+    add(
+        "--drift-window",
+        "input rows kept for drift and labelled rows kept for accuracy",
+        default=_DEFAULTS.drift_window,
+        type=_positive_int,
+    )
+    add("--prediction-log", "directory for predictions-<host>.jsonl and feedback-<host>.jsonl", metavar="DIR")
+    add(
+        "--log-sample-rate",
+        "fraction of requests written to the prediction log",
+        default=_DEFAULTS.log_sample_rate,
+        type=_rate,
+    )
+    add(
+        "--feedback-capacity",
+        "request ids remembered for feedback",
+        default=_DEFAULTS.feedback_capacity,
+        type=_positive_int,
+    )
+    add(
+        "--shutdown-timeout",
+        "seconds to finish in-flight requests after SIGTERM",
+        default=_DEFAULTS.shutdown_timeout,
+        type=_non_negative_float,
+    )
+    add("--access-log", "log one line per request (slower)", default=False, type=_bool, nargs="?", const=True)
+    add("--log-level", "DEBUG, INFO, WARNING or ERROR", default=_DEFAULTS.log_level, type=_level)
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse flags and environment; exits with code 2 and a usage message on invalid input."""
+    ns = build_parser(os.environ if environ is None else environ).parse_args(argv)
+    return Settings(**vars(ns))

@@ -1,0 +1,220 @@
+"""The server's life: listen, load, serve, drain.
+
+start()  listen first (liveness answers at once; readiness is 503), then load and verify the
+         artifact on the model thread, importing scikit-learn there, so the loop stays free;
+run()    -> exit code: 0 after a clean stop; 2 when the artifact is refused (sha256 mismatch,
+         corrupted or untrusted file, bad signature), which restarting cannot fix; 1 when
+         the port cannot be bound (and for crashes);
+stop()   thread-safe; what SIGTERM/SIGINT call: readiness turns 503, the listener closes,
+         in-flight requests finish (up to `shutdown_timeout`), logs are flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Final
+
+from mlops_operator.artifact import ArtifactError
+from mlops_server import logs
+from mlops_server.app import App
+from mlops_server.codec import Array, Prediction
+from mlops_server.config import Settings
+from mlops_server.http import HttpServer
+from mlops_server.signature import Kind
+
+if TYPE_CHECKING:
+    from mlops_server.model import ServedModel
+
+log = logs.get("lifecycle")
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_REFUSED: Final = 2
+FLUSH_INTERVAL: Final = 1.0
+
+
+def load_model(settings: Settings) -> ServedModel:
+    # Imported here so pandas and scikit-learn load on the model thread, after the port is open.
+    from mlops_server.model import ServedModel
+
+    return ServedModel.load(settings.artifact, settings.sha256, settings.model_name, settings.model_version)
+
+
+class Server:
+    def __init__(self, settings: Settings, started: float | None = None) -> None:
+        self.settings = settings
+        self.started = time.perf_counter() if started is None else started
+        self.app = App(settings.model_name)
+        self.http = HttpServer(self.app.handle, settings.max_body_bytes, settings.access_log)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-model")
+        self.port = 0
+        self.loaded = asyncio.Event()  # set once the model serves (tests wait on it)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.port = await self.http.start(self.settings.host, self.settings.port)
+        log.info(
+            "Started listening",
+            extra={
+                "fields": {"host": self.settings.host, "port": self.port, "artifact": self.settings.artifact}
+            },
+        )
+
+    def stop(self) -> None:
+        """Begin a graceful stop; safe from signal handlers and other threads."""
+        loop, stop = self._loop, self._stop
+        if loop is None or stop is None:
+            return
+        if loop.is_closed():
+            return
+        loop.call_soon_threadsafe(stop.set)
+
+    async def run(self) -> int:
+        if self._stop is None:
+            try:
+                await self.start()
+            except OSError as e:
+                log.error(
+                    "Failed to listen",
+                    extra={
+                        "fields": {"host": self.settings.host, "port": self.settings.port, "error": str(e)}
+                    },
+                )
+                self.executor.shutdown(wait=False)
+                return EXIT_FAILED
+        assert self._stop is not None and self._loop is not None
+        loop = self._loop
+        loading: asyncio.Future[ServedModel] = loop.run_in_executor(self.executor, load_model, self.settings)
+        stopping: asyncio.Future[bool] = asyncio.ensure_future(self._stop.wait())
+        either: list[asyncio.Future[Any]] = [loading, stopping]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not loading.done():
+            log.info("Stopped before the model finished loading")
+            stopping.cancel()
+            await self._drain()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            return EXIT_OK
+        try:
+            model = loading.result()
+        except ArtifactError as e:
+            log.error(
+                "Refused to serve the artifact",
+                extra={"fields": {"artifact": self.settings.artifact, "error": str(e)}},
+            )
+            stopping.cancel()
+            await self._drain()
+            self.executor.shutdown(wait=False)
+            return EXIT_REFUSED
+        except Exception:
+            stopping.cancel()
+            await self._drain()
+            self.executor.shutdown(wait=False)
+            raise
+        self._attach(model)
+        log.info(
+            "Loaded model",
+            extra={
+                "fields": {
+                    "model": model.name,
+                    "version": model.version,
+                    "sha256": model.sha256,
+                    "task": model.signature.task,
+                    "features": len(model.signature.features),
+                    "load_seconds": round(model.load_seconds, 4),
+                    "ready_seconds": round(time.perf_counter() - self.started, 4),
+                }
+            },
+        )
+        self.loaded.set()
+        flusher = asyncio.ensure_future(self._flush_periodically())
+        await stopping
+        log.info("Draining: readiness is 503 and new connections are refused")
+        await self._drain()
+        flusher.cancel()
+        self.executor.shutdown(wait=True)
+        if self.app.predlog is not None:
+            self.app.predlog.flush()
+        log.info("Stopped", extra={"fields": {"model": model.name, "version": model.version}})
+        return EXIT_OK
+
+    async def _drain(self) -> None:
+        self.app.closing = True
+        self.http.begin_shutdown()
+        if not await self.http.drain(self.settings.shutdown_timeout):
+            log.warning("Closed connections that were still busy at the shutdown timeout")
+
+    def _attach(self, model: ServedModel) -> None:
+        from mlops_server.batching import Batcher
+        from mlops_server.monitoring import DriftMonitor, FeedbackStore, Metrics
+        from mlops_server.predlog import PredictionLog
+
+        settings = self.settings
+        sig = model.signature
+        reference = model.metadata.get("reference")
+        prediction_ref = reference.get("prediction") if isinstance(reference, dict) else None
+        metrics = Metrics(
+            model.name,
+            model.version,
+            model.sha256,
+            features=sig.names,
+            classification=sig.classification,
+            prediction_reference=prediction_ref,
+        )
+        label_dtype = (
+            model.classes.dtype
+            if model.classes is not None and model.classes.dtype.kind in "iufb"
+            else object
+        )
+        drift = DriftMonitor(
+            reference,
+            sig.names,
+            sig.numeric,
+            settings.drift_window,
+            label_dtype if sig.classification else float,
+        )
+        feedback = FeedbackStore(settings.feedback_capacity, settings.drift_window, sig.classification)
+        predlog = None
+        if settings.prediction_log:
+            predlog = PredictionLog(
+                settings.prediction_log,
+                model.name,
+                model.version,
+                sig.names,
+                sample_rate=settings.log_sample_rate,
+                integer_features=[i for i, f in enumerate(sig.features) if f.kind is Kind.INT],
+            )
+
+        def observe(frame: Array, prediction: Prediction) -> None:
+            metrics.observe_batch(prediction.labels)
+            drift.add(frame, prediction.labels)
+
+        assert self._loop is not None
+        batcher = Batcher(
+            self._loop,
+            model.predict,
+            self.executor,
+            max_rows=settings.max_batch_size,
+            max_delay=settings.max_batch_delay_ms / 1000.0,
+            observe=observe,
+        )
+        self.app.attach(
+            model, batcher=batcher, metrics=metrics, drift=drift, feedback=feedback, predlog=predlog
+        )
+
+    async def _flush_periodically(self) -> None:
+        predlog = self.app.predlog
+        if predlog is None:
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            try:
+                # A worker thread of its own: a slow volume must not stall the loop or the model.
+                await loop.run_in_executor(None, predlog.flush)
+            except OSError as e:
+                log.error("Failed to write the prediction log", extra={"fields": {"error": str(e)}})

@@ -1,0 +1,333 @@
+"""Monitoring state: the Prometheus registry, drift windows and the labelled-feedback store.
+
+Metric names and labels are a contract with the operator's scraper (see the issue); they are
+all defined in `Metrics` and nowhere else. Drift gauges are computed lazily, on scrape, from
+sliding windows that the batch path fills with one vectorised copy per batch.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from mlops_operator import drift
+from mlops_server.codec import Array
+
+DURATION_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LABELS: Final = ("model", "version")
+
+
+def _prediction_buckets(reference: Mapping[str, Any] | None) -> tuple[float, ...]:
+    # The training predictions' decile edges make the histogram comparable with the reference.
+    edges = reference.get("edges") if isinstance(reference, Mapping) else None
+    if isinstance(edges, list) and edges:
+        return (*sorted({float(e) for e in edges}), math.inf)
+    return Histogram.DEFAULT_BUCKETS
+
+
+class Metrics:
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        sha256: str,
+        *,
+        features: Sequence[str],
+        classification: bool,
+        prediction_reference: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        reg = self.registry
+        self.model = model
+        self.version = version
+        self.classification = classification
+        self.requests = Counter(
+            "mlops_requests_total",
+            "Inference requests by protocol and HTTP status.",
+            [*LABELS, "protocol", "code"],
+            registry=reg,
+        )
+        self.duration = Histogram(
+            "mlops_request_duration_seconds",
+            "Inference request latency.",
+            LABELS,
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        ).labels(model, version)
+        self.batch_size = Histogram(
+            "mlops_batch_size", "Rows per model call.", LABELS, buckets=BATCH_BUCKETS, registry=reg
+        ).labels(model, version)
+        self.predictions: Counter | None = None
+        self.prediction_value: Histogram | None = None
+        if classification:
+            self.predictions = Counter(
+                "mlops_predictions_total", "Predicted rows by class.", [*LABELS, "class"], registry=reg
+            )
+        else:
+            self.prediction_value = Histogram(
+                "mlops_prediction_value",
+                "Predicted values.",
+                LABELS,
+                buckets=_prediction_buckets(prediction_reference),
+                registry=reg,
+            )
+        self.feature_psi = Gauge(
+            "mlops_drift_psi",
+            "PSI of a feature's live window against training.",
+            [*LABELS, "feature"],
+            registry=reg,
+        )
+        self.prediction_psi = Gauge(
+            "mlops_prediction_drift_psi",
+            "PSI of the predictions' live window against training.",
+            LABELS,
+            registry=reg,
+        ).labels(model, version)
+        self.drift_score = Gauge("mlops_drift_score", "Largest feature PSI.", LABELS, registry=reg).labels(
+            model, version
+        )
+        self.window_rows = Gauge(
+            "mlops_drift_window_rows", "Rows in the drift window.", LABELS, registry=reg
+        ).labels(model, version)
+        self.feedback_samples = Gauge(
+            "mlops_feedback_samples", "Labelled rows in the feedback window.", LABELS, registry=reg
+        ).labels(model, version)
+        quality_name = "mlops_feedback_accuracy" if classification else "mlops_feedback_rmse"
+        quality_help = "Accuracy" if classification else "RMSE"
+        self.feedback_quality = Gauge(
+            quality_name,
+            f"{quality_help} over the feedback window (NaN before any feedback).",
+            LABELS,
+            registry=reg,
+        ).labels(model, version)
+        self.feedback_quality.set(math.nan)
+        Gauge("mlops_model_info", "The served model.", [*LABELS, "sha256"], registry=reg).labels(
+            model, version, sha256
+        ).set(1)
+        self._request_children: dict[tuple[str, int], Any] = {}
+        self._class_children: dict[Any, Any] = {}
+        self._feature_children = {name: self.feature_psi.labels(model, version, name) for name in features}
+
+    def count_request(self, protocol: str, code: int, seconds: float) -> None:
+        key = (protocol, code)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(
+                self.model, self.version, protocol, str(code)
+            )
+        child.inc()
+        self.duration.observe(seconds)
+
+    def observe_batch(self, labels: Array) -> None:
+        """Record one model call's size and predictions (called from the batch worker)."""
+        self.batch_size.observe(len(labels))
+        if self.predictions is not None:
+            values, counts = np.unique(labels, return_counts=True)
+            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+                child = self._class_children.get(value)
+                if child is None:
+                    child = self._class_children[value] = self.predictions.labels(
+                        self.model, self.version, drift._category_key(value)
+                    )
+                child.inc(count)
+        elif self.prediction_value is not None:
+            observe = self.prediction_value.labels(self.model, self.version).observe
+            for value in labels.tolist():
+                if math.isfinite(value):
+                    observe(value)
+
+    def set_drift(self, features: Mapping[str, float], prediction: float, rows: int) -> None:
+        for name, value in features.items():
+            child = self._feature_children.get(name)
+            if child is not None:
+                child.set(value)
+        self.drift_score.set(max(features.values(), default=0.0))
+        self.prediction_psi.set(prediction)
+        self.window_rows.set(rows)
+
+    def set_feedback(self, samples: int, quality: float) -> None:
+        self.feedback_samples.set(samples)
+        self.feedback_quality.set(quality)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Window:
+    """The last `capacity` rows of a 2-D stream, as a ring buffer written once per batch."""
+
+    def __init__(self, capacity: int, width: int, dtype: Any) -> None:
+        self._ring = np.empty((capacity, width), dtype=dtype)
+        self._capacity = capacity
+        self._pos = 0
+        self.rows = 0
+        self.generation = 0  # bumps on every write, so readers can cache derived values
+        self._lock = threading.Lock()
+
+    def add(self, block: Array) -> None:
+        n = len(block)
+        cap = self._capacity
+        if n >= cap:
+            with self._lock:
+                self._ring[:] = block[n - cap :]
+                self._pos = 0
+                self.rows = cap
+                self.generation += 1
+            return
+        with self._lock:
+            end = self._pos + n
+            if end <= cap:
+                self._ring[self._pos : end] = block
+            else:
+                split = cap - self._pos
+                self._ring[self._pos :] = block[:split]
+                self._ring[: n - split] = block[split:]
+            self._pos = end % cap
+            self.rows = min(self.rows + n, cap)
+            self.generation += 1
+
+    def snapshot(self) -> Array:
+        """The window's rows (in no particular order: PSI only needs the multiset)."""
+        with self._lock:
+            return self._ring[: self.rows].copy()
+
+
+class DriftMonitor:
+    """Feature and prediction windows against the training reference (`model.json["reference"]`)."""
+
+    def __init__(
+        self,
+        reference: Mapping[str, Any] | None,
+        features: Sequence[str],
+        numeric: bool,
+        capacity: int,
+        label_dtype: Any,
+    ) -> None:
+        ref: Mapping[str, Any] = reference if isinstance(reference, Mapping) else {}
+        raw = ref.get("features")
+        feature_refs: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        self.features = list(features)
+        self.feature_refs = {
+            name: feature_refs[name] for name in features if isinstance(feature_refs.get(name), Mapping)
+        }
+        self.prediction_ref = ref.get("prediction") if isinstance(ref.get("prediction"), Mapping) else None
+        self.inputs = Window(capacity, len(features), np.float64 if numeric else object)
+        self.predictions = Window(capacity, 1, label_dtype)
+        self._cached: tuple[int, dict[str, float], float] | None = None
+
+    def add(self, frame: Array, labels: Array) -> None:
+        self.inputs.add(frame)
+        self.predictions.add(labels.reshape(-1, 1))
+
+    def compute(self) -> tuple[dict[str, float], float, int]:
+        """(PSI per feature, prediction PSI, rows); recomputed only when the window changed."""
+        generation = self.inputs.generation
+        if self._cached is not None and self._cached[0] == generation:
+            return self._cached[1], self._cached[2], self.inputs.rows
+        window = self.inputs.snapshot()
+        predictions = self.predictions.snapshot()
+        scores: dict[str, float] = {}
+        for j, name in enumerate(self.features):
+            ref = self.feature_refs.get(name)
+            if ref is None:
+                continue
+            scores[name] = drift.feature_psi(ref, _column(window[:, j], ref)) if len(window) else 0.0
+        prediction = 0.0
+        if self.prediction_ref is not None and len(predictions):
+            prediction = drift.feature_psi(
+                self.prediction_ref, _column(predictions[:, 0], self.prediction_ref)
+            )
+        self._cached = (generation, scores, prediction)
+        return scores, prediction, len(window)
+
+
+def _column(values: Array, ref: Mapping[str, Any]) -> Any:
+    if ref.get("kind") == "numeric":
+        try:
+            return np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            return np.full(len(values), math.nan)
+    return values.tolist()
+
+
+@dataclass(slots=True)
+class Served:
+    """What the server remembers about an answered request, until it is labelled or evicted."""
+
+    frame: Array
+    labels: Array
+    labelled: bool = False
+
+
+class FeedbackError(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class FeedbackStore:
+    """Recent request ids -> inputs and predictions; a rolling window of labelled outcomes."""
+
+    def __init__(self, capacity: int, window: int, classification: bool) -> None:
+        self._served: OrderedDict[str, Served] = OrderedDict()
+        self._capacity = capacity
+        self.classification = classification
+        # Per labelled row: 1.0/0.0 for a correct/incorrect class, or the squared error.
+        self._outcomes: deque[float] = deque(maxlen=window)
+
+    def remember(self, request_id: str, frame: Array, labels: Array) -> None:
+        served = self._served
+        served[request_id] = Served(frame, labels)
+        served.move_to_end(request_id)
+        if len(served) > self._capacity:
+            served.popitem(last=False)
+
+    def label(self, request_id: str, labels: Sequence[Any]) -> Served:
+        """Record ground truth for every row of a request; returns what was served."""
+        served = self._served.get(request_id)
+        if served is None:
+            raise FeedbackError(f"unknown request id '{request_id}' (never served or expired)", 404)
+        if served.labelled:
+            raise FeedbackError(f"request '{request_id}' is already labelled", 409)
+        if len(labels) != len(served.labels):
+            raise FeedbackError(
+                f"request '{request_id}' had {len(served.labels)} rows; got {len(labels)} labels", 400
+            )
+        outcomes: list[float] = []
+        if self.classification:
+            for label in labels:
+                if not isinstance(label, (str, int, float, bool)):
+                    raise FeedbackError(f"label {label!r} is not a class (string or number)", 400)
+            for predicted, label in zip(served.labels.tolist(), labels, strict=True):
+                outcomes.append(1.0 if drift._category_key(predicted) == drift._category_key(label) else 0.0)
+        else:
+            for label in labels:
+                if not isinstance(label, (int, float)) or isinstance(label, bool) or not math.isfinite(label):
+                    raise FeedbackError(f"label {label!r} is not a finite number", 400)
+            for predicted, label in zip(served.labels.tolist(), labels, strict=True):
+                outcomes.append((float(predicted) - float(label)) ** 2)
+        served.labelled = True
+        self._outcomes.extend(outcomes)
+        return served
+
+    @property
+    def samples(self) -> int:
+        return len(self._outcomes)
+
+    @property
+    def quality(self) -> float:
+        """Accuracy (classification) or RMSE (regression) over the window; NaN when empty."""
+        n = len(self._outcomes)
+        if n == 0:
+            return math.nan
+        mean = math.fsum(self._outcomes) / n  # exact; the window is small
+        return mean if self.classification else math.sqrt(mean)

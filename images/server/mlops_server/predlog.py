@@ -1,0 +1,102 @@
+"""The prediction log: JSON lines the trainer reads back to retrain on labelled traffic.
+
+    DIR/predictions-<hostname>.jsonl  {"id","time","model","version","rows":[{feature: value}],"predictions":[...]}
+    DIR/feedback-<hostname>.jsonl     {"id","time","version","features":{feature: value},"prediction":p,"label":y}
+
+Lines are buffered in memory and appended by `flush()`, which the server calls at least every
+second and on shutdown; one file per pod (hostname) so replicas never interleave writes.
+Prediction lines are sampled at `sample_rate`; feedback lines are never sampled.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mlops_server.codec import Array
+from mlops_server.logs import rfc3339
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        model: str,
+        version: str,
+        features: Sequence[str],
+        *,
+        sample_rate: float = 1.0,
+        hostname: str | None = None,
+        integer_features: Sequence[int] = (),
+    ) -> None:
+        host = hostname or socket.gethostname()
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.predictions_path = self.directory / f"predictions-{host}.jsonl"
+        self.feedback_path = self.directory / f"feedback-{host}.jsonl"
+        self.model = model
+        self.version = version
+        self.features = list(features)
+        self.sample_rate = sample_rate
+        # Numeric frames hold integer features as float64; log them as the integers they are.
+        self._integer_features = list(integer_features)
+        self._random = random.Random()  # noqa: S311 - sampling, not security
+        self._predictions: list[bytes] = []
+        self._feedback: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def sampled(self) -> bool:
+        return self.sample_rate >= 1.0 or self._random.random() < self.sample_rate
+
+    def _rows(self, frame: Array) -> list[list[Any]]:
+        rows: list[list[Any]] = frame.tolist()
+        for j in self._integer_features:
+            for row in rows:
+                value = row[j]
+                if isinstance(value, float) and value.is_integer():
+                    row[j] = int(value)
+        return rows
+
+    def predictions(self, request_id: str, frame: Array, labels: Array) -> None:
+        names = self.features
+        line = {
+            "id": request_id,
+            "time": rfc3339(time.time()),
+            "model": self.model,
+            "version": self.version,
+            "rows": [dict(zip(names, row, strict=True)) for row in self._rows(frame)],
+            "predictions": labels.tolist(),
+        }
+        self._predictions.append(orjson.dumps(line) + b"\n")
+
+    def feedback(self, request_id: str, frame: Array, labels: Array, truth: Sequence[Any]) -> None:
+        names = self.features
+        now = rfc3339(time.time())
+        for row, predicted, label in zip(self._rows(frame), labels.tolist(), truth, strict=True):
+            line = {
+                "id": request_id,
+                "time": now,
+                "version": self.version,
+                "features": dict(zip(names, row, strict=True)),
+                "prediction": predicted,
+                "label": label,
+            }
+            self._feedback.append(orjson.dumps(line) + b"\n")
+
+    def flush(self) -> None:
+        """Append buffered lines to the files (safe to call from any thread)."""
+        with self._lock:
+            predictions, self._predictions = self._predictions, []
+            feedback, self._feedback = self._feedback, []
+            for path, lines in ((self.predictions_path, predictions), (self.feedback_path, feedback)):
+                if lines:
+                    with open(path, "ab") as f:
+                        f.write(b"".join(lines))

@@ -1,0 +1,103 @@
+"""mlops-trainer: the command the TrainingJob pods run.
+
+    mlops-trainer train   [--config FILE] [--result PATH]
+    mlops-trainer trial   [--config FILE] [--index N] [--result PATH]
+    mlops-trainer verify  --artifact DIR|URI --sha256 HEX [--result PATH]
+
+Config: JSON from --config FILE or env MLOPS_CONFIG (see `config`). The result is one JSON
+line on stdout and the termination message (--result, env MLOPS_RESULT_PATH, default
+/dev/termination-log). Exit codes: 0 success (also a model that fails its gates), 2 bad input
+(permanent: the Job fails at once), 3 artifact verification failed, 1 transient or unexpected
+(retried). Logs are JSON lines on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from mlops_trainer import logs
+from mlops_trainer.config import load_config
+from mlops_trainer.errors import EXIT_OK, EXIT_TRANSIENT, BadInput, TrainerError
+from mlops_trainer.result import emit_result, result_path
+
+ENV_INDEX: Final = "JOB_COMPLETION_INDEX"
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--result",
+        help="where to write the result JSON (default: env MLOPS_RESULT_PATH or /dev/termination-log)",
+    )
+    with_config = argparse.ArgumentParser(add_help=False)
+    with_config.add_argument("--config", help="config JSON file (default: env MLOPS_CONFIG)")
+
+    parser = argparse.ArgumentParser(
+        prog="mlops-trainer", description="Train, tune and verify scikit-learn models."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", parents=[common, with_config], help="fit, evaluate and write the artifact")
+    trial = commands.add_parser("trial", parents=[common, with_config], help="run one tuning trial")
+    trial.add_argument("--index", type=int, help=f"trial index (default: env {ENV_INDEX})")
+    verify = commands.add_parser(
+        "verify", parents=[common], help="check an artifact's digest and that it predicts"
+    )
+    verify.add_argument("--artifact", required=True, help="artifact directory, or its pvc:// or s3:// URI")
+    verify.add_argument("--sha256", required=True, help="expected hex sha256 of model.skops")
+    return parser
+
+
+def _trial_index(option: int | None, env: Mapping[str, str]) -> int:
+    if option is not None:
+        return option
+    raw = env.get(ENV_INDEX)
+    if raw is None:
+        raise BadInput(f"no trial index: set env {ENV_INDEX} or pass --index")
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise BadInput(f"env {ENV_INDEX} is not an integer: {raw!r}") from e
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    if args.command == "verify":
+        from mlops_trainer.verify import run_verify
+
+        return run_verify(args.artifact, args.sha256, env)
+    config = load_config(args.config, env)
+    if args.command == "trial":
+        from mlops_trainer.tuning import run_trial
+
+        return run_trial(config, _trial_index(args.index, env), env)
+    from mlops_trainer.train import run_train
+
+    return run_train(config, env)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run one subcommand; return the process exit code."""
+    logs.configure()
+    environ = os.environ if env is None else env
+    args = _parser().parse_args(argv)
+    path = result_path(args.result, environ)
+    try:
+        result = run(args, environ)
+        code = EXIT_OK
+    except TrainerError as e:
+        logs.log("Failed", level=logging.ERROR, command=args.command, reason=e.reason, message=str(e))
+        result, code = {"ok": False, "reason": e.reason, "message": str(e)}, e.exit_code
+    except Exception as e:  # unexpected: report it, exit 1 so the Job retries
+        logs.logger.exception("Failed unexpectedly", extra={"fields": {"command": args.command}})
+        result = {"ok": False, "reason": "Internal", "message": f"{type(e).__name__}: {e}"}
+        code = EXIT_TRANSIENT
+    emit_result(result, path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Errors classified where they enter, each with its result `reason` and process exit code.
+
+Exit codes are the contract with the operator's Job (podFailurePolicy): 2 fails the Job at once
+(retrying cannot help), 3 marks an artifact that failed verification, 1 is retried.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final
+
+EXIT_OK: Final = 0
+EXIT_TRANSIENT: Final = 1
+EXIT_BAD_INPUT: Final = 2
+EXIT_VERIFICATION_FAILED: Final = 3
+
+
+class TrainerError(Exception):
+    """Base of the classified errors; the message is shown to the user as is."""
+
+    reason: ClassVar[str] = "Internal"
+    exit_code: ClassVar[int] = EXIT_TRANSIENT
+
+
+class BadInput(TrainerError):
+    """Invalid spec or config, or data that cannot be used: permanent."""
+
+    reason = "BadInput"
+    exit_code = EXIT_BAD_INPUT
+
+
+class Transient(TrainerError):
+    """A dependency failed in a way a retry may fix (network, storage)."""
+
+    reason = "Transient"
+    exit_code = EXIT_TRANSIENT
+
+
+class VerificationFailed(TrainerError):
+    """The artifact does not match its digest, holds untrusted types, or does not predict."""
+
+    reason = "VerificationFailed"
+    exit_code = EXIT_VERIFICATION_FAILED

@@ -1,0 +1,178 @@
+"""`train`: load and prepare the data, fit, evaluate on held-out rows, check gates, write the artifact.
+
+The artifact goes to `<spec.output.uri>/<spec.model>/<trainingjob name>` (see
+`mlops_operator.storage.artifact_uri`); running again overwrites it with the same content for the
+same data, since every random choice is seeded. A model that fails its gates is still written
+and the run succeeds: the gates' verdict is part of the result (`gatesPassed`, `failedGates`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_operator import artifact, drift, storage
+from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_trainer.checks import check_spec, primary_metric
+from mlops_trainer.config import TrainerConfig
+from mlops_trainer.data import Dataset, SplitData, load_dataset, split_dataset
+from mlops_trainer.errors import BadInput, Transient
+from mlops_trainer.logs import log, phase
+from mlops_trainer.metrics import evaluate
+from mlops_trainer.pipeline import build_model, resolve_params, run_estimator
+
+
+def json_scalar(value: Any) -> Any:
+    """numpy scalars to Python ones (class labels, predictions)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def signature(ds: Dataset, classes: list[Any] | None) -> dict[str, Any]:
+    sig: dict[str, Any] = {
+        "task": ds.task,
+        "features": [{"name": str(c), "dtype": str(ds.X[c].dtype)} for c in ds.X.columns],
+        "target": ds.target,
+    }
+    if classes is not None:
+        sig["classes"] = classes
+    return sig
+
+
+def reference(ds: Dataset, X_train: pd.DataFrame, predictions: Any) -> dict[str, Any]:
+    """Drift reference: each raw training feature, and the model's predictions on the training rows."""
+    categorical = set(ds.categorical_all)
+    features = {
+        str(c): drift.categorical_reference(X_train[c].dropna())
+        if c in categorical
+        else drift.numeric_reference(X_train[c])
+        for c in X_train.columns
+    }
+    prediction = (
+        drift.categorical_reference(predictions)
+        if ds.task == "classification"
+        else drift.numeric_reference(predictions)
+    )
+    return {"features": features, "prediction": prediction}
+
+
+def failed_gates(spec: TrainingJobSpec, metrics: Mapping[str, float]) -> list[str]:
+    failed = []
+    for gate in spec.evaluation.gates or []:
+        value = metrics.get(gate.metric)
+        if value is None:
+            failed.append(f"{gate.metric} {gate.op} {gate.threshold:g} (not computed)")
+        elif not gate.holds(value):
+            failed.append(f"{gate.metric} {gate.op} {gate.threshold:g} (was {value:.4g})")
+    return failed
+
+
+def write_model(uri: str, model: Any, metadata: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Write the artifact to a pvc:// directory in place, or to s3:// through a scratch directory."""
+    try:
+        if uri.startswith("pvc://"):
+            return artifact.write_artifact(
+                storage.local_path(uri, storage.default_pvc_root(env)), model, metadata
+            )
+        with tempfile.TemporaryDirectory(prefix="mlops-artifact-") as scratch:
+            written = artifact.write_artifact(scratch, model, metadata)
+            storage.upload(scratch, uri, env)
+            return written
+    except storage.InvalidUri as e:
+        raise BadInput(f"output.uri: {e}") from e
+    except storage.FetchError as e:
+        raise (Transient(str(e)) if e.transient else BadInput(str(e))) from e
+    except OSError as e:
+        raise Transient(f"cannot write the artifact to {uri}: {e}") from e
+
+
+def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
+    """Train, evaluate and write the artifact; return the result document."""
+    import sklearn
+
+    spec = config.spec
+    started = time.perf_counter()
+    problems = check_spec(spec)
+    if problems:
+        raise BadInput("; ".join(problems))
+    uri = storage.artifact_uri(spec.output.uri, spec.model, config.name)
+    params = resolve_params(spec, config.params)
+
+    with phase("load") as info, tempfile.TemporaryDirectory(prefix="mlops-data-") as work:
+        ds = load_dataset(spec, Path(work), env)
+        info.update(rows=len(ds.X), features=len(ds.X.columns), droppedRows=ds.dropped_rows)
+    with phase("split") as info:
+        split: SplitData = split_dataset(ds, spec.data.split)
+        info.update(trainRows=len(split.X_train), testRows=len(split.X_test), stratified=split.stratified)
+
+    model = build_model(ds, spec, params)
+    with phase("fit", estimator=spec.estimator.class_name):
+        _, fit_warnings = run_estimator("fit", lambda: model.fit(split.X_train, split.y_train))
+    classes = [json_scalar(c) for c in model.classes_] if ds.task == "classification" else None
+
+    with phase("evaluate") as info:
+        metrics, eval_warnings = run_estimator(
+            "evaluate", lambda: evaluate(model, split.X_test, split.y_test, ds.task, classes or [])
+        )
+        info.update(metrics=metrics)
+    metric = primary_metric(spec, ds.task)
+    if metric not in metrics:
+        raise BadInput(f"the primary metric {metric} could not be computed on the held-out rows")
+    score = metrics[metric]
+    failed = failed_gates(spec, metrics)
+
+    metadata: dict[str, Any] = {
+        "model": spec.model,
+        "trainingJob": config.name,
+        "namespace": config.namespace,
+        "signature": signature(ds, classes),
+        "metrics": metrics,
+        "primaryMetric": metric,
+        "score": score,
+        "gates": [g.to_dict() for g in spec.evaluation.gates or []],
+        "gatesPassed": not failed,
+        "failedGates": failed,
+        "params": params,
+        "estimator": spec.estimator.class_name,
+        "dataDigest": ds.digest,
+        "dataUri": spec.data.source.uri,
+        "extraDataUris": [s.uri for s in spec.data.extra_sources or []],
+        "rows": len(ds.X),
+        "trainRows": len(split.X_train),
+        "testRows": len(split.X_test),
+        "trainedAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "sklearnVersion": sklearn.__version__,
+        "trainerImage": config.trainer_image,
+        "warnings": [*fit_warnings, *(w for w in eval_warnings if w not in fit_warnings)],
+        "reference": reference(ds, split.X_train, model.predict(split.X_train)),
+    }
+    with phase("write", artifactUri=uri):
+        written = write_model(uri, model, metadata, env)
+    log(
+        "Trained model",
+        phase="done",
+        model=spec.model,
+        metric=metric,
+        score=score,
+        gatesPassed=not failed,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return {
+        "ok": True,
+        "metrics": metrics,
+        "primaryMetric": metric,
+        "score": score,
+        "gatesPassed": not failed,
+        "failedGates": failed,
+        "sha256": written["sha256"],
+        "artifactUri": uri,
+        "dataDigest": ds.digest,
+        "params": params,
+        "signature": metadata["signature"],
+    }

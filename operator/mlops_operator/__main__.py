@@ -1,0 +1,60 @@
+"""Run the operator: `mlops-operator [--namespace NS ...|--all-namespaces] [--standalone] [--peering NAME]`.
+
+Settings come from the environment (see settings.py); everything else is kopf's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from mlops_operator import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlops-operator",
+        description="The mlops.dev operator: TrainingJob, ModelVersion, InferenceService.",
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)"
+    )
+    p.add_argument("--standalone", action="store_true", help="no peering: act even if other replicas run")
+    p.add_argument("--peering", default=None, help="peering object name for active/standby replicas")
+    p.add_argument("--priority", type=int, default=0, help="peering priority (the highest acts)")
+    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf's health endpoint")
+    p.add_argument("--log-format", choices=["json", "plain"], default="json")
+    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=f"mlops-operator {__version__}")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    import kopf
+
+    from mlops_operator import handlers  # noqa: F401  # registers the handlers
+    from mlops_operator.logs import configure_logging
+
+    configure_logging(json_format=args.log_format == "json", verbose=args.verbose)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=list(args.namespace),
+            standalone=args.standalone,
+            peering_name=args.peering,
+            priority=args.priority,
+            liveness_endpoint=args.liveness or None,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Pieces every builder shares: names, labels, owner references, pod security, volumes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from mlops_operator.api.common import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGER
+from mlops_operator.settings import Settings
+from mlops_operator.storage import parse_uri
+
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+
+
+def child_name(parent: str, suffix: str) -> str:
+    """`<parent>-<suffix>`, deterministic and at most 63 characters (a hash keeps long names unique)."""
+    name = f"{parent}-{suffix}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{parent[: 63 - len(suffix) - 10]}-{digest}-{suffix}"
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(component: str, instance: str, model: str | None = None, **extra: str) -> dict[str, str]:
+    out = {
+        LABEL_NAME: "mlops-operator",
+        LABEL_PART_OF: "mlops-operator",
+        LABEL_MANAGED_BY: MANAGER,
+        LABEL_COMPONENT: component,
+        LABEL_INSTANCE: instance,
+    }
+    if model:
+        out[LABEL_MODEL] = model
+    out.update(extra)
+    return out
+
+
+def object_meta(name: str, owner: Mapping[str, Any], lbls: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner["metadata"]["namespace"],
+        "labels": dict(lbls),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def pod_security_context(settings: Settings) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": settings.run_as_user,
+        "runAsGroup": settings.run_as_user,
+        "fsGroup": settings.run_as_user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pvc_claims(uris: Iterable[str]) -> list[str]:
+    """The PersistentVolumeClaims named by pvc:// URIs, sorted and unique."""
+    claims = {parse_uri(u).authority for u in uris if u.startswith("pvc://")}
+    return sorted(claims)
+
+
+def pvc_volumes(
+    claims: Iterable[str], settings: Settings, read_only: Iterable[str] = ()
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and mounts for claims at <pvc_root>/<claim>, plus a writable /tmp (the root FS is read-only)."""
+    ro = set(read_only)
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108  # the pod's own emptyDir
+    for i, claim in enumerate(sorted(set(claims))):
+        vol = f"pvc-{i}"
+        volumes.append({"name": vol, "persistentVolumeClaim": {"claimName": claim, "readOnly": claim in ro}})
+        mounts.append({"name": vol, "mountPath": f"{settings.pvc_root}/{claim}", "readOnly": claim in ro})
+    return volumes, mounts
+
+
+def resources(spec_resources: Mapping[str, Any] | None, default: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(spec_resources) if spec_resources else dict(default)

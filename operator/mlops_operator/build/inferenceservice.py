@@ -1,0 +1,341 @@
+"""Pure builders for an InferenceService's children: Deployments, Service, HPA; plus its URL.
+
+Inputs are the InferenceService body (metadata for names and owner references), its parsed
+spec, the ModelVersion body to serve and the operator Settings. No I/O, clock or randomness.
+
+Invariants:
+- Deployment selectors are `{inference-service, track}` only. A Deployment's selector is
+  immutable, so it never names the version: a new version changes the pod template (labels,
+  args, the sha annotation) and rolls the *same* Deployment.
+- The Service selects `{inference-service}` only, so stable and canary pods share traffic in
+  proportion to their ready replicas (a replica-weighted canary, no mesh needed).
+- When `spec.autoscaling` is set the stable Deployment carries no `spec.replicas`: under
+  server-side apply the HPA owns that field and the operator never fights it.
+- Rollouts drop no requests: maxUnavailable 0 / maxSurge 1, readiness on /v2/health/ready, a
+  preStop sleep so endpoints are withdrawn before the server drains, and a drain timeout
+  (`SHUTDOWN_TIMEOUT_SECONDS`) that ends before `terminationGracePeriodSeconds`.
+- Only pvc:// artifacts are servable (the server reads a local directory); anything else
+  raises `UnservableArtifact` (a spec/registry problem, not a transient one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+from mlops_operator.api.common import GROUP, LABEL_VERSION
+from mlops_operator.api.inferenceservice import InferenceServiceSpec
+from mlops_operator.build.common import (
+    child_name,
+    container_security_context,
+    labels,
+    object_meta,
+    pod_security_context,
+    pvc_volumes,
+    resources,
+)
+from mlops_operator.settings import Settings
+from mlops_operator.storage import local_path, parse_uri
+
+Track = Literal["stable", "canary"]
+
+LABEL_INFERENCE_SERVICE: Final = f"{GROUP}/inference-service"
+LABEL_TRACK: Final = f"{GROUP}/track"
+LABEL_MODEL_VERSION: Final = f"{GROUP}/model-version"
+ANNOTATION_ARTIFACT_SHA256: Final = f"{GROUP}/artifact-sha256"
+
+COMPONENT: Final = "inference-server"
+CONTAINER: Final = "server"
+PORT: Final = 8080
+PORT_NAME: Final = "http"
+SERVICE_PORT: Final = 80
+READY_PATH: Final = "/v2/health/ready"
+LIVE_PATH: Final = "/v2/health/live"
+METRICS_PATH: Final = "/metrics"
+PRE_STOP_SLEEP_SECONDS: Final = 5
+# preStop sleep + server drain must end before the kubelet's SIGKILL.
+SHUTDOWN_TIMEOUT_SECONDS: Final = 20
+TERMINATION_GRACE_SECONDS: Final = 30
+DEFAULT_RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+
+
+class UnservableArtifact(ValueError):
+    """The ModelVersion's artifact is not on a PersistentVolumeClaim, so no pod can mount it."""
+
+
+def deployment_name(isvc_name: str, track: Track) -> str:
+    """`<isvc>-predictor` (stable) or `<isvc>-canary`."""
+    return child_name(isvc_name, "predictor" if track == "stable" else "canary")
+
+
+def selector_labels(isvc_name: str, track: Track) -> dict[str, str]:
+    """The immutable Deployment selector: never mentions the model version."""
+    return {LABEL_INFERENCE_SERVICE: isvc_name, LABEL_TRACK: track}
+
+
+def pod_selector(isvc_name: str, track: Track | None = None) -> str:
+    """Label selector string for the serving pods (all tracks, or one): for status.selector and listing pods."""
+    parts = [f"{LABEL_INFERENCE_SERVICE}={isvc_name}"]
+    if track is not None:
+        parts.append(f"{LABEL_TRACK}={track}")
+    return ",".join(parts)
+
+
+def url(isvc: Mapping[str, Any], cluster_domain: str = "cluster.local") -> str:
+    """In-cluster URL of the model's V2 endpoint, e.g. http://iris.ml.svc.cluster.local/v2/models/iris."""
+    meta = isvc["metadata"]
+    return f"http://{meta['name']}.{meta['namespace']}.svc.{cluster_domain}/v2/models/{isvc['spec']['model']}"
+
+
+def split_replicas(total: int, canary_percent: int) -> tuple[int, int]:
+    """(stable, canary) replicas for a canary taking `canary_percent` of `total`.
+
+    total >= 2: canary = round(total * percent / 100) clamped to [1, total - 1], so both tracks
+    run and the sum is `total`.
+    total == 1: (1, 1) — one extra pod for the analysis; the canary gets half the traffic
+    rather than none (no analysis) or all (no safety).
+    total <= 0: (0, 0) — scaled to zero, nothing to analyse; the caller should wait.
+    """
+    if total <= 0:
+        return 0, 0
+    if total == 1:
+        return 1, 1
+    canary = min(max((total * canary_percent + 50) // 100, 1), total - 1)
+    return total - canary, canary
+
+
+def canary_replicas(stable_replicas: int, canary_percent: int) -> int:
+    """Canary replicas to add beside `stable_replicas` an HPA owns, so the canary gets ~percent of traffic."""
+    if stable_replicas <= 0:
+        return 0
+    return max(1, (stable_replicas * canary_percent + (100 - canary_percent) // 2) // (100 - canary_percent))
+
+
+def prediction_log_uri(
+    isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any]
+) -> str | None:
+    """Where the serving pods write the prediction (and labelled feedback) log, or None when off.
+
+    spec.monitoring.predictionLog.uri, else `pvc://<artifact claim>/predictions/<namespace>/<name>`;
+    None when the log is disabled or there is no uri and the artifact is not on a claim.
+    The same value is the retraining `feedback_uri` (see monitor.triggers.retraining_spec).
+    """
+    log = spec.monitoring.prediction_log
+    if not log.enabled:
+        return None
+    if log.uri:
+        return log.uri
+    artifact = parse_uri(mv["spec"]["artifact"]["uri"])
+    if artifact.scheme != "pvc":
+        return None
+    meta = isvc["metadata"]
+    return f"pvc://{artifact.claim}/predictions/{meta['namespace']}/{meta['name']}"
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def server_args(
+    isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
+) -> list[str]:
+    """Command-line of `mlops-server` for this version (see mlops_server.config)."""
+    artifact = mv["spec"]["artifact"]
+    if parse_uri(artifact["uri"]).scheme != "pvc":
+        raise UnservableArtifact(
+            f"{mv['metadata']['name']}: artifact {artifact['uri']} is not on a PersistentVolumeClaim; "
+            "only pvc:// artifacts can be served"
+        )
+    args = [
+        "--model-name",
+        spec.model,
+        "--artifact",
+        local_path(artifact["uri"], settings.pvc_root).as_posix(),
+        "--sha256",
+        artifact["sha256"],
+        "--model-version",
+        mv["metadata"]["name"],
+        "--port",
+        str(PORT),
+        "--max-batch-size",
+        str(spec.batching.max_batch_size),
+        "--max-batch-delay-ms",
+        _num(spec.batching.max_delay_ms),
+        "--drift-window",
+        str(spec.monitoring.drift.window),
+        "--shutdown-timeout",
+        str(SHUTDOWN_TIMEOUT_SECONDS),
+    ]
+    log_uri = prediction_log_uri(isvc, spec, mv)
+    if log_uri is not None:
+        args += [
+            "--prediction-log",
+            local_path(log_uri, settings.pvc_root).as_posix(),
+            "--log-sample-rate",
+            _num(spec.monitoring.prediction_log.sample_rate),
+        ]
+    return args
+
+
+def _volumes(
+    isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The artifact claim read-only, the log claim read-write; one read-write mount when they coincide."""
+    artifact_claim = parse_uri(mv["spec"]["artifact"]["uri"]).claim
+    log_uri = prediction_log_uri(isvc, spec, mv)
+    log_claim = parse_uri(log_uri).claim if log_uri else None
+    claims = {artifact_claim} | ({log_claim} if log_claim else set())
+    read_only = {artifact_claim} - {log_claim}
+    return pvc_volumes(claims, settings, read_only=read_only)
+
+
+def _probe(path: str, *, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+    }
+
+
+def deployment(
+    isvc: Mapping[str, Any],
+    spec: InferenceServiceSpec,
+    mv: Mapping[str, Any],
+    settings: Settings,
+    *,
+    track: Track,
+    replicas: int,
+) -> dict[str, Any]:
+    """The Deployment serving `mv` on `track`.
+
+    `replicas` is written for the canary, and for the stable track unless spec.autoscaling is
+    set (then the HPA owns it and the field is omitted). Raises UnservableArtifact for a
+    non-pvc artifact.
+    """
+    if replicas < 0:
+        raise ValueError(f"replicas must be >= 0, got {replicas}")
+    name = isvc["metadata"]["name"]
+    mv_name = mv["metadata"]["name"]
+    sha = mv["spec"]["artifact"]["sha256"]
+    pod_labels = labels(
+        COMPONENT,
+        name,
+        spec.model,
+        **{
+            LABEL_INFERENCE_SERVICE: name,
+            LABEL_TRACK: track,
+            LABEL_MODEL_VERSION: mv_name,
+            LABEL_VERSION: str(mv["spec"]["version"]),
+        },
+    )
+    volumes, mounts = _volumes(isvc, spec, mv, settings)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image or settings.server_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mlops-server"],
+        "args": server_args(isvc, spec, mv, settings),
+        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "startupProbe": _probe(LIVE_PATH, period=2, failures=60),
+        "readinessProbe": _probe(READY_PATH, period=5, failures=2),
+        "livenessProbe": _probe(LIVE_PATH, period=10, failures=3, timeout=5),
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SLEEP_SECONDS)]}}},
+        "resources": resources(spec.resources.to_dict() if spec.resources else None, DEFAULT_RESOURCES),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+    }
+    pod_spec: dict[str, Any] = {
+        "securityContext": pod_security_context(settings),
+        # The server never talks to the API server.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    deploy_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(name, track)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "revisionHistoryLimit": 3,
+        "progressDeadlineSeconds": 600,
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(PORT),
+                    "prometheus.io/path": METRICS_PATH,
+                    ANNOTATION_ARTIFACT_SHA256: sha,
+                },
+            },
+            "spec": pod_spec,
+        },
+    }
+    if track == "canary" or spec.autoscaling is None:
+        deploy_spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_meta(deployment_name(name, track), isvc, pod_labels),
+        "spec": deploy_spec,
+    }
+
+
+def service(isvc: Mapping[str, Any], spec: InferenceServiceSpec) -> dict[str, Any]:
+    """ClusterIP Service `<isvc>` port 80 -> http, over both tracks' pods."""
+    name = isvc["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(
+            name, isvc, labels(COMPONENT, name, spec.model, **{LABEL_INFERENCE_SERVICE: name})
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL_INFERENCE_SERVICE: name},
+            "ports": [{"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def hpa(isvc: Mapping[str, Any], spec: InferenceServiceSpec) -> dict[str, Any] | None:
+    """autoscaling/v2 HPA on the stable Deployment's CPU, or None without spec.autoscaling.
+
+    CPU utilisation is relative to the container's CPU request, so spec.resources should set one
+    (the default resources do).
+    """
+    if spec.autoscaling is None:
+        return None
+    name = isvc["metadata"]["name"]
+    target = deployment_name(name, "stable")
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": object_meta(
+            target, isvc, labels(COMPONENT, name, spec.model, **{LABEL_INFERENCE_SERVICE: name})
+        ),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "minReplicas": spec.autoscaling.min_replicas,
+            "maxReplicas": spec.autoscaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": spec.autoscaling.target_cpu_utilization,
+                        },
+                    },
+                }
+            ],
+        },
+    }

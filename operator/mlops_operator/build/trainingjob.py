@@ -1,0 +1,168 @@
+"""Pure builders for a TrainingJob's children: the tuning Indexed Job, the training Job.
+
+Both Jobs run the trainer image with the TrainingJob spec as JSON in MLOPS_CONFIG. Exit
+codes are a contract with the trainer (mlops_trainer): 2 = bad input and 3 = artifact
+verification failed fail the Job at once through the podFailurePolicy; anything else is
+retried up to spec.backoffLimit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from mlops_operator.api.common import LABEL_MODEL
+from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_operator.build.common import (
+    child_name,
+    container_security_context,
+    labels,
+    object_meta,
+    pod_security_context,
+    pvc_claims,
+    pvc_volumes,
+)
+from mlops_operator.settings import Settings
+
+LABEL_TRAINING_JOB: Final = "mlops.dev/training-job"
+LABEL_STEP: Final = "mlops.dev/step"
+EXIT_BAD_INPUT: Final = 2
+EXIT_VERIFY_FAILED: Final = 3
+CONTAINER: Final = "trainer"
+DEFAULT_RESOURCES: Final = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
+
+
+def train_job_name(tj_name: str) -> str:
+    return child_name(tj_name, "train")
+
+
+def tune_job_name(tj_name: str) -> str:
+    return child_name(tj_name, "tune")
+
+
+def trainer_config(
+    tj: Mapping[str, Any], spec: TrainingJobSpec, settings: Settings, params: Mapping[str, Any] | None
+) -> str:
+    config: dict[str, Any] = {
+        "name": tj["metadata"]["name"],
+        "namespace": tj["metadata"]["namespace"],
+        "spec": spec.to_dict(),
+        "trainerImage": spec.image or settings.trainer_image,
+    }
+    if params:
+        config["params"] = dict(params)
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def _uris(spec: TrainingJobSpec) -> tuple[list[str], list[str]]:
+    """(read-only data URIs, writable output URIs)."""
+    sources = [spec.data.source.uri] + [s.uri for s in spec.data.extra_sources or []]
+    return sources, [spec.output.uri]
+
+
+def _secret_env(spec: TrainingJobSpec) -> list[dict[str, Any]]:
+    names = sorted(
+        {s.secret_ref.name for s in [spec.data.source, *(spec.data.extra_sources or [])] if s.secret_ref}
+    )
+    return [{"secretRef": {"name": n}} for n in names]
+
+
+def _job(
+    tj: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    settings: Settings,
+    *,
+    step: str,
+    name: str,
+    args: list[str],
+    params: Mapping[str, Any] | None = None,
+    indexed: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    tj_name = tj["metadata"]["name"]
+    lbls = labels("trainer", tj_name, spec.model, **{LABEL_TRAINING_JOB: tj_name, LABEL_STEP: step})
+    sources, outputs = _uris(spec)
+    output_claims = pvc_claims(outputs)
+    claims = pvc_claims(sources + outputs)
+    volumes, mounts = pvc_volumes(claims, settings, read_only=[c for c in claims if c not in output_claims])
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mlops-trainer"],
+        "args": args,
+        "env": [
+            {"name": "MLOPS_CONFIG", "value": trainer_config(tj, spec, settings, params)},
+            {"name": "MLOPS_PVC_ROOT", "value": settings.pvc_root},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "resources": spec.resources.to_dict() if spec.resources else DEFAULT_RESOURCES,
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    env_from = _secret_env(spec)
+    if env_from:
+        container["envFrom"] = env_from
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": pod_security_context(settings),
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = list(spec.tolerations)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "activeDeadlineSeconds": spec.active_deadline_seconds,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": [EXIT_BAD_INPUT, EXIT_VERIFY_FAILED],
+                    },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": lbls}, "spec": pod_spec},
+    }
+    if indexed:
+        completions, parallelism = indexed
+        job_spec.update({"completionMode": "Indexed", "completions": completions, "parallelism": parallelism})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": object_meta(name, tj, lbls),
+        "spec": job_spec,
+    }
+
+
+def training_job(
+    tj: Mapping[str, Any], spec: TrainingJobSpec, settings: Settings, params: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The Job that prepares the data, fits (with `params`, e.g. the best trial's), evaluates and saves."""
+    name = train_job_name(tj["metadata"]["name"])
+    return _job(tj, spec, settings, step="train", name=name, args=["train"], params=params)
+
+
+def tuning_job(
+    tj: Mapping[str, Any], spec: TrainingJobSpec, settings: Settings, trials: int
+) -> dict[str, Any]:
+    """The Indexed Job running `trials` cross-validated trials, `parallelism` at a time."""
+    assert spec.tuning is not None  # callers only build it for tuned jobs
+    name = tune_job_name(tj["metadata"]["name"])
+    parallelism = min(spec.tuning.parallelism, trials)
+    return _job(tj, spec, settings, step="tune", name=name, args=["trial"], indexed=(trials, parallelism))
+
+
+def model_label(spec: TrainingJobSpec) -> dict[str, str]:
+    return {LABEL_MODEL: spec.model}

@@ -1,0 +1,95 @@
+"""Every kopf decorator of the operator. Each handler is a thin adapter over `reconcile`.
+
+Shape: one daemon per custom resource runs its level-triggered loop (reconcile/runner.py);
+stateless `on.event` handlers on the resources and on their children (Jobs, Deployments)
+only wake the right loop. No change handlers: kopf keeps no diff-base or progress on our
+objects, so GitOps tools see nothing but our status.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from mlops_operator.api.common import GROUP, LABEL_MANAGED_BY, MANAGER, VERSION
+from mlops_operator.kube import AsyncKube, Kube, load_api_client
+from mlops_operator.reconcile import modelversion, runner, trainingjob
+from mlops_operator.reconcile.context import Context
+from mlops_operator.settings import Settings
+
+log = logging.getLogger("mlops_operator")
+MANAGED = {LABEL_MANAGED_BY: MANAGER}
+
+
+def configure(settings: kopf.OperatorSettings, ours: Settings) -> None:
+    """kopf settings chosen for GitOps and scale (see KOPF_NOTES.md)."""
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Only daemons and event handlers: nothing to persist, but keep kopf's own marks out of
+    # users' annotations in case a change handler is ever added.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=f"internal.{GROUP}", v1=False
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=f"internal.{GROUP}", key="last-handled-configuration", v1=False
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.inactivity_timeout = 600
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = ours.api_workers
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    ours: Settings = memo.get("settings") or Settings.from_env()
+    configure(settings, ours)
+    if "ctx" not in memo:
+        kube = AsyncKube(Kube(load_api_client(ours.api_workers)), ours.api_workers)
+        memo["ctx"] = Context(kube=kube, settings=ours)
+    log.info(
+        "Started mlops-operator", extra={"trainerImage": ours.trainer_image, "serverImage": ours.server_image}
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    ctx: Context | None = memo.get("ctx")
+    if ctx is not None and memo.get("owns_ctx", True):
+        ctx.kube.close()
+
+
+# --- TrainingJob ------------------------------------------------------------------------------
+@kopf.daemon(GROUP, VERSION, "trainingjobs", id="reconcile", cancellation_timeout=2.0)
+async def trainingjob_loop(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await runner.run(memo["ctx"], "TrainingJob", body, stopped, trainingjob.reconcile)
+
+
+@kopf.on.event(GROUP, VERSION, "trainingjobs", id="kick")
+def trainingjob_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    memo["ctx"].kick("TrainingJob", meta["namespace"], meta["name"])
+
+
+# --- ModelVersion -----------------------------------------------------------------------------
+@kopf.daemon(GROUP, VERSION, "modelversions", id="reconcile", cancellation_timeout=2.0)
+async def modelversion_loop(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await runner.run(memo["ctx"], "ModelVersion", body, stopped, modelversion.reconcile)
+
+
+@kopf.on.event(GROUP, VERSION, "modelversions", id="kick")
+def modelversion_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    ctx: Context = memo["ctx"]
+    ctx.kick("ModelVersion", meta["namespace"], meta["name"])
+    # A new or newly verified version may change what InferenceServices serve.
+    ctx.kick_namespace("InferenceService", meta["namespace"])
+
+
+# --- Children: wake the owner's loop --------------------------------------------------------
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="kick-owner")
+def job_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    ctx: Context = memo["ctx"]
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and str(ref.get("apiVersion", "")).startswith(GROUP):
+            ctx.kick(ref["kind"], meta["namespace"], ref["name"])

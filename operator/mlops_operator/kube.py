@@ -1,0 +1,279 @@
+"""The only module that talks to the Kubernetes API.
+
+A thin layer over the `kubernetes` client's ApiClient: objects are plain dicts (as kopf
+gives them), responses are parsed with orjson without building client models, children are
+applied with server-side apply under one field manager, and status is merge-patched on the
+status subresource. The client is synchronous, so `AsyncKube` runs each call in a bounded
+thread pool to keep kopf's event loop free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import orjson
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from mlops_operator.api.common import GROUP, MANAGER, VERSION
+
+log = logging.getLogger(__name__)
+
+# plural, namespaced, by kind, for every kind the operator touches.
+PLURALS: Final[dict[str, str]] = {
+    "Pod": "pods",
+    "Service": "services",
+    "Event": "events",
+    "Job": "jobs",
+    "Deployment": "deployments",
+    "ReplicaSet": "replicasets",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "TrainingJob": "trainingjobs",
+    "ModelVersion": "modelversions",
+    "InferenceService": "inferenceservices",
+}
+API_VERSIONS: Final[dict[str, str]] = {
+    "Pod": "v1",
+    "Service": "v1",
+    "Event": "v1",
+    "Job": "batch/v1",
+    "Deployment": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+    "TrainingJob": f"{GROUP}/{VERSION}",
+    "ModelVersion": f"{GROUP}/{VERSION}",
+    "InferenceService": f"{GROUP}/{VERSION}",
+}
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, reason: str, body: str) -> None:
+        super().__init__(f"{status} {reason}: {body[:500]}")
+        self.status = status
+        self.reason = reason
+        self.body = body
+
+
+def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    api_version = API_VERSIONS[kind]
+    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    out = f"{prefix}/namespaces/{namespace}/{PLURALS[kind]}"
+    if name:
+        out += f"/{name}"
+    if subresource:
+        out += f"/{subresource}"
+    return out
+
+
+def load_api_client(pool_size: int = 16) -> client.ApiClient:
+    """In-cluster config when running in a pod, the kubeconfig otherwise."""
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=cfg)
+    cfg.connection_pool_maxsize = pool_size
+    return client.ApiClient(cfg)
+
+
+@dataclass
+class Kube:
+    """Synchronous calls. Every method returns plain dicts."""
+
+    api: client.ApiClient
+    field_manager: str = MANAGER
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        if query:
+            url = f"{url}?{urlencode(query)}"
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            resp = self.api.call_api(
+                url,
+                method,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+            )
+        except ApiException as e:
+            raise KubeError(e.status, str(e.reason), str(e.body)) from None
+        data = resp.data
+        return orjson.loads(data) if data else None
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self.request("GET", path(kind, namespace, name))
+        except KubeError as e:
+            if e.status == 404:
+                return None
+            raise
+        return obj
+
+    def list(
+        self, kind: str, namespace: str, labels: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
+        result = self.request("GET", path(kind, namespace), query=query)
+        items: list[dict[str, Any]] = result.get("items", [])
+        for item in items:  # list items lack kind/apiVersion
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", API_VERSIONS[kind])
+        return items
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the operator's field manager (force: the operator owns its children)."""
+        meta = obj["metadata"]
+        result: dict[str, Any] = self.request(
+            "PATCH",
+            path(obj["kind"], meta["namespace"], meta["name"]),
+            body=orjson.dumps(obj).decode(),
+            query={"fieldManager": self.field_manager, "force": "true"},
+            content_type="application/apply-patch+yaml",
+        )
+        return result
+
+    def create(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create; an existing object of the same name is returned instead (409 is success). -> (obj, created)."""
+        meta = obj["metadata"]
+        try:
+            created: dict[str, Any] = self.request("POST", path(obj["kind"], meta["namespace"]), body=obj)
+            return created, True
+        except KubeError as e:
+            if e.status != 409:
+                raise
+        existing = self.get(obj["kind"], meta["namespace"], meta["name"])
+        if existing is None:  # deleted in between: let the caller's next pass retry
+            raise KubeError(409, "Conflict", f"{obj['kind']} {meta['name']} exists and vanished")
+        return existing, False
+
+    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> bool:
+        try:
+            self.request("DELETE", path(kind, namespace, name), body={"propagationPolicy": propagation})
+        except KubeError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PATCH",
+            path(kind, namespace, name, "status"),
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    def event(self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+        """Record a core/v1 Event on `obj` (best effort: a failure is logged, never raised)."""
+        meta = obj["metadata"]
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        digest = hashlib.sha256(f"{meta.get('uid')}{reason}{message}{now}".encode()).hexdigest()[:10]
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{digest}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": MANAGER},
+            "reportingComponent": MANAGER,
+            "reportingInstance": MANAGER,
+            "firstTimestamp": now[:19] + "Z",
+            "lastTimestamp": now[:19] + "Z",
+            "eventTime": now,
+            "action": reason,
+            "count": 1,
+        }
+        try:
+            self.request("POST", path("Event", meta["namespace"]), body=event)
+        except KubeError as e:
+            log.warning("Failed to record Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], e)
+
+    def pod_log_tail(self, namespace: str, name: str, lines: int = 20) -> str:
+        try:
+            resp = self.api.call_api(
+                path("Pod", namespace, name, "log") + f"?tailLines={lines}",
+                "GET",
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+            )
+        except ApiException:
+            return ""
+        return bytes(resp.data).decode(errors="replace")
+
+
+class AsyncKube:
+    """The same calls, each run in a bounded thread pool."""
+
+    def __init__(self, kube: Kube, workers: int = 16) -> None:
+        self.sync = kube
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = await self._run(self.sync.get, kind, namespace, name)
+        return result
+
+    async def list(
+        self, kind: str, namespace: str, labels: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._run(self.sync.list, kind, namespace, labels)
+        return result
+
+    async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._run(self.sync.apply, obj)
+        return result
+
+    async def create(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        result: tuple[dict[str, Any], bool] = await self._run(self.sync.create, obj)
+        return result
+
+    async def delete(self, kind: str, namespace: str, name: str) -> bool:
+        result: bool = await self._run(self.sync.delete, kind, namespace, name)
+        return result
+
+    async def patch_status(
+        self, kind: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._run(self.sync.patch_status, kind, namespace, name, status)
+        return result
+
+    async def event(self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+        await self._run(self.sync.event, obj, reason, message, type_)
+
+    async def pod_log_tail(self, namespace: str, name: str, lines: int = 20) -> str:
+        result: str = await self._run(self.sync.pod_log_tail, namespace, name, lines)
+        return result
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,356 @@
+"""Prometheus text from the serving pods -> `status.metrics` of an InferenceService.
+
+The serving pods' exposition is a contract (mlops_server.monitoring):
+
+    mlops_requests_total{model,version,protocol,code}         counter
+    mlops_request_duration_seconds{model,version}             histogram (_bucket{le}, _count, _sum)
+    mlops_drift_psi{model,version,feature}                    gauge, PSI per feature
+    mlops_prediction_drift_psi{model,version}                 gauge
+    mlops_drift_score{model,version}                          gauge, max feature PSI
+    mlops_drift_window_rows{model,version}                    gauge
+    mlops_feedback_samples{model,version}                     gauge, labelled rows
+    mlops_feedback_accuracy / mlops_feedback_rmse{model,version}  gauge (NaN before feedback)
+
+Flow: `parse(text, pod)` per pod -> `aggregate(samples, previous)` -> (metrics, totals). Keep
+the returned `PodTotals` in memory (e.g. kopf memo) and pass it back at the next scrape; it is
+the only state. Rules:
+
+- Counters and histograms are differenced per pod against `previous`. A counter that went
+  down means the pod's server restarted: its whole current value counts as the delta. A pod
+  not in `previous` (new) contributes its whole value; a pod gone since is simply absent.
+  With `previous=None` (first scrape, or after an operator restart) the deltas are the
+  lifetime values.
+- `requests` is the running total of those deltas (so it does not drop when pods roll);
+  `error_rate` (5xx share) and `latency_p50_ms`/`latency_p95_ms` describe the interval since
+  the previous scrape only, and are absent when no request arrived in it.
+- Quantiles are interpolated linearly inside cumulative buckets (as PromQL's
+  histogram_quantile); a rank in the +Inf bucket reports the highest finite bound.
+- Drift: per feature, the window-row-weighted mean PSI over pods (pods with an empty window
+  carry no evidence and are skipped); `drift` = the largest of those. Accuracy: mean weighted by
+  labelled samples; RMSE: sqrt of the sample-weighted mean square. NaN gauges are ignored.
+- For a canary, aggregate only the canary pods' samples with their own PodTotals (started
+  from None when the canary starts) and read `canary_stats(totals)`.
+
+`rounded` and `changed` make status writes happen only on real changes (3 significant
+digits, at most 4 decimals; counts of 1000 and more to 3 significant digits).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlops_operator.api.inferenceservice import Metrics
+from mlops_operator.serving.canary import CanaryStats
+
+Buckets = tuple[tuple[float, float], ...]  # (upper bound `le`, cumulative count), sorted by le
+
+SIGNIFICANT_DIGITS: Final = 3
+MAX_DECIMALS: Final = 4
+COUNT_FIELDS: Final = frozenset({"requests", "labelled_samples", "drift_breaches"})
+# Fields `changed` ignores: the scrape time itself.
+VOLATILE_FIELDS: Final = frozenset({"last_scrape"})
+
+_GAUGES: Final = frozenset(
+    {
+        "mlops_prediction_drift_psi",
+        "mlops_drift_score",
+        "mlops_drift_window_rows",
+        "mlops_feedback_samples",
+        "mlops_feedback_accuracy",
+        "mlops_feedback_rmse",
+    }
+)
+
+
+@dataclass(frozen=True)
+class PodSample:
+    """One pod's scrape. Counters are raw cumulative values; gauges are None when absent or NaN."""
+
+    pod: str = ""
+    requests: float = 0.0
+    errors: float = 0.0
+    buckets: Buckets = ()
+    feature_psi: Mapping[str, float] = field(default_factory=dict)
+    prediction_psi: float | None = None
+    drift_score: float | None = None
+    window_rows: float | None = None
+    feedback_samples: float | None = None
+    accuracy: float | None = None
+    rmse: float | None = None
+    versions: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Counters:
+    """The counters of one pod at one scrape (or a delta of them)."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    buckets: Buckets = ()
+
+
+@dataclass(frozen=True)
+class PodTotals:
+    """State between scrapes: each pod's last raw counters, and the running totals of deltas."""
+
+    pods: Mapping[str, Counters] = field(default_factory=dict)
+    requests: float = 0.0
+    errors: float = 0.0
+    buckets: Buckets = ()
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _max(old: float | None, new: float) -> float | None:
+    value = _finite(new)
+    if value is None:
+        return old
+    return value if old is None else max(old, value)
+
+
+def parse(text: str, pod: str = "") -> PodSample:
+    """Parse one pod's /metrics text. Raises ValueError on malformed exposition.
+
+    A pod exports one model version; should it export several series of a gauge, the largest
+    value is kept (counters and histograms are summed).
+    """
+    requests = errors = 0.0
+    buckets: dict[float, float] = {}
+    psi: dict[str, float] = {}
+    gauges: dict[str, float | None] = {}
+    versions: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, float(sample.value)
+            if name.startswith("mlops_") and "version" in labels:
+                versions.add(labels["version"])
+            if name == "mlops_requests_total":
+                requests += value
+                if labels.get("code", "").startswith("5"):
+                    errors += value
+            elif name == "mlops_request_duration_seconds_bucket":
+                le = float(labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + value
+            elif name == "mlops_drift_psi" and "feature" in labels:
+                merged = _max(psi.get(labels["feature"]), value)
+                if merged is not None:
+                    psi[labels["feature"]] = merged
+            elif name in _GAUGES:
+                gauges[name] = _max(gauges.get(name), value)
+    return PodSample(
+        pod=pod,
+        requests=requests,
+        errors=errors,
+        buckets=tuple(sorted(buckets.items())),
+        feature_psi=psi,
+        prediction_psi=gauges.get("mlops_prediction_drift_psi"),
+        drift_score=gauges.get("mlops_drift_score"),
+        window_rows=gauges.get("mlops_drift_window_rows"),
+        feedback_samples=gauges.get("mlops_feedback_samples"),
+        accuracy=gauges.get("mlops_feedback_accuracy"),
+        rmse=gauges.get("mlops_feedback_rmse"),
+        versions=frozenset(versions),
+    )
+
+
+def _monotonic(buckets: Iterable[tuple[float, float]]) -> Buckets:
+    """Sorted by le, counts never decreasing (guards against skew between series)."""
+    out: list[tuple[float, float]] = []
+    running = 0.0
+    for le, count in sorted(buckets):
+        running = max(running, count)
+        out.append((le, running))
+    return tuple(out)
+
+
+def _delta(current: Counters, previous: Counters | None) -> Counters:
+    if previous is None:
+        return current
+    reset = (
+        current.requests < previous.requests
+        or current.errors < previous.errors
+        or [le for le, _ in current.buckets] != [le for le, _ in previous.buckets]
+        or any(c < p for (_, c), (_, p) in zip(current.buckets, previous.buckets, strict=True))
+    )
+    if reset:
+        return current
+    return Counters(
+        requests=current.requests - previous.requests,
+        errors=current.errors - previous.errors,
+        buckets=tuple((le, c - p) for (le, c), (_, p) in zip(current.buckets, previous.buckets, strict=True)),
+    )
+
+
+def merge_buckets(histograms: Iterable[Buckets]) -> Buckets:
+    """Sum cumulative histograms over the bounds they all share (equal bounds by contract)."""
+    present = [h for h in histograms if h]
+    if not present:
+        return ()
+    shared = set.intersection(*({le for le, _ in h} for h in present))
+    totals = dict.fromkeys(shared, 0.0)
+    for h in present:
+        for le, count in h:
+            if le in totals:
+                totals[le] += count
+    return _monotonic(totals.items())
+
+
+def quantile(buckets: Buckets, q: float) -> float | None:
+    """The q-quantile (0 < q < 1) of a cumulative histogram, interpolated linearly; None if empty."""
+    if not buckets:
+        return None
+    ordered = _monotonic(buckets)
+    total = ordered[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for le, count in ordered:
+        if count >= rank:
+            if math.isinf(le):
+                return lower
+            if count == below:
+                return le
+            return lower + (le - lower) * (rank - below) / (count - below)
+        lower, below = le, count
+    return lower
+
+
+def _weighted(pairs: Iterable[tuple[float | None, float | None]]) -> float | None:
+    """Mean of values weighted by their weights; a missing weight counts 1, a zero weight skips."""
+    num = den = 0.0
+    for value, weight in pairs:
+        if value is None:
+            continue
+        w = 1.0 if weight is None else weight
+        if w > 0:
+            num += value * w
+            den += w
+    return num / den if den > 0 else None
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
+
+
+def aggregate(samples: Sequence[PodSample], previous: PodTotals | None) -> tuple[dict[str, Any], PodTotals]:
+    """Combine one scrape of every pod into status metrics (snake_case `Metrics` fields) and new totals.
+
+    Pod names must be unique (they key the per-pod counters). Keys with no value are omitted;
+    `drift_breaches` and `last_scrape` are for the caller to add.
+    """
+    names = [s.pod for s in samples]
+    if len(set(names)) != len(names):
+        raise ValueError(f"pod names must be unique, got {sorted(names)}")
+    known = previous.pods if previous is not None else {}
+    pods: dict[str, Counters] = {}
+    deltas: list[Counters] = []
+    for s in samples:
+        current = Counters(s.requests, s.errors, _monotonic(s.buckets))
+        pods[s.pod] = current
+        deltas.append(_delta(current, known.get(s.pod)))
+    interval_requests = sum(d.requests for d in deltas)
+    interval_errors = sum(d.errors for d in deltas)
+    interval_buckets = merge_buckets(d.buckets for d in deltas)
+    base = previous or PodTotals()
+    totals = PodTotals(
+        pods=pods,
+        requests=base.requests + interval_requests,
+        errors=base.errors + interval_errors,
+        buckets=merge_buckets([base.buckets, interval_buckets]),
+    )
+
+    metrics: dict[str, Any] = {"requests": round(totals.requests)}
+    if interval_requests > 0:
+        metrics["error_rate"] = interval_errors / interval_requests
+    p50, p95 = _ms(quantile(interval_buckets, 0.5)), _ms(quantile(interval_buckets, 0.95))
+    if p50 is not None and p95 is not None:
+        metrics["latency_p50_ms"] = p50
+        metrics["latency_p95_ms"] = p95
+
+    features = sorted({f for s in samples for f in s.feature_psi})
+    by_feature: dict[str, float] = {}
+    for feature in features:
+        value = _weighted((s.feature_psi.get(feature), s.window_rows) for s in samples)
+        if value is not None:
+            by_feature[feature] = value
+    if by_feature:
+        metrics["drift_by_feature"] = by_feature
+        metrics["drift"] = max(by_feature.values())
+    else:
+        drift = _weighted((s.drift_score, s.window_rows) for s in samples)
+        if drift is not None:
+            metrics["drift"] = drift
+    prediction_drift = _weighted((s.prediction_psi, s.window_rows) for s in samples)
+    if prediction_drift is not None:
+        metrics["prediction_drift"] = prediction_drift
+
+    labelled = [s.feedback_samples for s in samples if s.feedback_samples is not None]
+    if labelled:
+        metrics["labelled_samples"] = round(sum(labelled))
+    accuracy = _weighted((s.accuracy, s.feedback_samples) for s in samples)
+    if accuracy is not None:
+        metrics["accuracy"] = accuracy
+    mean_square = _weighted((None if s.rmse is None else s.rmse**2, s.feedback_samples) for s in samples)
+    if mean_square is not None:
+        metrics["rmse"] = math.sqrt(mean_square)
+    return metrics, totals
+
+
+def canary_stats(totals: PodTotals) -> CanaryStats:
+    """The canary's statistics since its PodTotals started (requests, 5xx errors, p95)."""
+    return CanaryStats(
+        requests=round(totals.requests),
+        errors=round(totals.errors),
+        p95_ms=_ms(quantile(totals.buckets, 0.95)),
+    )
+
+
+def _round(value: float) -> float:
+    if value == 0 or not math.isfinite(value):
+        return value
+    decimals = SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(abs(value)))
+    return round(value, min(decimals, MAX_DECIMALS)) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _round_count(value: int) -> int:
+    if abs(value) < 10**SIGNIFICANT_DIGITS:
+        return value
+    return round(value, SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(abs(value))))
+
+
+def rounded(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Metrics (snake_case or camelCase keys, e.g. status.metrics) rounded, as snake_case.
+
+    Floats to 3 significant digits but at most 4 decimals; counts below 1000 exact, above
+    to 3 significant digits; strings untouched. `Metrics.model_validate(r).to_dict()` gives
+    the camelCase status form.
+    """
+    parsed = Metrics.model_validate(dict(metrics or {})).model_dump(exclude_none=True)
+    out: dict[str, Any] = {}
+    for key, value in parsed.items():
+        if key in COUNT_FIELDS and isinstance(value, int):
+            out[key] = _round_count(value)
+        elif isinstance(value, float):
+            out[key] = _round(value)
+        elif isinstance(value, dict):
+            out[key] = {k: _round(v) for k, v in sorted(value.items())}
+        else:
+            out[key] = value
+    return out
+
+
+def changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Whether `new` differs from `old` once both are rounded (last_scrape ignored)."""
+
+    def comparable(m: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {k: v for k, v in rounded(m).items() if k not in VOLATILE_FIELDS}
+
+    return comparable(old) != comparable(new)

@@ -1,0 +1,307 @@
+"""When to retrain: the retraining triggers of an InferenceService, as a pure state machine.
+
+`evaluate(retraining, state, metrics, annotations, now, isvc_name=...)` returns a decision and
+the next `TriggerState`; the caller persists the state in status (see `TriggerState.from_status`
+and `retraining_status`) and, when the decision fires, creates the TrainingJob named
+`decision.job_name` with `retraining_spec(...)`. Names are deterministic, so if the status write
+is lost the retry recreates the same name and AlreadyExists (409) means done.
+
+Triggers (a run created for one trigger also settles every other pending one):
+- manual: the mlops.dev/retrain annotation holds a value other than `last_manual`.
+- drift: `consecutive` scrapes in a row with metrics.drift above the threshold; one at or below
+  resets the count. Pass `metrics=None` when there was no new scrape since the last call: the
+  count then stays as it is (counting the same scrape twice would fire early).
+- accuracy: metrics.labelled_samples >= minSamples and metrics.accuracy < min (level-triggered).
+- schedule: once per cron slot (monitor.cron, UTC). The first evaluation only records the
+  current slot, so creating or enabling a service never fires a slot from the past; a slot
+  fires when it is later than `last_schedule`.
+
+Blocks, checked in this order, stop a pending trigger from firing without consuming it (it fires
+when the block lifts): retraining disabled, cooldownSeconds since `last_triggered_at` not yet
+passed, `len(active_jobs) >= maxConcurrent`. The reason names the block.
+`active_jobs` is the caller's to keep current (drop runs that finished); firing appends the new one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final, Literal
+
+from mlops_operator.api.common import ANNOTATION_RETRAIN
+from mlops_operator.api.inferenceservice import InferenceServiceSpec, Metrics, Retraining, RetrainingStatus
+from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_operator.monitor import cron
+
+Trigger = Literal["drift", "accuracy", "schedule", "manual"]
+
+# TrainingJob names are at most 50 characters (its CRD's CEL rule).
+TRAININGJOB_NAME_MAX: Final = 50
+
+
+class Reason(StrEnum):
+    MANUAL = "ManualRequest"
+    DRIFT = "DriftDetected"
+    ACCURACY = "AccuracyBelowMinimum"
+    SCHEDULE = "ScheduleDue"
+    NOT_CONFIGURED = "NotConfigured"
+    DISABLED = "Disabled"
+    COOLDOWN = "CoolingDown"
+    MAX_CONCURRENT = "MaxConcurrent"
+    NO_TRIGGER = "NoTrigger"
+
+
+@dataclass(frozen=True)
+class TriggerState:
+    """Bookkeeping carried from one evaluation to the next (persisted in status)."""
+
+    drift_breaches: int = 0
+    last_triggered_at: datetime | None = None
+    active_jobs: tuple[str, ...] = ()
+    last_manual: str | None = None
+    last_schedule: str | None = None
+    count: int = 0
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any] | None) -> TriggerState:
+        """Read from an InferenceService status (camelCase): status.retraining and status.metrics.driftBreaches."""
+        status = status or {}
+        retraining = RetrainingStatus.model_validate(status.get("retraining") or {})
+        metrics = Metrics.model_validate(status.get("metrics") or {})
+        return cls(
+            drift_breaches=metrics.drift_breaches or 0,
+            last_triggered_at=parse_time(retraining.last_triggered_at),
+            active_jobs=tuple(retraining.active_jobs or ()),
+            last_manual=retraining.last_manual,
+            last_schedule=retraining.last_schedule,
+            count=retraining.count or 0,
+        )
+
+
+@dataclass(frozen=True)
+class TriggerDecision:
+    """Whether to create a retraining run now, for which trigger, and why (or why not).
+
+    `pending` lists every trigger that wants a run (fired or blocked); `job_name` is set when firing.
+    """
+
+    fire: bool
+    trigger: Trigger | None
+    reason: Reason
+    message: str
+    job_name: str | None = None
+    pending: tuple[Trigger, ...] = ()
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a Z, to the second (the status form)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """Parse an RFC 3339 time from status; None when absent or unreadable. Naive means UTC."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def retraining_job_name(isvc_name: str, count: int) -> str:
+    """`<isvc>-retrain-<count>`, at most 50 characters (a hash keeps shortened names unique)."""
+    suffix = f"retrain-{count}"
+    name = f"{isvc_name}-{suffix}"
+    if len(name) <= TRAININGJOB_NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{isvc_name[: TRAININGJOB_NAME_MAX - len(suffix) - 10]}-{digest}-{suffix}"
+
+
+def _block(retraining: Retraining, state: TriggerState, now: datetime) -> tuple[Reason, str] | None:
+    if not retraining.enabled:
+        return Reason.DISABLED, "retraining is disabled (spec.retraining.enabled: false)"
+    if state.last_triggered_at is not None and retraining.cooldown_seconds > 0:
+        until = state.last_triggered_at + timedelta(seconds=retraining.cooldown_seconds)
+        if now < until:
+            return (
+                Reason.COOLDOWN,
+                f"cooling down until {format_time(until)} (cooldownSeconds {retraining.cooldown_seconds})",
+            )
+    if len(state.active_jobs) >= retraining.max_concurrent:
+        running = ", ".join(state.active_jobs)
+        return (
+            Reason.MAX_CONCURRENT,
+            f"{len(state.active_jobs)} run(s) active ({running}), maxConcurrent {retraining.max_concurrent}",
+        )
+    return None
+
+
+def evaluate(
+    retraining: Retraining | None,
+    state: TriggerState,
+    metrics: Mapping[str, Any] | None,
+    annotations: Mapping[str, str] | None,
+    now: datetime,
+    *,
+    isvc_name: str,
+) -> tuple[TriggerDecision, TriggerState]:
+    """Decide whether a retraining run starts now; see the module docstring for the rules.
+
+    `metrics`: this scrape's metrics (snake_case or camelCase keys), or None when no new scrape.
+    `now` must be timezone-aware.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    if retraining is None:
+        return (
+            TriggerDecision(False, None, Reason.NOT_CONFIGURED, "No spec.retraining."),
+            replace(state, drift_breaches=0),
+        )
+    triggers = retraining.triggers
+    observed = Metrics.model_validate(dict(metrics)) if metrics is not None else None
+
+    breaches = state.drift_breaches
+    if triggers.drift is None:
+        breaches = 0
+    elif observed is not None and observed.drift is not None:
+        breaches = breaches + 1 if observed.drift > triggers.drift.threshold else 0
+
+    pending: list[tuple[Trigger, Reason, str]] = []
+    notes: list[str] = []
+    manual = (annotations or {}).get(ANNOTATION_RETRAIN)
+    if manual and manual != state.last_manual:
+        pending.append(("manual", Reason.MANUAL, f"annotation {ANNOTATION_RETRAIN}={manual!r}"))
+
+    if triggers.drift is not None:
+        if breaches >= triggers.drift.consecutive:
+            pending.append(
+                (
+                    "drift",
+                    Reason.DRIFT,
+                    f"drift above {triggers.drift.threshold:g} for {breaches} consecutive scrapes",
+                )
+            )
+        elif breaches:
+            notes.append(
+                f"drift above {triggers.drift.threshold:g} for {breaches}/{triggers.drift.consecutive} scrapes"
+            )
+
+    accuracy = triggers.accuracy
+    if accuracy is not None and observed is not None and observed.accuracy is not None:
+        samples = observed.labelled_samples or 0
+        if samples >= accuracy.min_samples and observed.accuracy < accuracy.min:
+            pending.append(
+                (
+                    "accuracy",
+                    Reason.ACCURACY,
+                    f"accuracy {observed.accuracy:.3g} below {accuracy.min:g} on {samples} labelled samples",
+                )
+            )
+
+    last_schedule = state.last_schedule
+    slot_text: str | None = None
+    if triggers.schedule:
+        try:
+            slot = cron.previous_fire(triggers.schedule, now)
+        except cron.CronError as e:
+            notes.append(f"schedule ignored: {e}")
+        else:
+            slot_text = format_time(slot)
+            last = parse_time(state.last_schedule)
+            if last is None:
+                last_schedule = slot_text  # first sight: remember the slot, never fire a past one
+            elif slot > last:
+                pending.append(
+                    ("schedule", Reason.SCHEDULE, f"schedule {triggers.schedule!r} slot {slot_text}")
+                )
+
+    current = replace(state, drift_breaches=breaches, last_schedule=last_schedule)
+    kinds = tuple(kind for kind, _, _ in pending)
+    if not pending:
+        if not retraining.enabled:
+            return TriggerDecision(False, None, Reason.DISABLED, "Retraining is disabled."), current
+        detail = "; ".join(notes) if notes else "no trigger fired"
+        return TriggerDecision(False, None, Reason.NO_TRIGGER, detail[0].upper() + detail[1:] + "."), current
+
+    details = "; ".join(d for _, _, d in pending)
+    blocked = _block(retraining, current, now)
+    if blocked is not None:
+        reason, why = blocked
+        return TriggerDecision(False, None, reason, f"Pending ({details}) but {why}.", pending=kinds), current
+
+    trigger, reason, _ = pending[0]
+    count = state.count + 1
+    job = retraining_job_name(isvc_name, count)
+    fired = replace(
+        current,
+        drift_breaches=0,
+        last_triggered_at=now,
+        active_jobs=(*current.active_jobs, job),
+        count=count,
+        last_manual=manual if "manual" in kinds else state.last_manual,
+        last_schedule=slot_text if "schedule" in kinds else last_schedule,
+    )
+    message = f"Retraining run {job} for {details}."
+    return TriggerDecision(True, trigger, reason, message, job_name=job, pending=kinds), fired
+
+
+def retraining_status(
+    previous: Mapping[str, Any] | None, state: TriggerState, decision: TriggerDecision
+) -> dict[str, Any]:
+    """status.retraining (camelCase) after `evaluate`.
+
+    Keeps the previous fields the triggers do not own (lastOutcome, and lastTrigger/lastReason
+    until the next run), writes the bookkeeping from `state`, and records the trigger and its
+    message when the decision fired. status.metrics.driftBreaches is `state.drift_breaches`.
+    """
+    out = RetrainingStatus.model_validate(dict(previous or {})).to_dict()
+    out.update(
+        {
+            "count": state.count,
+            "activeJobs": list(state.active_jobs),
+        }
+    )
+    for key, value in (
+        ("lastTriggeredAt", format_time(state.last_triggered_at) if state.last_triggered_at else None),
+        ("lastManual", state.last_manual),
+        ("lastSchedule", state.last_schedule),
+    ):
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    if decision.fire:
+        out["lastTrigger"] = decision.trigger
+        out["lastReason"] = decision.message
+    return out
+
+
+def retraining_spec(
+    spec: InferenceServiceSpec, base: Mapping[str, Any], feedback_uri: str | None
+) -> dict[str, Any]:
+    """The TrainingJob spec (camelCase) of a retraining run.
+
+    `base`: spec.retraining.template (`.to_dict()`) or the spec of the TrainingJob named by
+    fromTrainingJob. `model` defaults to the InferenceService's model. With includeFeedback and
+    a `feedback_uri` (build.inferenceservice.prediction_log_uri: the directory the servers write
+    feedback-*.jsonl to), that directory is appended to data.extraSources as format jsonl, once.
+    Raises pydantic.ValidationError (a ValueError) when the result is not a valid TrainingJob spec.
+    """
+    out: dict[str, Any] = copy.deepcopy(dict(base))
+    if not out.get("model"):
+        out["model"] = spec.model
+    retraining = spec.retraining
+    if retraining is not None and retraining.include_feedback and feedback_uri:
+        data = out.setdefault("data", {})
+        extra = [dict(s) for s in data.get("extraSources") or []]
+        if not any(s.get("uri") == feedback_uri for s in extra):
+            extra.append({"uri": feedback_uri, "format": "jsonl"})
+        data["extraSources"] = extra
+    TrainingJobSpec.model_validate(out)
+    return out

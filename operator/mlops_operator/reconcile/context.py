@@ -1,0 +1,82 @@
+"""What every reconcile needs, passed explicitly (kopf's memo holds one Context per operator)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlops_operator.kube import AsyncKube
+from mlops_operator.settings import Settings
+from mlops_operator.status.conditions import status_patch
+
+log = logging.getLogger("mlops_operator")
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def rfc3339(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass
+class Context:
+    kube: AsyncKube
+    settings: Settings
+    clock: Callable[[], dt.datetime] = utc_now
+    # Serialises version-number assignment per (namespace, model).
+    _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    # Wakes an object's reconcile loop: (kind, namespace, name) -> event.
+    _kicks: dict[tuple[str, str, str], asyncio.Event] = field(default_factory=dict)
+
+    def now(self) -> str:
+        return rfc3339(self.clock())
+
+    def model_lock(self, namespace: str, model: str) -> asyncio.Lock:
+        return self._locks.setdefault((namespace, model), asyncio.Lock())
+
+    def kick_event(self, kind: str, namespace: str, name: str) -> asyncio.Event:
+        return self._kicks.setdefault((kind, namespace, name), asyncio.Event())
+
+    def kick(self, kind: str, namespace: str, name: str) -> None:
+        """Ask an object's loop to reconcile now (no-op for objects without a running loop)."""
+        event = self._kicks.get((kind, namespace, name))
+        if event is not None:
+            event.set()
+
+    def kick_namespace(self, kind: str, namespace: str) -> None:
+        for (k, ns, _), event in list(self._kicks.items()):
+            if k == kind and ns == namespace:
+                event.set()
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        self._kicks.pop((kind, namespace, name), None)
+
+    async def write_status(self, body: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+        """Merge-patch the status when it differs from the body's; True if written."""
+        meta = body["metadata"]
+        patch = status_patch(body.get("status"), new)
+        if patch is None:
+            return False
+        await self.kube.patch_status(body["kind"], meta["namespace"], meta["name"], patch)
+        return True
+
+    async def event(self, body: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:
+        meta = body["metadata"]
+        log.log(
+            logging.WARNING if warning else logging.INFO,
+            message,
+            extra={"object": f"{body.get('kind')}/{meta['namespace']}/{meta['name']}", "reason": reason},
+        )
+        await self.kube.event(body, reason, message, "Warning" if warning else "Normal")

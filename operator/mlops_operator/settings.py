@@ -1,0 +1,50 @@
+"""Operator configuration, read once at start-up from the environment into a frozen object.
+
+Every knob has a default that works on the local cluster; the Deployment in manifests/
+sets the images. Builders receive a Settings; nothing reads the environment elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+FIELD_MANAGER: Final = "mlops-operator"
+DEFAULT_TRAINER_IMAGE: Final = "mlops-operator/trainer:dev"
+DEFAULT_SERVER_IMAGE: Final = "mlops-operator/server:dev"
+
+
+@dataclass(frozen=True)
+class Settings:
+    trainer_image: str = DEFAULT_TRAINER_IMAGE
+    server_image: str = DEFAULT_SERVER_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    # Where the programs see pvc://<claim>/... : /mnt/pvc/<claim>/...
+    pvc_root: str = "/mnt/pvc"
+    # Seconds between level-triggered re-checks of an object when nothing kicked it.
+    resync_seconds: float = 300.0
+    # ModelVersions kept per model (never deleting a served or pinned one).
+    retention_keep: int = 20
+    # Namespaces to watch; empty = all.
+    namespaces: tuple[str, ...] = field(default_factory=tuple)
+    field_manager: str = FIELD_MANAGER
+    # Non-root identity of every pod the operator creates.
+    run_as_user: int = 10001
+    api_workers: int = 16
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        namespaces = tuple(n for n in e.get("MLOPS_NAMESPACES", "").split(",") if n.strip())
+        return cls(
+            trainer_image=e.get("MLOPS_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE),
+            server_image=e.get("MLOPS_SERVER_IMAGE", DEFAULT_SERVER_IMAGE),
+            image_pull_policy=e.get("MLOPS_IMAGE_PULL_POLICY", "IfNotPresent"),
+            pvc_root=e.get("MLOPS_PVC_ROOT", "/mnt/pvc"),
+            resync_seconds=float(e.get("MLOPS_RESYNC_SECONDS", "300")),
+            retention_keep=int(e.get("MLOPS_RETENTION_KEEP", "20")),
+            namespaces=namespaces,
+            api_workers=int(e.get("MLOPS_API_WORKERS", "16")),
+        )
