@@ -49,10 +49,10 @@ unit: venv ## Unit tier: pure functions, trainer and server in-process
 
 .PHONY: integration
 integration: venv cluster-up ## Cluster tier: the operator in-process against the local cluster's API server
-	$(BIN)/pytest tests/cluster -q -m cluster $(PYTEST_ARGS)
+	MLOPS_KUBECTL=$$($(LOCAL)/build.sh | tail -n 1)/kubectl $(BIN)/pytest tests/cluster -q -m cluster $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint unit ## The README's test command: lint + unit tiers (the cluster tier joins when the local cluster lands)
+test: lint unit integration ## The README's test command: lint + unit + cluster tiers, installing what they need
 
 # --- Local cluster from real components ---------------------------------------------------
 .PHONY: cluster-up

@@ -15,7 +15,7 @@ import kopf
 
 from mlops_operator.api.common import GROUP, LABEL_MANAGED_BY, MANAGER, VERSION
 from mlops_operator.kube import AsyncKube, Kube, load_api_client
-from mlops_operator.reconcile import modelversion, runner, trainingjob
+from mlops_operator.reconcile import inferenceservice, modelversion, runner, trainingjob
 from mlops_operator.reconcile.context import Context
 from mlops_operator.settings import Settings
 
@@ -42,13 +42,21 @@ def configure(settings: kopf.OperatorSettings, ours: Settings) -> None:
     settings.execution.max_workers = ours.api_workers
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster credentials in a pod, else the kubeconfig named by KUBECONFIG (read at login time)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     ours: Settings = memo.get("settings") or Settings.from_env()
     configure(settings, ours)
     if "ctx" not in memo:
         kube = AsyncKube(Kube(load_api_client(ours.api_workers)), ours.api_workers)
-        memo["ctx"] = Context(kube=kube, settings=ours)
+        memo["ctx"] = Context(
+            kube=kube, settings=ours, scraper=memo.get("scraper") or inferenceservice.http_scraper
+        )
     log.info(
         "Started mlops-operator", extra={"trainerImage": ours.trainer_image, "serverImage": ours.server_image}
     )
@@ -69,7 +77,9 @@ async def trainingjob_loop(stopped: kopf.DaemonStopped, body: kopf.Body, memo: k
 
 @kopf.on.event(GROUP, VERSION, "trainingjobs", id="kick")
 def trainingjob_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    memo["ctx"].kick("TrainingJob", meta["namespace"], meta["name"])
+    ctx: Context = memo["ctx"]
+    ctx.kick("TrainingJob", meta["namespace"], meta["name"])
+    kick_owner(meta, ctx)  # a retraining run wakes its InferenceService
 
 
 # --- ModelVersion -----------------------------------------------------------------------------
@@ -86,10 +96,38 @@ def modelversion_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     ctx.kick_namespace("InferenceService", meta["namespace"])
 
 
+# --- InferenceService -----------------------------------------------------------------------
+@kopf.daemon(GROUP, VERSION, "inferenceservices", id="reconcile", cancellation_timeout=2.0)
+async def inferenceservice_loop(
+    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    await runner.run(
+        memo["ctx"],
+        "InferenceService",
+        body,
+        stopped,
+        inferenceservice.reconcile,
+        interval=inferenceservice.interval,
+    )
+
+
+@kopf.on.event(GROUP, VERSION, "inferenceservices", id="kick")
+def inferenceservice_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    memo["ctx"].kick("InferenceService", meta["namespace"], meta["name"])
+
+
 # --- Children: wake the owner's loop --------------------------------------------------------
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="kick-owner")
-def job_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    ctx: Context = memo["ctx"]
+def kick_owner(meta: kopf.Meta, ctx: Context) -> None:
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller") and str(ref.get("apiVersion", "")).startswith(GROUP):
             ctx.kick(ref["kind"], meta["namespace"], ref["name"])
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="kick-owner")
+def job_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    kick_owner(meta, memo["ctx"])
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED, id="kick-owner")
+def deployment_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    kick_owner(meta, memo["ctx"])

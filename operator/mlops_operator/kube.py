@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
+import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 # plural, namespaced, by kind, for every kind the operator touches.
 PLURALS: Final[dict[str, str]] = {
     "Pod": "pods",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
     "Service": "services",
     "Event": "events",
     "Job": "jobs",
@@ -42,6 +44,7 @@ PLURALS: Final[dict[str, str]] = {
 }
 API_VERSIONS: Final[dict[str, str]] = {
     "Pod": "v1",
+    "PersistentVolumeClaim": "v1",
     "Service": "v1",
     "Event": "v1",
     "Job": "batch/v1",
@@ -79,7 +82,8 @@ def load_api_client(pool_size: int = 16) -> client.ApiClient:
     try:
         config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg)
+        # The client's default path is read at import time; read KUBECONFIG now.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
     cfg.connection_pool_maxsize = pool_size
     return client.ApiClient(cfg)
 

@@ -7,14 +7,17 @@ operator scrapes into `InferenceService.status.metrics`.
 
 Layers (each module imports only those below it):
 
-    __main__     settings in, exit code out; signals and the serve/drain lifecycle
-    http         asyncio + httptools connections: parsing, keep-alive, pipelining, limits
+    __main__     settings in, exit code out; signals
+    lifecycle    listen, load and verify off the loop, serve, drain on SIGTERM
     app          routes and handlers; the one place that maps errors to HTTP statuses
+    http         asyncio + httptools connections: parsing, keep-alive, pipelining, limits
     batching     adaptive micro-batching of concurrent requests into one model call
-    codec        pure: request bodies -> validated feature frames, results -> response bodies
+    model        the loaded pipeline and batch prediction (imports pandas/scikit-learn)
     monitoring   Prometheus registry, drift windows, labelled-feedback store
     predlog      buffered JSON-lines prediction and feedback logs
-    model        the loaded pipeline, its signature, and batch prediction
+    codec        pure: request bodies -> validated feature frames; JSON encoding
+    signature    pure: model.json's signature -> feature order, kinds, datatypes
+    config, logs settings from flags/env; JSON log lines
 """
 
 from __future__ import annotations

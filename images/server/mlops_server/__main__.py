@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import prometheus_client
+
 from mlops_server import logs
 from mlops_server.config import Settings, parse_settings
 
@@ -31,7 +33,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 async def _serve(settings: Settings, started: float) -> int:
     from mlops_server.lifecycle import Server
 
-    server = Server(settings, started)
+    server = Server(settings, started, freeze_heap=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stop)
@@ -42,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     settings = parse_settings(argv)  # exits 2 with a usage message on invalid flags or env
     logs.setup(settings.log_level)
+    # No `*_created` companion series: the operator's scraper reads values, not creation times.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_serve(settings, started))
 

@@ -106,10 +106,6 @@ def dumps(doc: Any) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})
-
-
 def to_json_array(values: Array) -> Any:
     """A value orjson serialises fast: the array itself when it can, else a list."""
     if values.dtype.kind in "fiub" and values.dtype.isnative:
@@ -226,7 +222,7 @@ class _Tensor:
     values: Array  # flat, decoded and checked against the datatype
 
 
-def _decode_json_tensor(name: str, datatype: str, data: Any, where: str) -> Array:
+def _decode_json_tensor(datatype: str, data: Any, where: str) -> Array:
     arr = _asarray(data, where).reshape(-1)
     kind = arr.dtype.kind
     if arr.size == 0:
@@ -317,7 +313,7 @@ def _parse_tensor(i: int, item: Any, binary: memoryview | None, offset: int) -> 
     else:
         if "data" not in item:
             raise RequestError(f"{where}: no data")
-        values = _decode_json_tensor(name, datatype, item["data"], where)
+        values = _decode_json_tensor(datatype, item["data"], where)
     if values.size != count:
         raise RequestError(f"{where}: shape {shape} needs {count} values, got {values.size}")
     return _Tensor(name=name, shape=tuple(shape), datatype=datatype, values=values), offset

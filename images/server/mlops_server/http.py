@@ -130,6 +130,7 @@ class Connection(asyncio.Protocol):
         self._dead = False
         self._broken = False
         self._eof = False
+        self._dispatching = False
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -265,16 +266,24 @@ class Connection(asyncio.Protocol):
         self._next()
 
     def _next(self) -> None:
-        while self._current is None and self._pending and not self._dead:
-            request, preset = self._pending.popleft()
-            self._current = request
-            if self._paused and len(self._pending) <= _MAX_PIPELINED // 2 and self._transport is not None:
-                self._paused = False
-                self._transport.resume_reading()
-            if preset is not None:
-                self._respond(request, preset)
-                continue
-            self._server.dispatch(request, _Responder(self, request))
+        # Handlers may answer synchronously (health, metadata, errors), which re-enters here
+        # through _respond: the flag turns that into another turn of this loop, not recursion.
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            while self._current is None and self._pending and not self._dead:
+                request, preset = self._pending.popleft()
+                self._current = request
+                if self._paused and len(self._pending) <= _MAX_PIPELINED // 2 and self._transport is not None:
+                    self._paused = False
+                    self._transport.resume_reading()
+                if preset is not None:
+                    self._respond(request, preset)
+                else:
+                    self._server.dispatch(request, _Responder(self, request))
+        finally:
+            self._dispatching = False
 
     def _respond(self, request: Request, response: Response) -> None:
         if request is not self._current:
@@ -368,10 +377,6 @@ class HttpServer:
         for connection in list(self.connections):
             if connection.idle:
                 connection.close()
-
-    @property
-    def busy(self) -> bool:
-        return any(not c.idle for c in self.connections)
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every connection has answered and closed; False when `timeout` ran out."""

@@ -52,6 +52,7 @@ class PredictionLog:
         self._predictions: list[bytes] = []
         self._feedback: list[bytes] = []
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
 
     def sampled(self) -> bool:
         return self.sample_rate >= 1.0 or self._random.random() < self.sample_rate
@@ -75,11 +76,14 @@ class PredictionLog:
             "rows": [dict(zip(names, row, strict=True)) for row in self._rows(frame)],
             "predictions": labels.tolist(),
         }
-        self._predictions.append(orjson.dumps(line) + b"\n")
+        encoded = orjson.dumps(line) + b"\n"
+        with self._lock:
+            self._predictions.append(encoded)
 
     def feedback(self, request_id: str, frame: Array, labels: Array, truth: Sequence[Any]) -> None:
         names = self.features
         now = rfc3339(time.time())
+        encoded: list[bytes] = []
         for row, predicted, label in zip(self._rows(frame), labels.tolist(), truth, strict=True):
             line = {
                 "id": request_id,
@@ -89,13 +93,16 @@ class PredictionLog:
                 "prediction": predicted,
                 "label": label,
             }
-            self._feedback.append(orjson.dumps(line) + b"\n")
+            encoded.append(orjson.dumps(line) + b"\n")
+        with self._lock:
+            self._feedback.extend(encoded)
 
     def flush(self) -> None:
         """Append buffered lines to the files (safe to call from any thread)."""
-        with self._lock:
-            predictions, self._predictions = self._predictions, []
-            feedback, self._feedback = self._feedback, []
+        with self._flush_lock:  # one writer at a time, so lines keep their order
+            with self._lock:  # swap the buffers; appends never wait for the disk
+                predictions, self._predictions = self._predictions, []
+                feedback, self._feedback = self._feedback, []
             for path, lines in ((self.predictions_path, predictions), (self.feedback_path, feedback)):
                 if lines:
                     with open(path, "ab") as f:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +30,22 @@ def parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+Scraper = Callable[[Mapping[str, Any]], Awaitable[str | None]]
+
+
+async def _no_scraper(pod: Mapping[str, Any]) -> str | None:
+    return None
+
+
 @dataclass
 class Context:
     kube: AsyncKube
     settings: Settings
     clock: Callable[[], dt.datetime] = utc_now
+    # Reads a serving pod's /metrics text (HTTP to the pod IP in production).
+    scraper: Scraper = _no_scraper
+    # Counter totals of the last scrape per (namespace, name, track), for per-interval rates.
+    scrape_totals: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     # Serialises version-number assignment per (namespace, model).
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     # Wakes an object's reconcile loop: (kind, namespace, name) -> event.

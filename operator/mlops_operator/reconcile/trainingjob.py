@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from mlops_operator.api.common import API_VERSION, LABEL_VERSION
 from mlops_operator.api.trainingjob import TrainingJobSpec
 from mlops_operator.build import trainingjob as build
-from mlops_operator.build.common import labels
+from mlops_operator.build.common import labels, pvc_claims
 from mlops_operator.estimators import ESTIMATORS, HIGHER_IS_BETTER
 from mlops_operator.reconcile.context import Context
 from mlops_operator.reconcile.pods import (
@@ -132,6 +132,11 @@ def model_version_manifest(
     }
 
 
+async def missing_claims(ctx: Context, ns: str, spec: TrainingJobSpec) -> list[str]:
+    uris = [spec.data.source.uri, *(s.uri for s in spec.data.extra_sources or []), spec.output.uri]
+    return [c for c in pvc_claims(uris) if await ctx.kube.get("PersistentVolumeClaim", ns, c) is None]
+
+
 async def observe_and_act(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any]:
     """Create what is missing; return the facts the status is computed from."""
     from mlops_trainer.checks import check_spec
@@ -145,6 +150,15 @@ async def observe_and_act(ctx: Context, tj: Mapping[str, Any], spec: TrainingJob
     problems = check_spec(spec)
     if problems:
         return _fail("InvalidSpec", "; ".join(problems))
+    if not status.get("jobName") and not status.get("tuningJobName"):
+        missing = await missing_claims(ctx, ns, spec)
+        if missing:
+            # A pod would only sit unschedulable: wait for the storage instead of launching it.
+            return {
+                "phase": "Pending",
+                "reason": "StorageNotFound",
+                "message": f"PersistentVolumeClaim {', '.join(missing)} not found in {ns}",
+            }
 
     params: dict[str, Any] | None = None
     if spec.tuning:

@@ -4,7 +4,7 @@
 # A second run with the binaries present builds nothing. Prints the bin directory last.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 . "$here/versions.env"
 cache=${MLOPS_CACHE:-$HOME/.cache/mlops-operator}
 bin="$cache/cluster/${KUBE_VERSION}-etcd${ETCD_VERSION}-kwok${KWOK_VERSION}/bin"

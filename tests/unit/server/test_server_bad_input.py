@@ -334,3 +334,21 @@ def test_pipelined_requests_are_answered_in_order(iris_server: RunningServer) ->
                 break
     parts = data.split(b"HTTP/1.1 200 OK")[1:]
     assert [b'"outputs"' in p for p in parts] == [True, False, True, False]
+
+
+def test_many_pipelined_requests_behind_an_inference(iris_server: RunningServer) -> None:
+    infer = b'{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP64","data":[5.1,3.5,1.4,0.2]}]}'
+    first = (
+        b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: t\r\nContent-Length: "
+        + str(len(infer)).encode()
+        + b"\r\n\r\n"
+    )
+    live = b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n"
+    n = 3000  # answered one after another once the inference returns: no recursion, no loss
+    with socket.create_connection(("127.0.0.1", iris_server.port), timeout=10) as sock:
+        sock.sendall(first + infer + live * n)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK") == n + 1

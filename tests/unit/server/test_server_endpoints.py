@@ -7,6 +7,7 @@ import struct
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from server_factories import Artifact, Client, RunningServer, StartServer, v2_matrix
 
@@ -18,14 +19,15 @@ def _outputs(reply: Any) -> dict[str, dict[str, Any]]:
 def _assert_iris_outputs(reply: Any, art: Artifact, rows: np.ndarray) -> None:
     assert reply.status == 200, reply.body
     outputs = _outputs(reply)
-    expected = art.pipeline.predict(art.X.iloc[: len(rows)].__class__(rows, columns=art.X.columns))
+    frame = pd.DataFrame(rows, columns=art.X.columns)
+    expected = art.pipeline.predict(frame)
     assert outputs["predict"] == {
         "name": "predict",
         "datatype": "INT64",
         "shape": [len(rows)],
         "data": expected.tolist(),
     }
-    proba = art.pipeline.predict_proba(art.X.__class__(rows, columns=art.X.columns))
+    proba = art.pipeline.predict_proba(frame)
     assert outputs["predict_proba"]["shape"] == [len(rows), 3]
     assert outputs["predict_proba"]["datatype"] == "FP64"
     np.testing.assert_allclose(outputs["predict_proba"]["data"], proba.ravel(), rtol=1e-12)
@@ -113,11 +115,10 @@ def test_v2_generates_an_id_when_absent(iris_server: RunningServer, iris: Artifa
 def test_v2_one_tensor_per_feature(iris_server: RunningServer, iris: Artifact, shape: str) -> None:
     rows = iris.X.to_numpy()[[3, 70, 140]]
     inputs = []
-    for j, name in enumerate(reversed(iris.names)):  # order of inputs does not matter
+    for name in reversed(iris.names):  # the order of the inputs does not matter
         column = rows[:, iris.names.index(name)]
         dims = [3] if shape == "[N]" else [3, 1]
         inputs.append({"name": name, "shape": dims, "datatype": "FP64", "data": column.tolist()})
-        del j
     _assert_iris_outputs(iris_server.client().infer({"inputs": inputs}), iris, rows)
 
 
@@ -239,7 +240,7 @@ def test_binary_bytes_tensor_for_a_text_feature(start_server: StartServer, mixed
     )
     assert reply.status == 200, reply.body
     expected = mixed.pipeline.predict(
-        mixed.X.__class__({"weight": [9.0, 12.5], "size": [1, 3], "color": ["red", "blue"]})
+        pd.DataFrame({"weight": [9.0, 12.5], "size": [1, 3], "color": ["red", "blue"]})
     )
     assert _outputs(reply)["predict"]["data"] == expected.tolist()
 
@@ -337,3 +338,30 @@ def test_keep_alive_serves_many_requests_on_one_connection(
     for i in range(20):
         assert c.infer(v2_matrix(iris.X.to_numpy()[i : i + 1])).status == 200
     assert c._conn is not None  # never closed by the server
+
+
+def test_concurrent_clients_get_their_own_answers(iris_server: RunningServer, iris: Artifact) -> None:
+    # Merged batches are split back correctly: every answer matches its own request.
+    import threading
+
+    data = iris.X.to_numpy()
+    expected = iris.pipeline.predict(iris.X).tolist()
+    failures: list[str] = []
+
+    def client(worker: int) -> None:
+        c = Client(iris_server.port)
+        for k in range(25):
+            i = (worker * 25 + k) % len(data)
+            rows = data[i : i + 1 + k % 3]  # 1 to 3 rows
+            reply = c.infer(v2_matrix(rows, id=f"{worker}-{k}"))
+            got = reply.json
+            if got["id"] != f"{worker}-{k}" or got["outputs"][0]["data"] != expected[i : i + len(rows)]:
+                failures.append(f"{worker}-{k}: {got}")
+        c.close()
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert failures == []

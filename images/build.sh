@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# Build the three images: mlops-operator/{operator,trainer,server}:${IMAGE_TAG:-dev}.
+#
+#   images/build.sh                # FROM python:3.11-slim (needs a registry to pull from)
+#   images/build.sh --local-base   # FROM mlops-operator/base:py311, made here with debootstrap
+#
+# Python wheels are built on the host (`pip wheel`, host Python 3.11) into a wheelhouse that is
+# the whole build context: the image builds download nothing. Everything slow is cached under
+# ${MLOPS_CACHE:-~/.cache/mlops-operator}: the dependency wheelhouse (keyed by the dependency
+# spec), the project wheel (keyed by its sources), the base rootfs tarball; so is Docker's
+# layer cache. A second run with nothing changed takes seconds. See images/README.md.
+#
+# Environment: IMAGE_TAG (dev), BASE_IMAGE (python:3.11-slim; ignored with --local-base),
+# PYTHON (python3.11), DOCKER (docker), DEBIAN_MIRROR (http://deb.debian.org/debian),
+# DEBIAN_SECURITY_MIRROR (http://deb.debian.org/debian-security), IMAGE_SOURCE (OCI source label).
+set -euo pipefail
+
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+
+LOCAL_BASE=0
+SMOKE=1
+for arg in "$@"; do
+  case "$arg" in
+    --local-base) LOCAL_BASE=1 ;;
+    --no-smoke) SMOKE=0 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "build.sh: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${MLOPS_CACHE:-$HOME/.cache/mlops-operator}"
+IMAGE_TAG="${IMAGE_TAG:-dev}"
+PYTHON="${PYTHON:-python3.11}"
+DOCKER="${DOCKER:-docker}"
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+DEBIAN_SECURITY_MIRROR="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
+LOCAL_BASE_IMAGE="mlops-operator/base:py311"
+# Bump when the base recipe below changes: the cached rootfs tarball is keyed by it.
+BASE_RECIPE="bookworm-minbase-python3-v2"
+PROGRAMS=(operator trainer server)
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# --- output and timing ---------------------------------------------------------------------
+T0=$(date +%s.%N)
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+# step "description" command...: run it, then print how long it took.
+step() {
+  local what="$1" t
+  shift
+  t=$(now)
+  log "$what"
+  "$@"
+  printf '    done in %s\n' "$(secs "$t")" >&2
+}
+
+# --- checks --------------------------------------------------------------------------------
+command -v "$DOCKER" >/dev/null || die "no '$DOCKER' command (set DOCKER=...)"
+"$DOCKER" info >/dev/null 2>&1 || die "cannot reach the Docker daemon (is dockerd running?)"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null \
+  || die "$PYTHON is not Python 3.11 (set PYTHON=...): the wheels must match the images' Python"
+
+# --- base image ----------------------------------------------------------------------------
+# A Debian bookworm minbase rootfs with the distribution's python3 (3.11) and CA certificates,
+# security updates applied, imported as a single-layer image. Needs root and debootstrap.
+build_rootfs_tarball() {
+  local tarball="$1" rootfs
+  [ "$(id -u)" = 0 ] || die "making the base rootfs needs root (debootstrap, chroot)"
+  command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
+  mkdir -p "$(dirname "$tarball")"
+  rootfs="$(mktemp -d "$(dirname "$tarball")/rootfs.XXXXXX")"
+  # shellcheck disable=SC2064  # expand now: the trap must remove this rootfs
+  trap "umount '$rootfs/proc' 2>/dev/null || true; rm -rf --one-file-system '$rootfs'" EXIT
+  debootstrap --variant=minbase --include=python3,ca-certificates \
+    --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
+    bookworm "$rootfs" "$DEBIAN_MIRROR" >"$rootfs.log" 2>&1 \
+    || { tail -n 30 "$rootfs.log" >&2; die "debootstrap failed (log: $rootfs.log)"; }
+  cat >"$rootfs/etc/apt/sources.list" <<EOF
+deb $DEBIAN_MIRROR bookworm main
+deb $DEBIAN_MIRROR bookworm-updates main
+deb $DEBIAN_SECURITY_MIRROR bookworm-security main
+EOF
+  cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+  mount -t proc proc "$rootfs/proc"
+  chroot "$rootfs" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -eu -c '
+    apt-get -q update
+    apt-get -q -y -o Dpkg::Options::=--force-confold upgrade
+    apt-get clean' >>"$rootfs.log" 2>&1 \
+    || { tail -n 30 "$rootfs.log" >&2; die "apt-get upgrade in the rootfs failed (log: $rootfs.log)"; }
+  umount "$rootfs/proc"
+  chroot "$rootfs" python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version'
+  # Docker provides these at run time; documentation, translations and apt indexes are dead
+  # weight (the C.UTF-8 locale lives in /usr/lib/locale and stays).
+  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/log/* \
+    "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+    "$rootfs"/usr/share/locale/* \
+    "$rootfs"/var/cache/debconf/*-old "$rootfs"/tmp/* "$rootfs"/root/.cache
+  : >"$rootfs/etc/resolv.conf"
+  : >"$rootfs/etc/hostname"
+  tar --numeric-owner --xattrs -C "$rootfs" -cf "$tarball.partial" .
+  mv "$tarball.partial" "$tarball"
+  rm -f "$rootfs.log"
+  rm -rf --one-file-system "$rootfs"
+  trap - EXIT
+}
+
+ensure_local_base() {
+  local recipe
+  recipe="$("$DOCKER" image inspect --format '{{index .Config.Labels "dev.mlops.base-recipe"}}' "$LOCAL_BASE_IMAGE" 2>/dev/null || true)"
+  if [ "$recipe" = "$BASE_RECIPE" ]; then
+    log "base image $LOCAL_BASE_IMAGE present ($recipe)"
+    return
+  fi
+  local tarball="$CACHE/images/base-$BASE_RECIPE.tar"
+  if [ -s "$tarball" ]; then
+    log "base rootfs cached: $tarball"
+  else
+    step "debootstrap bookworm minbase + python3 from $DEBIAN_MIRROR -> $tarball" build_rootfs_tarball "$tarball"
+  fi
+  step "docker import -> $LOCAL_BASE_IMAGE" "$DOCKER" import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change "LABEL org.opencontainers.image.title=mlops-operator-base dev.mlops.base-recipe=$BASE_RECIPE" \
+    --change 'CMD ["python3"]' \
+    "$tarball" "$LOCAL_BASE_IMAGE" >/dev/null
+}
+
+# --- wheelhouse ----------------------------------------------------------------------------
+# Third-party wheels: keyed by the dependency spec and the host interpreter/platform, so they
+# are resolved and downloaded again only when pyproject's dependencies change.
+deps_key() {
+  "$PYTHON" - "$ROOT/pyproject.toml" <<'EOF'
+import hashlib, json, platform, sys, sysconfig, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+spec = {
+    "dependencies": project["dependencies"],
+    "s3": project.get("optional-dependencies", {}).get("s3", []),
+    "requires-python": project.get("requires-python"),
+    "python": platform.python_version_tuple()[:2],
+    "platform": sysconfig.get_platform(),
+}
+print(hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16])
+EOF
+}
+
+build_deps_wheelhouse() {
+  local dir="$1" tmp
+  tmp="$dir.partial"
+  rm -rf "$tmp"
+  mkdir -p "$tmp/deps" "$tmp/pip"
+  # `.[s3]` resolves the full closure; the project's own wheel is dropped (it is built apart).
+  "$PYTHON" -m pip wheel --quiet --wheel-dir "$tmp/deps" "${ROOT}[s3]"
+  rm -f "$tmp"/deps/mlops_operator-*.whl
+  # pip itself, run from its wheel inside the build stages (the base image may have no pip).
+  "$PYTHON" -m pip download --quiet --only-binary=:all: --no-deps --dest "$tmp/pip" pip
+  # Exact pins of everything in the wheelhouse: the deps stage installs this list.
+  "$PYTHON" - "$tmp/deps" <<'EOF'
+import pathlib, sys
+lines = sorted(
+    "{}=={}".format(*whl.name.split("-")[:2]) for whl in pathlib.Path(sys.argv[1]).glob("*.whl")
+)
+(pathlib.Path(sys.argv[1]) / "requirements.txt").write_text("\n".join(lines) + "\n")
+EOF
+  # Only wheels that work on the images' Debian/glibc: nothing built from an sdist for this host.
+  if ls "$tmp"/deps/*-linux_*.whl >/dev/null 2>&1; then
+    die "host-specific wheels were built (no manylinux wheel): $(ls "$tmp"/deps/*-linux_*.whl)"
+  fi
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+}
+
+# The project wheel: keyed by its sources (hatchling builds are reproducible, so an unchanged
+# tree gives a byte-identical wheel and Docker's cache holds).
+app_key() {
+  (
+    cd "$ROOT"
+    find pyproject.toml README.md operator/mlops_operator images/*/mlops_* -type f \
+      -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
+  ) | sha256sum | cut -c1-16
+}
+
+build_app_wheel() {
+  local dir="$1"
+  rm -rf "$dir.partial"
+  mkdir -p "$dir.partial"
+  "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$dir.partial" "$ROOT"
+  rm -rf "$dir"
+  mv "$dir.partial" "$dir"
+}
+
+# --- main ------------------------------------------------------------------------------------
+if [ "$LOCAL_BASE" = 1 ]; then
+  BASE_IMAGE="$LOCAL_BASE_IMAGE"
+  ensure_local_base
+else
+  BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim}"
+fi
+
+DEPS_DIR="$CACHE/wheels/$(deps_key)"
+if [ -f "$DEPS_DIR/deps/requirements.txt" ]; then
+  log "dependency wheelhouse cached: $DEPS_DIR ($(wc -l <"$DEPS_DIR/deps/requirements.txt") wheels)"
+else
+  step "pip wheel '.[s3]' -> $DEPS_DIR" build_deps_wheelhouse "$DEPS_DIR"
+fi
+APP_DIR="$CACHE/app/$(app_key)"
+if compgen -G "$APP_DIR/mlops_operator-*.whl" >/dev/null; then
+  log "project wheel cached: $(basename "$APP_DIR"/mlops_operator-*.whl)"
+else
+  step "pip wheel --no-deps . -> $APP_DIR" build_app_wheel "$APP_DIR"
+fi
+
+# The build context: the wheelhouse only, hard-linked from the caches (copied if that fails).
+CONTEXT="$CACHE/images/context"
+rm -rf "$CONTEXT"
+mkdir -p "$CONTEXT/wheelhouse"
+for part in deps pip; do
+  cp -al "$DEPS_DIR/$part" "$CONTEXT/wheelhouse/$part" 2>/dev/null || cp -a "$DEPS_DIR/$part" "$CONTEXT/wheelhouse/$part"
+done
+cp -a "$APP_DIR" "$CONTEXT/wheelhouse/app"
+
+VERSION="$("$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$ROOT/pyproject.toml")"
+REVISION="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+if [ "$REVISION" != unknown ] && [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null)" ]; then
+  REVISION="$REVISION-dirty"
+fi
+SOURCE="${IMAGE_SOURCE:-$(git -C "$ROOT" remote get-url origin 2>/dev/null || echo unknown)}"
+
+for program in "${PROGRAMS[@]}"; do
+  image="mlops-operator/$program:$IMAGE_TAG"
+  step "docker build $image (FROM $BASE_IMAGE)" "$DOCKER" build --quiet \
+    -f "$ROOT/images/$program/Dockerfile" \
+    --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+    --build-arg "WHEELHOUSE=wheelhouse" \
+    --build-arg "VERSION=$VERSION" \
+    --build-arg "SOURCE=$SOURCE" \
+    --build-arg "REVISION=$REVISION" \
+    -t "$image" "$CONTEXT" >/dev/null
+done
+
+# Smoke test: each entrypoint starts as uid 10001 on a read-only root filesystem.
+if [ "$SMOKE" = 1 ]; then
+  smoke() {
+    local program
+    for program in "${PROGRAMS[@]}"; do
+      "$DOCKER" run --rm --read-only --user 10001 --network none "mlops-operator/$program:$IMAGE_TAG" --help >/dev/null \
+        || die "mlops-operator/$program:$IMAGE_TAG --help failed"
+    done
+  }
+  step "smoke test: --help as uid 10001 on a read-only root" smoke
+fi
+
+log "images (total $(secs "$T0")):"
+for program in "${PROGRAMS[@]}"; do
+  "$DOCKER" image ls "mlops-operator/$program:$IMAGE_TAG" --format '    {{.Repository}}:{{.Tag}}  {{.ID}}  {{.Size}}'
+done

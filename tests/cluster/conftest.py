@@ -1,0 +1,205 @@
+"""Fixtures of the cluster tier: the local cluster's real API server, CRDs, a namespace per
+test, and the operator running in-process.
+
+The cluster is the local one from tests/cluster/local (started here if it is not up), or
+an existing cluster named explicitly by MLOPS_TEST_KUBECONFIG. An ambient KUBECONFIG is never
+used, so these tests cannot touch someone's real cluster by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clusterkit import kubectl
+
+from mlops_operator.kube import Kube, KubeError
+from mlops_operator.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL = ROOT / "tests" / "cluster" / "local"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> str:
+    explicit = os.environ.get("MLOPS_TEST_KUBECONFIG")
+    if explicit:
+        path = explicit
+    else:
+        subprocess.run([str(LOCAL / "up.sh")], check=True)
+        path = subprocess.run(
+            [str(LOCAL / "kubeconfig.sh")], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    # kopf and the kubernetes client in this process read it from here, and only in tests.
+    os.environ["KUBECONFIG"] = path
+    return path
+
+
+@pytest.fixture(scope="session")
+def kube(kubeconfig: str) -> Kube:
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    return Kube(client.ApiClient(cfg))
+
+
+@pytest.fixture(scope="session")
+def crds(kubeconfig: str) -> None:
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
+    kubectl(
+        kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *(f"crd/{p}.mlops.dev" for p in ("trainingjobs", "modelversions", "inferenceservices")),
+    )
+    # Discovery caches may lag the Established condition by a moment.
+    deadline = time.monotonic() + 30
+    while kubectl(kubeconfig, "get", "mlops", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the mlops category never appeared in discovery"
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def namespace(kube: Kube, crds: None) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube.request(
+        "POST", "/api/v1/namespaces", body={"metadata": {"name": name, "labels": {"mlops.dev/test": "true"}}}
+    )
+    yield name
+    # The operator may be stopped by now; its finalizers would keep the namespace Terminating.
+    for kind in ("InferenceService", "TrainingJob", "ModelVersion"):
+        for obj in kube.list(kind, name):
+            with contextlib.suppress(KubeError):
+                kube.request(
+                    "PATCH",
+                    f"/apis/mlops.dev/v1alpha1/namespaces/{name}/{kind.lower()}s/{obj['metadata']['name']}",
+                    body={"metadata": {"finalizers": None}},
+                    content_type="application/merge-patch+json",
+                )
+    with contextlib.suppress(KubeError):
+        kube.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+class OperatorRunner:
+    """The real operator (kopf + our handlers) in a thread with its own event loop."""
+
+    def __init__(self, namespace: str, settings: Settings) -> None:
+        self.namespace = namespace
+        self.settings = settings
+        self.thread: threading.Thread | None = None
+        self.stop_flag: threading.Event | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> OperatorRunner:
+        import kopf
+
+        from mlops_operator import handlers  # noqa: F401  # registers the handlers
+
+        ready = threading.Event()
+        self.stop_flag = threading.Event()
+        stop_flag = self.stop_flag
+
+        def main() -> None:
+            try:
+                asyncio.run(
+                    kopf.operator(
+                        namespaces=[self.namespace],
+                        standalone=True,
+                        memo=kopf.Memo(settings=self.settings),
+                        ready_flag=ready,
+                        stop_flag=stop_flag,
+                    )
+                )
+            except BaseException as e:  # surfaced by stop()
+                self.error = e
+                ready.set()
+
+        self.thread = threading.Thread(target=main, name=f"operator-{self.namespace}", daemon=True)
+        self.thread.start()
+        assert ready.wait(60), "the operator did not become ready"
+        if self.error:
+            raise self.error
+        return self
+
+    def stop(self) -> None:
+        if self.thread is None or self.stop_flag is None:
+            return
+        self.stop_flag.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the operator did not stop"
+        self.thread = None
+        if self.error:
+            raise self.error
+
+
+@pytest.fixture
+def artifacts(kube: Kube, namespace: str, tmp_path: Path) -> Iterator[Path]:
+    """A bound PersistentVolumeClaim `artifacts` (a hostPath PV); its files are under the returned dir,
+    which tests pass as the pvc root (<root>/artifacts/...) when they run pods' programs locally."""
+    pv = f"{namespace}-artifacts"
+    (tmp_path / "pvc" / "artifacts").mkdir(parents=True)
+    kube.request(
+        "POST",
+        "/api/v1/persistentvolumes",
+        body={
+            "metadata": {"name": pv, "labels": {"mlops.dev/test": "true"}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": str(tmp_path / "pvc" / "artifacts")},
+                "claimRef": {"namespace": namespace, "name": "artifacts"},
+            },
+        },
+    )
+    kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/persistentvolumeclaims",
+        body={
+            "metadata": {"name": "artifacts"},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    yield tmp_path / "pvc"
+    with contextlib.suppress(KubeError):
+        kube.request("DELETE", f"/api/v1/persistentvolumes/{pv}")
+
+
+@pytest.fixture
+def test_settings() -> Settings:
+    return Settings(
+        resync_seconds=5.0,
+        retention_keep=20,
+        trainer_image="mlops-operator/trainer:test",
+        server_image="mlops-operator/server:test",
+    )
+
+
+@pytest.fixture
+def operator(namespace: str, kubeconfig: str, test_settings: Settings) -> Iterator[OperatorRunner]:
+    runner = OperatorRunner(namespace, test_settings).start()
+    yield runner
+    runner.stop()

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Says whether the local cluster is up: each component's process, etcd and API server health,
+# and the nodes. Exit 0 when everything is up, 1 otherwise.
+set -uo pipefail
+LOG_TAG=status
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+
+up=0
+if [ ! -d "$STATE" ]; then
+  echo "down: no state directory $STATE"
+  exit 1
+fi
+for c in "${COMPONENTS[@]}"; do
+  if pid=$(pid_of "$c"); then
+    printf '  %-24s running (pid %s)\n' "$c" "$pid"
+  else
+    printf '  %-24s NOT running (log: %s)\n' "$c" "$LOGS/$c.log"
+    up=1
+  fi
+done
+if etcd_healthy; then echo "  etcd /health            ok"; else echo "  etcd /health            FAILING"; up=1; fi
+if apiserver_ready; then echo "  apiserver /readyz       ok"; else echo "  apiserver /readyz       FAILING"; up=1; fi
+if [ $up = 0 ] && pick_kubectl; then
+  echo
+  kc get nodes -o wide || up=1
+fi
+echo
+if [ $up = 0 ]; then
+  echo "up: KUBECONFIG=$KUBECONFIG_PATH"
+else
+  echo "not (fully) up; tests/cluster/local/up.sh starts what is missing"
+fi
+exit $up

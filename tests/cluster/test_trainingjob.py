@@ -1,0 +1,256 @@
+"""TrainingJob against the real API server: Jobs created from the spec, their pods run by the
+real trainer program (this process acting as the kubelet for kwok's simulated pods), status,
+exactly one ModelVersion, failures, invalid specs, and an operator restarted mid-run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clusterkit import (
+    condition,
+    events_for,
+    finish_pod,
+    pods_of,
+    run_pod_locally,
+    status_of,
+    wait_for,
+)
+
+from conftest import OperatorRunner
+from mlops_operator.api.common import API_VERSION
+from mlops_operator.kube import Kube
+from mlops_operator.settings import Settings
+
+
+def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "model": "iris",
+        "data": {"source": {"uri": "builtin:iris"}},
+        "estimator": {"class": "LogisticRegression", "params": {"max_iter": 200}},
+        "evaluation": {"gates": [{"metric": "accuracy", "threshold": 0.8}]},
+        "output": {"uri": "pvc://artifacts/models"},
+    }
+    base.update(spec)
+    return {"apiVersion": API_VERSION, "kind": "TrainingJob", "metadata": {"name": name}, "spec": base}
+
+
+def create(kube: Kube, namespace: str, obj: dict[str, Any]) -> None:
+    kube.request("POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/{obj['kind'].lower()}s", body=obj)
+
+
+def run_step(
+    kube: Kube, namespace: str, tj: str, step: str, pvc_root: Path, count: int = 1
+) -> list[tuple[int, str]]:
+    labels = {"mlops.dev/training-job": tj, "mlops.dev/step": step}
+    pods = wait_for(
+        lambda: len(pods_of(kube, namespace, labels)) >= count and pods_of(kube, namespace, labels),
+        what=f"{step} pods Running",
+    )
+    return [run_pod_locally(kube, namespace, p, pvc_root) for p in pods[:count]]
+
+
+def test_success_yields_succeeded_and_exactly_one_verified_modelversion(
+    kube: Kube, namespace: str, operator: OperatorRunner, artifacts: Path
+) -> None:
+    create(kube, namespace, trainingjob("lr"))
+    job = wait_for(lambda: kube.get("Job", namespace, "lr-train"), what="the training Job")
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
+    pod_spec = job["spec"]["template"]["spec"]
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert pod_spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2, 3]
+    assert wait_for(
+        lambda: status_of(kube, "TrainingJob", namespace, "lr").get("phase") == "Running", what="Running"
+    )
+
+    [(code, _)] = run_step(kube, namespace, "lr", "train", artifacts)
+    assert code == 0
+    status = wait_for(
+        lambda: (s := status_of(kube, "TrainingJob", namespace, "lr")).get("phase") == "Succeeded" and s,
+        what="Succeeded",
+    )
+    assert status["modelVersion"] == "iris-v1"
+    assert status["metrics"]["accuracy"] > 0.8
+    assert status["gatesPassed"] is True
+    assert condition(status, "Ready")["status"] == "True"
+    assert condition(status, "Stalled")["status"] == "False"
+    mvs = kube.list("ModelVersion", namespace, {"mlops.dev/training-job": "lr"})
+    assert [m["metadata"]["name"] for m in mvs] == ["iris-v1"]
+    mv = mvs[0]
+    assert mv["spec"]["version"] == 1
+    assert mv["spec"]["artifact"]["sha256"] == status["artifactSha256"]
+    assert mv["spec"]["source"]["trainingJob"] == "lr"
+    assert "ownerReferences" not in mv["metadata"]  # outlives its TrainingJob
+
+    # The ModelVersion is verified by a real verification pod reading the same artifact.
+    [(vcode, _)] = run_verification(kube, namespace, "iris-v1", artifacts)
+    assert vcode == 0
+    mv_status = wait_for(
+        lambda: (s := status_of(kube, "ModelVersion", namespace, "iris-v1")).get("phase") == "Verified" and s,
+        what="Verified",
+    )
+    assert condition(mv_status, "ArtifactVerified")["status"] == "True"
+    assert condition(mv_status, "GatesPassed")["status"] == "True"
+    assert mv_status["stage"] == "Candidate"
+    reasons = {e["reason"] for e in events_for(kube, namespace, "lr")}
+    assert {"TrainingStarted", "ModelRegistered", "Succeeded"} <= reasons
+
+
+def run_verification(kube: Kube, namespace: str, mv: str, pvc_root: Path) -> list[tuple[int, str]]:
+    labels = {"mlops.dev/model-version": mv}
+    pods = wait_for(lambda: pods_of(kube, namespace, labels), what="verification pod Running")
+    return [run_pod_locally(kube, namespace, pods[0], pvc_root)]
+
+
+def test_failure_reports_the_trainers_message(
+    kube: Kube, namespace: str, operator: OperatorRunner, artifacts: Path
+) -> None:
+    create(
+        kube,
+        namespace,
+        trainingjob("csv", data={"source": {"uri": "pvc://artifacts/data/missing.csv"}, "target": "species"}),
+    )
+    [(code, _message)] = run_step(kube, namespace, "csv", "train", artifacts)
+    assert code == 2
+    status = wait_for(
+        lambda: (s := status_of(kube, "TrainingJob", namespace, "csv")).get("phase") == "Failed" and s,
+        what="Failed",
+    )
+    assert "missing.csv" in status["message"]
+    assert condition(status, "Stalled")["status"] == "True"
+    assert condition(status, "Ready")["reason"] == "BadInput"
+    # Bad input fails the Job at once (podFailurePolicy): no retry pod.
+    assert len(kube.list("Pod", namespace, {"mlops.dev/training-job": "csv"})) == 1
+    assert any(
+        e["type"] == "Warning" and "missing.csv" in e["message"] for e in events_for(kube, namespace, "csv")
+    )
+    assert kube.list("ModelVersion", namespace) == []
+
+
+def test_invalid_spec_never_creates_a_job(
+    kube: Kube, namespace: str, operator: OperatorRunner, artifacts: Path
+) -> None:
+    create(
+        kube,
+        namespace,
+        trainingjob("typo", estimator={"class": "RandomForestClassifier", "params": {"n_estimatorz": 10}}),
+    )
+    status = wait_for(
+        lambda: (s := status_of(kube, "TrainingJob", namespace, "typo")).get("phase") == "Failed" and s,
+        what="Failed",
+    )
+    assert condition(status, "Validated")["status"] == "False"
+    assert "n_estimatorz" in status["message"]
+    assert kube.list("Job", namespace) == []
+    assert any(e["reason"] == "InvalidSpec" for e in events_for(kube, namespace, "typo"))
+
+
+def test_tuning_runs_trials_in_an_indexed_job_and_refits_the_best(
+    kube: Kube, namespace: str, operator: OperatorRunner, artifacts: Path
+) -> None:
+    spec = trainingjob(
+        "tuned",
+        estimator={"class": "LogisticRegression", "params": {"max_iter": 300}},
+        tuning={
+            "strategy": "grid",
+            "space": {"C": [0.01, 1.0, 10.0, 100.0]},
+            "maxTrials": 4,
+            "parallelism": 2,
+            "cv": 3,
+        },
+    )
+    create(kube, namespace, spec)
+    tune = wait_for(lambda: kube.get("Job", namespace, "tuned-tune"), what="the tuning Job")
+    assert tune["spec"]["completionMode"] == "Indexed"
+    assert (tune["spec"]["completions"], tune["spec"]["parallelism"]) == (4, 2)
+    run_step(kube, namespace, "tuned", "tune", artifacts, count=2)
+    wait_for(
+        lambda: status_of(kube, "TrainingJob", namespace, "tuned").get("progress") == "2/4",
+        what="progress 2/4",
+    )
+    run_step(kube, namespace, "tuned", "tune", artifacts, count=2)
+    job = wait_for(lambda: kube.get("Job", namespace, "tuned-train"), what="the refit Job")
+    run_step(kube, namespace, "tuned", "train", artifacts)
+    status = wait_for(
+        lambda: (s := status_of(kube, "TrainingJob", namespace, "tuned")).get("phase") == "Succeeded" and s,
+        what="Succeeded",
+    )
+    assert status["progress"] == "4/4"
+    assert status["bestParams"]["C"] in (0.01, 1.0, 10.0, 100.0)
+    assert status["bestParams"]["C"] != 0.01  # heavily regularised LR is the worst on iris
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert '"params":{"C":' in env["MLOPS_CONFIG"]
+
+
+def test_restarted_operator_creates_no_duplicates(
+    kube: Kube, namespace: str, test_settings: Settings, artifacts: Path
+) -> None:
+    first = OperatorRunner(namespace, test_settings).start()
+    create(kube, namespace, trainingjob("restart"))
+    wait_for(lambda: kube.get("Job", namespace, "restart-train"), what="the training Job")
+    first.stop()
+    run_step(kube, namespace, "restart", "train", artifacts)
+    second = OperatorRunner(namespace, test_settings).start()
+    try:
+        wait_for(
+            lambda: status_of(kube, "TrainingJob", namespace, "restart").get("phase") == "Succeeded",
+            what="Succeeded",
+        )
+    finally:
+        second.stop()
+    third = OperatorRunner(namespace, test_settings).start()
+    try:
+        # A further restart after success changes nothing.
+        wait_for(lambda: kube.get("Job", namespace, "iris-v1-verify"), what="verification Job")
+    finally:
+        third.stop()
+    assert len(kube.list("Job", namespace, {"mlops.dev/training-job": "restart"})) == 1
+    assert [m["metadata"]["name"] for m in kube.list("ModelVersion", namespace)] == ["iris-v1"]
+
+
+def test_versions_increase_per_model(
+    kube: Kube, namespace: str, operator: OperatorRunner, artifacts: Path
+) -> None:
+    for name in ("a", "b"):
+        create(kube, namespace, trainingjob(name))
+        run_step(kube, namespace, name, "train", artifacts)
+        wait_for(
+            lambda n=name: status_of(kube, "TrainingJob", namespace, n).get("phase") == "Succeeded",
+            what="Succeeded",
+        )
+    versions = sorted(m["spec"]["version"] for m in kube.list("ModelVersion", namespace))
+    assert versions == [1, 2]
+
+
+@pytest.mark.parametrize("exit_code", [1])
+def test_transient_failure_is_retried(
+    kube: Kube, namespace: str, operator: OperatorRunner, artifacts: Path, exit_code: int
+) -> None:
+    create(kube, namespace, trainingjob("flaky", backoffLimit=1))
+    labels = {"mlops.dev/training-job": "flaky", "mlops.dev/step": "train"}
+    first = wait_for(lambda: pods_of(kube, namespace, labels), what="first pod")[0]
+    finish_pod(
+        kube, namespace, first, exit_code, '{"ok":false,"reason":"Transient","message":"connection reset"}'
+    )
+    second = wait_for(
+        lambda: [
+            p for p in pods_of(kube, namespace, labels) if p["metadata"]["name"] != first["metadata"]["name"]
+        ],
+        what="a retry pod",
+    )
+    assert second
+    assert status_of(kube, "TrainingJob", namespace, "flaky").get("phase") == "Running"
+
+
+def test_missing_storage_launches_no_pod(kube: Kube, namespace: str, operator: OperatorRunner) -> None:
+    create(kube, namespace, trainingjob("nostore"))
+    status = wait_for(
+        lambda: (s := status_of(kube, "TrainingJob", namespace, "nostore")).get("message") and s,
+        what="a message",
+    )
+    assert status["phase"] == "Pending"
+    assert condition(status, "Ready")["reason"] == "StorageNotFound"
+    assert "PersistentVolumeClaim artifacts not found" in status["message"]
+    assert kube.list("Job", namespace) == []
