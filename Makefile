@@ -75,3 +75,10 @@ run: venv ## Run the operator out-of-cluster against the local cluster
 .PHONY: clean
 clean: ## Remove the virtualenv and caches inside the checkout
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# --- Images ----------------------------------------------------------------------------------
+IMAGE_TAG ?= dev
+LOCAL_BASE ?=
+.PHONY: images
+images: ## Build mlops-operator/{operator,trainer,server}:$(IMAGE_TAG) (LOCAL_BASE=1: a debootstrap base, no registry)
+	IMAGE_TAG=$(IMAGE_TAG) PYTHON=$(PYTHON) images/build.sh $(if $(LOCAL_BASE),--local-base)

@@ -213,8 +213,11 @@ else
 fi
 
 # The build context: the wheelhouse only, hard-linked from the caches (copied if that fails).
-CONTEXT="$CACHE/images/context"
-rm -rf "$CONTEXT"
+# One per run, so concurrent runs do not collide; Docker's cache keys on content, not paths.
+mkdir -p "$CACHE/images"
+CONTEXT="$(mktemp -d "$CACHE/images/context.XXXXXX")"
+# shellcheck disable=SC2064  # expand now
+trap "rm -rf '$CONTEXT'" EXIT
 mkdir -p "$CONTEXT/wheelhouse"
 for part in deps pip; do
   cp -al "$DEPS_DIR/$part" "$CONTEXT/wheelhouse/$part" 2>/dev/null || cp -a "$DEPS_DIR/$part" "$CONTEXT/wheelhouse/$part"
@@ -230,7 +233,8 @@ SOURCE="${IMAGE_SOURCE:-$(git -C "$ROOT" remote get-url origin 2>/dev/null || ec
 
 for program in "${PROGRAMS[@]}"; do
   image="mlops-operator/$program:$IMAGE_TAG"
-  step "docker build $image (FROM $BASE_IMAGE)" "$DOCKER" build --quiet \
+  # --network none: the wheelhouse is all the build gets; a step that tries to download fails.
+  step "docker build $image (FROM $BASE_IMAGE)" "$DOCKER" build --quiet --network none \
     -f "$ROOT/images/$program/Dockerfile" \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" \
     --build-arg "WHEELHOUSE=wheelhouse" \

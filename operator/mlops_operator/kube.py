@@ -147,7 +147,7 @@ class Kube:
         result: dict[str, Any] = self.request(
             "PATCH",
             path(obj["kind"], meta["namespace"], meta["name"]),
-            body=orjson.dumps(obj).decode(),
+            body=dict(obj),
             query={"fieldManager": self.field_manager, "force": "true"},
             content_type="application/apply-patch+yaml",
         )

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clusterkit import kubectl
@@ -100,9 +101,10 @@ def namespace(kube: Kube, crds: None) -> Iterator[str]:
 class OperatorRunner:
     """The real operator (kopf + our handlers) in a thread with its own event loop."""
 
-    def __init__(self, namespace: str, settings: Settings) -> None:
+    def __init__(self, namespace: str, settings: Settings, scraper: Any = None) -> None:
         self.namespace = namespace
         self.settings = settings
+        self.scraper = scraper
         self.thread: threading.Thread | None = None
         self.stop_flag: threading.Event | None = None
         self.error: BaseException | None = None
@@ -122,7 +124,7 @@ class OperatorRunner:
                     kopf.operator(
                         namespaces=[self.namespace],
                         standalone=True,
-                        memo=kopf.Memo(settings=self.settings),
+                        memo=kopf.Memo(settings=self.settings, scraper=self.scraper),
                         ready_flag=ready,
                         stop_flag=stop_flag,
                     )

@@ -1,0 +1,200 @@
+"""InferenceService against the real API server: version resolution from real ModelVersions,
+Deployment/Service rollout, rolling update to a new version, the scale subresource, canary
+promotion and rollback driven by the serving pods' metrics, and deletion."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clusterkit import condition, events_for, kubectl, pods_of, run_pod_locally, status_of, wait_for
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+from conftest import OperatorRunner
+from mlops_operator.api.common import API_VERSION
+from mlops_operator.kube import Kube
+from mlops_operator.settings import Settings
+
+HEALTH: dict[str, tuple[int, int]] = {}  # track -> (ok requests, 5xx requests) the fake pods report
+
+
+def metrics_text(ok: int, errors: int) -> str:
+    registry = CollectorRegistry()
+    requests = Counter(
+        "mlops_requests", "requests", ["model", "version", "protocol", "code"], registry=registry
+    )
+    requests.labels("iris", "v", "v2", "200").inc(ok)
+    if errors:
+        requests.labels("iris", "v", "v2", "500").inc(errors)
+    return generate_latest(registry).decode()
+
+
+async def scraper(pod: Mapping[str, Any]) -> str | None:
+    track = (pod["metadata"].get("labels") or {}).get("mlops.dev/track", "stable")
+    ok, errors = HEALTH.get(track, (0, 0))
+    return metrics_text(ok, errors)
+
+
+@pytest.fixture
+def isvc_operator(namespace: str, test_settings: Settings) -> Iterator[OperatorRunner]:
+    HEALTH.clear()
+    runner = OperatorRunner(namespace, test_settings, scraper=scraper).start()
+    yield runner
+    runner.stop()
+
+
+def train_version(kube: Kube, namespace: str, name: str, artifacts: Path) -> str:
+    """A real TrainingJob → ModelVersion → verification, the pods run by the real trainer."""
+    tj = {
+        "apiVersion": API_VERSION,
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": {
+            "model": "iris",
+            "data": {"source": {"uri": "builtin:iris"}},
+            "estimator": {"class": "LogisticRegression", "params": {"max_iter": 200}},
+            "output": {"uri": "pvc://artifacts/models"},
+        },
+    }
+    kube.request("POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/trainingjobs", body=tj)
+    labels = {"mlops.dev/training-job": name, "mlops.dev/step": "train"}
+    pod = wait_for(lambda: pods_of(kube, namespace, labels), what="training pod")[0]
+    run_pod_locally(kube, namespace, pod, artifacts)
+    mv = wait_for(
+        lambda: status_of(kube, "TrainingJob", namespace, name).get("modelVersion"), what="ModelVersion"
+    )
+    vpod = wait_for(
+        lambda: pods_of(kube, namespace, {"mlops.dev/model-version": mv}), what="verification pod"
+    )[0]
+    run_pod_locally(kube, namespace, vpod, artifacts)
+    wait_for(
+        lambda: status_of(kube, "ModelVersion", namespace, mv).get("phase") == "Verified",
+        what=f"{mv} Verified",
+    )
+    return str(mv)
+
+
+def isvc(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": "iris", "policy": {"select": "latest"}, "replicas": 2}
+    body.update(spec)
+    return {"apiVersion": API_VERSION, "kind": "InferenceService", "metadata": {"name": name}, "spec": body}
+
+
+def served(kube: Kube, namespace: str, deployment: str) -> str | None:
+    d = kube.get("Deployment", namespace, deployment)
+    return d["spec"]["template"]["metadata"]["labels"].get("mlops.dev/model-version") if d else None
+
+
+def test_rollout_scale_update_and_delete(
+    kube: Kube, kubeconfig: str, namespace: str, isvc_operator: OperatorRunner, artifacts: Path
+) -> None:
+    v1 = train_version(kube, namespace, "first", artifacts)
+    kube.request(
+        "POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices", body=isvc("iris")
+    )
+    status = wait_for(
+        lambda: (
+            (s := status_of(kube, "InferenceService", namespace, "iris"))
+            and condition(s, "Ready").get("status") == "True"
+            and s
+        ),
+        what="Ready",
+    )
+    assert status["modelVersion"] == v1
+    assert status["readyReplicas"] == 2
+    assert status["url"].startswith(f"http://iris.{namespace}.svc")
+    deploy = kube.get("Deployment", namespace, "iris-predictor")
+    assert deploy is not None
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    mv = kube.get("ModelVersion", namespace, v1)
+    assert mv is not None and mv["spec"]["artifact"]["sha256"] in container["args"]
+    assert kube.get("Service", namespace, "iris") is not None
+    wait_for(
+        lambda: status_of(kube, "ModelVersion", namespace, v1).get("stage") == "Production",
+        what="Production stage",
+    )
+
+    kubectl(kubeconfig, "-n", namespace, "scale", "inferenceservice/iris", "--replicas=3")
+    wait_for(
+        lambda: (kube.get("Deployment", namespace, "iris-predictor") or {})["spec"]["replicas"] == 3,
+        what="3 replicas",
+    )
+    wait_for(
+        lambda: (
+            kubectl(
+                kubeconfig,
+                "wait",
+                "-n",
+                namespace,
+                "--for=condition=Ready",
+                "--timeout=5s",
+                "inferenceservice/iris",
+                check=False,
+            ).returncode
+            == 0
+        ),
+        what="kubectl wait Ready",
+    )
+
+    v2 = train_version(kube, namespace, "second", artifacts)
+    wait_for(lambda: served(kube, namespace, "iris-predictor") == v2, what="rolling update to v2")
+    wait_for(
+        lambda: status_of(kube, "InferenceService", namespace, "iris").get("modelVersion") == v2,
+        what="status v2",
+    )
+    assert any(e["reason"] == "RollingUpdate" for e in events_for(kube, namespace, "iris"))
+    wait_for(
+        lambda: status_of(kube, "ModelVersion", namespace, v1).get("stage") == "Archived", what="v1 Archived"
+    )
+
+    kube.request("DELETE", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices/iris")
+    wait_for(
+        lambda: kube.get("Deployment", namespace, "iris-predictor") is None,
+        timeout=90,
+        what="Deployment garbage-collected",
+    )
+
+
+@pytest.mark.parametrize(("errors", "outcome"), [(0, "Promoted"), (40, "RolledBack")])
+def test_canary_promotes_or_rolls_back(
+    kube: Kube, namespace: str, isvc_operator: OperatorRunner, artifacts: Path, errors: int, outcome: str
+) -> None:
+    v1 = train_version(kube, namespace, "first", artifacts)
+    spec = isvc(
+        "iris", canary={"trafficPercent": 50, "durationSeconds": 10, "maxErrorRate": 0.05, "minRequests": 5}
+    )
+    kube.request("POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices", body=spec)
+    wait_for(lambda: served(kube, namespace, "iris-predictor") == v1, what="v1 serving")
+    HEALTH["canary"] = (100, errors)
+    v2 = train_version(kube, namespace, "second", artifacts)
+    wait_for(
+        lambda: (
+            kube.get("Deployment", namespace, "iris-canary")
+            or status_of(kube, "InferenceService", namespace, "iris").get("canary")
+        ),
+        what="canary started",
+    )
+    status = wait_for(
+        lambda: (
+            (s := status_of(kube, "InferenceService", namespace, "iris")).get("canary", {}).get("phase")
+            == outcome
+            and s
+        ),
+        timeout=90,
+        what=outcome,
+    )
+    assert status["canary"]["modelVersion"] == v2
+    wait_for(lambda: kube.get("Deployment", namespace, "iris-canary") is None, what="canary removed")
+    expected = v2 if outcome == "Promoted" else v1
+    wait_for(lambda: served(kube, namespace, "iris-predictor") == expected, what=f"stable serves {expected}")
+    reason = "CanaryPromoted" if outcome == "Promoted" else "CanaryRolledBack"
+    assert any(e["reason"] == reason for e in events_for(kube, namespace, "iris"))
+    if outcome == "RolledBack":
+        assert (
+            condition(status_of(kube, "InferenceService", namespace, "iris"), "CanaryHealthy")["status"]
+            == "False"
+        )
