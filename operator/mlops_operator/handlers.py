@@ -65,7 +65,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     ctx: Context | None = memo.get("ctx")
-    if ctx is not None and memo.get("owns_ctx", True):
+    if ctx is not None:
         ctx.kube.close()
 
 

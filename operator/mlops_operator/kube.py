@@ -280,4 +280,6 @@ class AsyncKube:
         return result
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker threads, then close the client's connection pool."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.sync.api.close()

@@ -66,7 +66,10 @@ def train_version(kube: Kube, namespace: str, name: str, artifacts: Path) -> str
         lambda: status_of(kube, "TrainingJob", namespace, name).get("modelVersion"), what="ModelVersion"
     )
     vpod = wait_for(
-        lambda: pods_of(kube, namespace, {"mlops.dev/model-version": mv}), what="verification pod"
+        lambda: pods_of(
+            kube, namespace, {"mlops.dev/model-version": mv, "app.kubernetes.io/component": "verifier"}
+        ),
+        what="verification pod",
     )[0]
     run_pod_locally(kube, namespace, vpod, artifacts)
     wait_for(

@@ -99,7 +99,7 @@ def test_success_yields_succeeded_and_exactly_one_verified_modelversion(
 
 
 def run_verification(kube: Kube, namespace: str, mv: str, pvc_root: Path) -> list[tuple[int, str]]:
-    labels = {"mlops.dev/model-version": mv}
+    labels = {"mlops.dev/model-version": mv, "app.kubernetes.io/component": "verifier"}
     pods = wait_for(lambda: pods_of(kube, namespace, labels), what="verification pod Running")
     return [run_pod_locally(kube, namespace, pods[0], pvc_root)]
 

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from mlops_operator.api.common import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGER
+from mlops_operator.api.common import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGER, PodOptions
 from mlops_operator.settings import Settings
 from mlops_operator.storage import parse_uri
 
@@ -97,6 +97,18 @@ def pvc_volumes(
         volumes.append({"name": vol, "persistentVolumeClaim": {"claimName": claim, "readOnly": claim in ro}})
         mounts.append({"name": vol, "mountPath": f"{settings.pvc_root}/{claim}", "readOnly": claim in ro})
     return volumes, mounts
+
+
+def scheduling(options: PodOptions) -> dict[str, Any]:
+    """The pod-spec fields a user's PodOptions set: serviceAccountName, nodeSelector, tolerations."""
+    out: dict[str, Any] = {}
+    if options.service_account_name:
+        out["serviceAccountName"] = options.service_account_name
+    if options.node_selector:
+        out["nodeSelector"] = dict(options.node_selector)
+    if options.tolerations:
+        out["tolerations"] = [dict(t) for t in options.tolerations]
+    return out
 
 
 def resources(spec_resources: Mapping[str, Any] | None, default: Mapping[str, Any]) -> dict[str, Any]:

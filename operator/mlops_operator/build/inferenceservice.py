@@ -23,7 +23,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
-from mlops_operator.api.common import GROUP, LABEL_VERSION
+from mlops_operator.api.common import (
+    GROUP,
+    LABEL_INFERENCE_SERVICE,
+    LABEL_MODEL_VERSION,
+    LABEL_VERSION,
+)
 from mlops_operator.api.inferenceservice import InferenceServiceSpec
 from mlops_operator.build.common import (
     child_name,
@@ -33,15 +38,14 @@ from mlops_operator.build.common import (
     pod_security_context,
     pvc_volumes,
     resources,
+    scheduling,
 )
 from mlops_operator.settings import Settings
 from mlops_operator.storage import local_path, parse_uri
 
 Track = Literal["stable", "canary"]
 
-LABEL_INFERENCE_SERVICE: Final = f"{GROUP}/inference-service"
 LABEL_TRACK: Final = f"{GROUP}/track"
-LABEL_MODEL_VERSION: Final = f"{GROUP}/model-version"
 ANNOTATION_ARTIFACT_SHA256: Final = f"{GROUP}/artifact-sha256"
 
 COMPONENT: Final = "inference-server"
@@ -253,13 +257,8 @@ def deployment(
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "containers": [container],
         "volumes": volumes,
+        **scheduling(spec),
     }
-    if spec.service_account_name:
-        pod_spec["serviceAccountName"] = spec.service_account_name
-    if spec.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.node_selector)
-    if spec.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
     deploy_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(name, track)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},

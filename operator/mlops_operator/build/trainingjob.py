@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from mlops_operator.api.common import LABEL_MODEL
+from mlops_operator.api.common import LABEL_TRAINING_JOB, PodOptions
 from mlops_operator.api.trainingjob import TrainingJobSpec
 from mlops_operator.build.common import (
     child_name,
@@ -22,10 +22,11 @@ from mlops_operator.build.common import (
     pod_security_context,
     pvc_claims,
     pvc_volumes,
+    resources,
+    scheduling,
 )
 from mlops_operator.settings import Settings
 
-LABEL_TRAINING_JOB: Final = "mlops.dev/training-job"
 LABEL_STEP: Final = "mlops.dev/step"
 EXIT_BAD_INPUT: Final = 2
 EXIT_VERIFY_FAILED: Final = 3
@@ -68,6 +69,89 @@ def _secret_env(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     return [{"secretRef": {"name": n}} for n in names]
 
 
+def trainer_container(
+    image: str,
+    settings: Settings,
+    *,
+    args: list[str],
+    mounts: list[dict[str, Any]],
+    resources: Mapping[str, Any],
+    env: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The trainer program's container; `env` comes before the variables every trainer pod gets."""
+    return {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mlops-trainer"],
+        "args": args,
+        "env": [
+            *(env or []),
+            {"name": "MLOPS_PVC_ROOT", "value": settings.pvc_root},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "resources": dict(resources),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def trainer_job(
+    owner: Mapping[str, Any],
+    name: str,
+    lbls: Mapping[str, str],
+    container: Mapping[str, Any],
+    volumes: list[dict[str, Any]],
+    *,
+    settings: Settings,
+    backoff_limit: int,
+    active_deadline_seconds: int,
+    options: PodOptions | None = None,
+    indexed: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """A batch/v1 Job running one trainer container, owned by `owner`.
+
+    Bad input (exit 2) and a failed verification (exit 3) fail the Job at once; other exit
+    codes are retried up to `backoff_limit`; evictions are not counted.
+    """
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": pod_security_context(settings),
+        "automountServiceAccountToken": False,
+        "containers": [dict(container)],
+        "volumes": volumes,
+        **(scheduling(options) if options else {}),
+    }
+    job_spec: dict[str, Any] = {
+        "backoffLimit": backoff_limit,
+        "activeDeadlineSeconds": active_deadline_seconds,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": [EXIT_BAD_INPUT, EXIT_VERIFY_FAILED],
+                    },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": dict(lbls)}, "spec": pod_spec},
+    }
+    if indexed:
+        completions, parallelism = indexed
+        job_spec.update({"completionMode": "Indexed", "completions": completions, "parallelism": parallelism})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": object_meta(name, owner, lbls),
+        "spec": job_spec,
+    }
+
+
 def _job(
     tj: Mapping[str, Any],
     spec: TrainingJobSpec,
@@ -85,65 +169,29 @@ def _job(
     output_claims = pvc_claims(outputs)
     claims = pvc_claims(sources + outputs)
     volumes, mounts = pvc_volumes(claims, settings, read_only=[c for c in claims if c not in output_claims])
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": spec.image or settings.trainer_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": ["mlops-trainer"],
-        "args": args,
-        "env": [
-            {"name": "MLOPS_CONFIG", "value": trainer_config(tj, spec, settings, params)},
-            {"name": "MLOPS_PVC_ROOT", "value": settings.pvc_root},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-        ],
-        "resources": spec.resources.to_dict() if spec.resources else DEFAULT_RESOURCES,
-        "securityContext": container_security_context(),
-        "volumeMounts": mounts,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
+    container = trainer_container(
+        spec.image or settings.trainer_image,
+        settings,
+        args=args,
+        mounts=mounts,
+        resources=resources(spec.resources.to_dict() if spec.resources else None, DEFAULT_RESOURCES),
+        env=[{"name": "MLOPS_CONFIG", "value": trainer_config(tj, spec, settings, params)}],
+    )
     env_from = _secret_env(spec)
     if env_from:
         container["envFrom"] = env_from
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "securityContext": pod_security_context(settings),
-        "automountServiceAccountToken": False,
-        "containers": [container],
-        "volumes": volumes,
-    }
-    if spec.service_account_name:
-        pod_spec["serviceAccountName"] = spec.service_account_name
-    if spec.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.node_selector)
-    if spec.tolerations:
-        pod_spec["tolerations"] = list(spec.tolerations)
-    job_spec: dict[str, Any] = {
-        "backoffLimit": spec.backoff_limit,
-        "activeDeadlineSeconds": spec.active_deadline_seconds,
-        "podFailurePolicy": {
-            "rules": [
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": CONTAINER,
-                        "operator": "In",
-                        "values": [EXIT_BAD_INPUT, EXIT_VERIFY_FAILED],
-                    },
-                },
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-            ]
-        },
-        "template": {"metadata": {"labels": lbls}, "spec": pod_spec},
-    }
-    if indexed:
-        completions, parallelism = indexed
-        job_spec.update({"completionMode": "Indexed", "completions": completions, "parallelism": parallelism})
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": object_meta(name, tj, lbls),
-        "spec": job_spec,
-    }
+    return trainer_job(
+        tj,
+        name,
+        lbls,
+        container,
+        volumes,
+        settings=settings,
+        backoff_limit=spec.backoff_limit,
+        active_deadline_seconds=spec.active_deadline_seconds,
+        options=spec,
+        indexed=indexed,
+    )
 
 
 def training_job(
@@ -162,7 +210,3 @@ def tuning_job(
     name = tune_job_name(tj["metadata"]["name"])
     parallelism = min(spec.tuning.parallelism, trials)
     return _job(tj, spec, settings, step="tune", name=name, args=["trial"], indexed=(trials, parallelism))
-
-
-def model_label(spec: TrainingJobSpec) -> dict[str, str]:
-    return {LABEL_MODEL: spec.model}

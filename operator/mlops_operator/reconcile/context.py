@@ -11,7 +11,7 @@ from typing import Any
 
 from mlops_operator.kube import AsyncKube
 from mlops_operator.settings import Settings
-from mlops_operator.status.conditions import status_patch
+from mlops_operator.status.conditions import READY, Cond, kstatus, merge, status_patch
 
 log = logging.getLogger("mlops_operator")
 
@@ -82,6 +82,23 @@ class Context:
             return False
         await self.kube.patch_status(body["kind"], meta["namespace"], meta["name"], patch)
         return True
+
+    async def write_invalid_spec(self, body: Mapping[str, Any], message: str, **fields: Any) -> None:
+        """Status for a spec the operator cannot parse: Ready=False and Stalled=True, reason InvalidSpec."""
+        generation = int(body["metadata"].get("generation") or 1)
+        conds = kstatus(
+            Cond(READY, "False", "InvalidSpec", message),
+            in_progress=False,
+            stalled_reason="InvalidSpec",
+            message=message,
+        )
+        status = {
+            **fields,
+            "observedGeneration": generation,
+            "conditions": merge((body.get("status") or {}).get("conditions"), conds, generation, self.now()),
+            "message": message,
+        }
+        await self.write_status(body, status)
 
     async def event(self, body: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:
         meta = body["metadata"]

@@ -14,11 +14,11 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from pydantic import ValidationError
 
-from mlops_operator.api.common import API_VERSION
+from mlops_operator.api.common import API_VERSION, LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION
 from mlops_operator.api.inferenceservice import InferenceServiceSpec, Metrics
 from mlops_operator.api.trainingjob import TrainingJobSpec
 from mlops_operator.build import inferenceservice as build
@@ -29,15 +29,12 @@ from mlops_operator.serving import canary, resolve
 from mlops_operator.status.conditions import READY, Cond, kstatus, merge, tf
 
 log = logging.getLogger("mlops_operator")
-LABEL_OWNER_ISVC: Final = "mlops.dev/inference-service"
 
 
 def _served_version(deploy: Mapping[str, Any] | None) -> str | None:
     if not deploy:
         return None
-    return ((deploy["spec"]["template"].get("metadata") or {}).get("labels") or {}).get(
-        build.LABEL_MODEL_VERSION
-    )
+    return ((deploy["spec"]["template"].get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL_VERSION)
 
 
 def _ready(deploy: Mapping[str, Any] | None) -> tuple[int, int, bool]:
@@ -90,20 +87,7 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
     try:
         spec = InferenceServiceSpec.model_validate(isvc["spec"])
     except ValidationError as e:
-        conds = kstatus(
-            Cond(READY, "False", "InvalidSpec", str(e)),
-            in_progress=False,
-            stalled_reason="InvalidSpec",
-            message=str(e),
-        )
-        await ctx.write_status(
-            isvc,
-            {
-                "observedGeneration": generation,
-                "conditions": merge(old.get("conditions"), conds, generation, now),
-                "message": str(e),
-            },
-        )
+        await ctx.write_invalid_spec(isvc, str(e))
         return True
 
     mvs = [m for m in await ctx.kube.list("ModelVersion", ns) if m["spec"].get("model") == spec.model]
@@ -115,7 +99,6 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
     rolled_back = {old_canary["modelVersion"]} if old_canary.get("phase") == "RolledBack" else set()
     choice = resolve.resolve(spec, mvs, serving, rolled_back)
     desired = choice.name or serving
-    facts: dict[str, Any] = {"desiredModelVersion": choice.name}
     canary_status: dict[str, Any] | None = old_canary or None
     messages: list[str] = []
     if choice.name is None:
@@ -125,10 +108,11 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
     hpa = build.hpa(isvc, spec)
     if hpa:
         await ctx.kube.apply(hpa)
-    elif old.get("hasHpa"):
+    elif await ctx.kube.get("HorizontalPodAutoscaler", ns, build.deployment_name(name, "stable")):
+        # Autoscaling was turned off: replicas belong to spec.replicas again.
         await ctx.kube.delete("HorizontalPodAutoscaler", ns, build.deployment_name(name, "stable"))
 
-    pods = await ctx.kube.list("Pod", ns, {LABEL_OWNER_ISVC: name})
+    pods = await ctx.kube.list("Pod", ns, {LABEL_INFERENCE_SERVICE: name})
     try:
         if desired is None:
             pass
@@ -270,12 +254,12 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
                     "metadata": {
                         "name": verdict.job_name,
                         "namespace": ns,
-                        "labels": labels("retraining", name, spec.model, **{LABEL_OWNER_ISVC: name}),
+                        "labels": labels("retraining", name, spec.model, **{LABEL_INFERENCE_SERVICE: name}),
                         "annotations": {
                             "mlops.dev/trigger": str(verdict.trigger),
                             "mlops.dev/reason": verdict.message[:1000],
                         },
-                        "ownerReferences": [build_owner(isvc)],
+                        "ownerReferences": [owner_reference(isvc)],
                     },
                     "spec": tj_spec,
                 }
@@ -354,7 +338,7 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
         "url": build.url(isvc),
         "modelVersion": serving,
         "version": int(serving_mv["spec"]["version"]) if serving_mv else None,
-        "desiredModelVersion": facts["desiredModelVersion"],
+        "desiredModelVersion": choice.name,
         "replicas": replicas,
         "readyReplicas": ready_replicas,
         "selector": build.pod_selector(name),
@@ -370,10 +354,6 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
             ctx.kick("ModelVersion", ns, str(mv_name))
     await ctx.write_status(isvc, status)
     return False
-
-
-def build_owner(isvc: Mapping[str, Any]) -> dict[str, Any]:
-    return owner_reference(isvc)
 
 
 def interval(isvc: Mapping[str, Any]) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mlops_operator.api.common import ANNOTATION_APPROVED_BY
+from mlops_operator.api.common import ANNOTATION_APPROVED_BY, LABEL_COMPONENT, LABEL_MODEL_VERSION
 from mlops_operator.api.modelversion import ModelVersionSpec
 from mlops_operator.build import modelversion as build
 from mlops_operator.build.trainingjob import CONTAINER, EXIT_VERIFY_FAILED
@@ -115,21 +115,7 @@ async def reconcile(ctx: Context, mv: Mapping[str, Any]) -> bool:
     try:
         spec = ModelVersionSpec.model_validate(mv["spec"])
     except ValidationError as e:
-        conds = kstatus(
-            Cond(READY, "False", "InvalidSpec", str(e)),
-            in_progress=False,
-            stalled_reason="InvalidSpec",
-            message=str(e),
-        )
-        await ctx.write_status(
-            mv,
-            {
-                "phase": "Failed",
-                "observedGeneration": generation,
-                "conditions": merge(old.get("conditions"), conds, generation, now),
-                "message": str(e),
-            },
-        )
+        await ctx.write_invalid_spec(mv, str(e), phase="Failed")
         return True
 
     siblings = [m for m in await ctx.kube.list("ModelVersion", ns) if m["spec"].get("model") == spec.model]
@@ -154,7 +140,9 @@ async def reconcile(ctx: Context, mv: Mapping[str, Any]) -> bool:
         status["verificationJob"] = build.verify_job_name(name)
         pods = [
             pod_result(p, CONTAINER)
-            for p in await ctx.kube.list("Pod", ns, {build.LABEL_MODEL_VERSION: name})
+            for p in await ctx.kube.list(
+                "Pod", ns, {LABEL_MODEL_VERSION: name, LABEL_COMPONENT: build.COMPONENT}
+            )
         ]
         if job_condition(job, "Complete"):
             verified, verify_reason, verify_message = (

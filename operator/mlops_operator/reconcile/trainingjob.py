@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from mlops_operator.api.common import API_VERSION, LABEL_VERSION
+from mlops_operator.api.common import API_VERSION, LABEL_TRAINING_JOB, LABEL_VERSION
 from mlops_operator.api.trainingjob import TrainingJobSpec
 from mlops_operator.build import trainingjob as build
 from mlops_operator.build.common import labels, pvc_claims
@@ -38,7 +38,7 @@ def _fail(reason: str, message: str) -> dict[str, Any]:
 
 
 async def _pods(ctx: Context, ns: str, tj: str, step: str) -> list[PodResult]:
-    pods = await ctx.kube.list("Pod", ns, {build.LABEL_TRAINING_JOB: tj, build.LABEL_STEP: step})
+    pods = await ctx.kube.list("Pod", ns, {LABEL_TRAINING_JOB: tj, build.LABEL_STEP: step})
     pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
     return [pod_result(p, build.CONTAINER) for p in pods]
 
@@ -63,11 +63,11 @@ async def _ensure_model_version(
     """Find or create this run's ModelVersion -> (name, created)."""
     meta = tj["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    existing = await ctx.kube.list("ModelVersion", ns, {build.LABEL_TRAINING_JOB: name})
+    existing = await ctx.kube.list("ModelVersion", ns, {LABEL_TRAINING_JOB: name})
     if existing:
         return existing[0]["metadata"]["name"], False
     async with ctx.model_lock(ns, spec.model):
-        existing = await ctx.kube.list("ModelVersion", ns, {build.LABEL_TRAINING_JOB: name})
+        existing = await ctx.kube.list("ModelVersion", ns, {LABEL_TRAINING_JOB: name})
         if existing:
             return existing[0]["metadata"]["name"], False
         versions = [
@@ -126,7 +126,7 @@ def model_version_manifest(
             "name": model_version_name(spec.model, version),
             "namespace": tj["metadata"]["namespace"],
             "labels": labels("model", model_version_name(spec.model, version), spec.model)
-            | {LABEL_VERSION: str(version), build.LABEL_TRAINING_JOB: name},
+            | {LABEL_VERSION: str(version), LABEL_TRAINING_JOB: name},
         },
         "spec": mv_spec,
     }
