@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import kubectl
+from clusterkit import kubectl, wait_for
 
 from mlops_operator.kube import Kube, KubeError
 from mlops_operator.settings import Settings
@@ -184,6 +184,15 @@ def artifacts(kube: Kube, namespace: str, tmp_path: Path) -> Iterator[Path]:
                 "resources": {"requests": {"storage": "1Gi"}},
             },
         },
+    )
+    # A pod created while its claim is still unbound can sit unschedulable in the scheduler's
+    # backoff queue for a long time; start the test with the claim Bound.
+    wait_for(
+        lambda: (
+            (kube.get("PersistentVolumeClaim", namespace, "artifacts") or {}).get("status", {}).get("phase")
+            == "Bound"
+        ),
+        what="PersistentVolumeClaim artifacts Bound",
     )
     yield tmp_path / "pvc"
     with contextlib.suppress(KubeError):
