@@ -231,17 +231,24 @@ if [ "$REVISION" != unknown ] && [ -n "$(git -C "$ROOT" status --porcelain 2>/de
 fi
 SOURCE="${IMAGE_SOURCE:-$(git -C "$ROOT" remote get-url origin 2>/dev/null || echo unknown)}"
 
+RUNTIME_IMAGE="mlops-operator/runtime:$IMAGE_TAG"
+# --network none: the wheelhouse is all the build gets; a step that tries to download fails.
+step "docker build $RUNTIME_IMAGE (FROM $BASE_IMAGE)" "$DOCKER" build --quiet --network none \
+  -f "$ROOT/images/runtime/Dockerfile" \
+  --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+  --build-arg "WHEELHOUSE=wheelhouse" \
+  --build-arg "VERSION=$VERSION" \
+  --build-arg "SOURCE=$SOURCE" \
+  --build-arg "REVISION=$REVISION" \
+  -t "$RUNTIME_IMAGE" "$CONTEXT" >/dev/null
+# The program images only add metadata and an entrypoint: an empty context is enough.
+mkdir -p "$CONTEXT/empty"
 for program in "${PROGRAMS[@]}"; do
   image="mlops-operator/$program:$IMAGE_TAG"
-  # --network none: the wheelhouse is all the build gets; a step that tries to download fails.
-  step "docker build $image (FROM $BASE_IMAGE)" "$DOCKER" build --quiet --network none \
+  step "docker build $image (FROM $RUNTIME_IMAGE)" "$DOCKER" build --quiet --network none \
     -f "$ROOT/images/$program/Dockerfile" \
-    --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    --build-arg "WHEELHOUSE=wheelhouse" \
-    --build-arg "VERSION=$VERSION" \
-    --build-arg "SOURCE=$SOURCE" \
-    --build-arg "REVISION=$REVISION" \
-    -t "$image" "$CONTEXT" >/dev/null
+    --build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE" \
+    -t "$image" "$CONTEXT/empty" >/dev/null
 done
 
 # Smoke test: each entrypoint starts as uid 10001 on a read-only root filesystem.
