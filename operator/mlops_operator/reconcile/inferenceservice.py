@@ -99,7 +99,8 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
     rolled_back = {old_canary["modelVersion"]} if old_canary.get("phase") == "RolledBack" else set()
     choice = resolve.resolve(spec, mvs, serving, rolled_back)
     desired = choice.name or serving
-    canary_status: dict[str, Any] | None = old_canary or None
+    # A copy: it is updated below and compared with the stored status when writing.
+    canary_status: dict[str, Any] | None = dict(old_canary) if old_canary else None
     messages: list[str] = []
     if choice.name is None:
         messages.append(choice.message)

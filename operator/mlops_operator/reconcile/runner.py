@@ -1,8 +1,8 @@
 """The per-object reconcile loop: reconcile, then sleep until kicked or the resync is due.
 
-kopf runs one loop per object as a daemon; watch events of the object and of its children
-set the object's kick event, so the loop reacts at once, and the periodic resync catches
-anything missed. One loop per object means one reconcile at a time per object. Errors are
+kopf runs one loop per object as a daemon; each pass reads the object afresh. Watch events
+of the object and of its children set the object's kick event, so the loop reacts at once,
+and the periodic resync catches anything missed. One loop per object means one reconcile at a time per object. Errors are
 logged and retried with exponential backoff; the loop never dies on them.
 """
 
@@ -46,9 +46,16 @@ async def run(
             if meta.get("deletionTimestamp"):
                 return
             try:
-                await reconcile(ctx, body)
+                # Read the object afresh: a kick from a child's event can arrive before kopf has
+                # seen our own last status write, and a pass on that stale status would redo work
+                # (e.g. restart a canary it has already started).
+                current = await ctx.kube.get(kind, ns, name)
+                if current is None or current["metadata"].get("deletionTimestamp"):
+                    return
+                current.setdefault("kind", kind)
+                await reconcile(ctx, current)
                 backoff = 1.0
-                timeout = interval(body) if interval else ctx.settings.resync_seconds
+                timeout = interval(current) if interval else ctx.settings.resync_seconds
             except asyncio.CancelledError:
                 raise
             except KubeError as e:

@@ -102,7 +102,9 @@ def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[
         if before == value:
             continue
         if isinstance(before, Mapping) and isinstance(value, Mapping):
-            patch[key] = status_patch(before, value)
+            nested = status_patch(before, value)
+            if nested is not None:  # None: equal but for null-valued keys, nothing to write
+                patch[key] = nested
         else:
             patch[key] = value
     return patch or None
