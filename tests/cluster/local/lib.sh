@@ -18,11 +18,15 @@ MARKER=$STATE/.mlops-operator-cluster   # only a directory holding this is ever 
 
 # Everything listens on loopback only. etcd and the two controllers use non-default ports so they
 # cannot clash with a real control plane on the same host; the API server keeps the well-known 6443.
-APISERVER_PORT=6443
-ETCD_CLIENT_PORT=12379
-ETCD_PEER_PORT=12380
-KCM_PORT=12257
-SCHEDULER_PORT=12259
+# MLOPS_CLUSTER_PORT_OFFSET (with its own MLOPS_CLUSTER_STATE) runs a second cluster beside the
+# first, e.g. offset 100: API server on 6543, etcd on 12479.
+PORT_OFFSET=${MLOPS_CLUSTER_PORT_OFFSET:-0}
+[[ $PORT_OFFSET =~ ^[0-9]+$ ]] || { echo "MLOPS_CLUSTER_PORT_OFFSET must be a number" >&2; exit 1; }
+APISERVER_PORT=$((6443 + PORT_OFFSET))
+ETCD_CLIENT_PORT=$((12379 + PORT_OFFSET))
+ETCD_PEER_PORT=$((12380 + PORT_OFFSET))
+KCM_PORT=$((12257 + PORT_OFFSET))
+SCHEDULER_PORT=$((12259 + PORT_OFFSET))
 SERVER=https://127.0.0.1:$APISERVER_PORT
 
 # Start order; down.sh stops them in reverse.
