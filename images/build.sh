@@ -10,12 +10,17 @@
 # spec), the project wheel (keyed by its sources), the base rootfs tarball; so is Docker's
 # layer cache. A second run with nothing changed takes seconds. See images/README.md.
 #
+# When no Docker daemon answers, this script installs Debian's docker.io if needed, starts dockerd
+# (no iptables, no bridge: builds run with --network none) and stops it again when it ends.
+# The images are also saved to $CACHE/images/mlops-operator-$IMAGE_TAG.tar (`docker save`), which
+# tests/cluster/local/load-images.sh imports into the local cluster's containerd without Docker.
+#
 # Environment: IMAGE_TAG (dev), BASE_IMAGE (python:3.11-slim; ignored with --local-base),
 # PYTHON (python3.11), DOCKER (docker), DEBIAN_MIRROR (http://deb.debian.org/debian),
 # DEBIAN_SECURITY_MIRROR (http://deb.debian.org/debian-security), IMAGE_SOURCE (OCI source label).
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
 LOCAL_BASE=0
 SMOKE=1
@@ -57,9 +62,54 @@ step() {
   printf '    done in %s\n' "$(secs "$t")" >&2
 }
 
+# Run at exit, last in first out: what the steps below set up and must undo.
+CLEANUP=()
+cleanup() {
+  local i
+  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do eval "${CLEANUP[$i]}" || true; done
+}
+trap cleanup EXIT
+
+apt_install() {
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  log "installing $* (apt)"
+  "${sudo[@]}" apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+# A Docker daemon: the one running, or Debian's dockerd started here for this build only.
+ensure_docker() {
+  "$DOCKER" info >/dev/null 2>&1 && return 0
+  [ "$DOCKER" = docker ] || die "cannot reach the Docker daemon with '$DOCKER'"
+  command -v dockerd >/dev/null || apt_install docker.io
+  [ "$(id -u)" = 0 ] || die "no Docker daemon answers, and starting one needs root"
+  local logf="$CACHE/dockerd.log" t0 pid
+  mkdir -p "$CACHE"
+  t0=$(now)
+  # No iptables rules, no docker0: every build and smoke run here uses --network none.
+  setsid dockerd --iptables=false --ip-masq=false --bridge=none >"$logf" 2>&1 </dev/null &
+  pid=$!
+  CLEANUP+=("stop_dockerd $pid")
+  until "$DOCKER" info >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$logf" >&2; die "dockerd exited while starting (log: $logf)"; }
+    awk -v a="$t0" -v b="$(now)" 'BEGIN { exit !(b - a > 60) }' && die "dockerd not answering after 60 s (log: $logf)"
+    sleep 0.3
+  done
+  log "started dockerd (pid $pid, $(secs "$t0")); it stops when this build ends"
+}
+stop_dockerd() {
+  kill -TERM "$1" 2>/dev/null || return 0
+  local i
+  for i in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$1" 2>/dev/null && kill -KILL "$1"
+  log "stopped dockerd (pid $1)"
+}
+
 # --- checks --------------------------------------------------------------------------------
+command -v "$DOCKER" >/dev/null || command -v dockerd >/dev/null || [ "$DOCKER" != docker ] || apt_install docker.io
 command -v "$DOCKER" >/dev/null || die "no '$DOCKER' command (set DOCKER=...)"
-"$DOCKER" info >/dev/null 2>&1 || die "cannot reach the Docker daemon (is dockerd running?)"
+ensure_docker
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null \
   || die "$PYTHON is not Python 3.11 (set PYTHON=...): the wheels must match the images' Python"
 
@@ -69,11 +119,10 @@ command -v "$DOCKER" >/dev/null || die "no '$DOCKER' command (set DOCKER=...)"
 build_rootfs_tarball() {
   local tarball="$1" rootfs
   [ "$(id -u)" = 0 ] || die "making the base rootfs needs root (debootstrap, chroot)"
-  command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
+  command -v debootstrap >/dev/null || apt_install debootstrap
   mkdir -p "$(dirname "$tarball")"
   rootfs="$(mktemp -d "$(dirname "$tarball")/rootfs.XXXXXX")"
-  # shellcheck disable=SC2064  # expand now: the trap must remove this rootfs
-  trap "umount '$rootfs/proc' 2>/dev/null || true; rm -rf --one-file-system '$rootfs'" EXIT
+  CLEANUP+=("umount '$rootfs/proc' 2>/dev/null; rm -rf --one-file-system '$rootfs'")
   debootstrap --variant=minbase --include=python3,ca-certificates \
     --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
     bookworm "$rootfs" "$DEBIAN_MIRROR" >"$rootfs.log" 2>&1 \
@@ -104,7 +153,7 @@ EOF
   mv "$tarball.partial" "$tarball"
   rm -f "$rootfs.log"
   rm -rf --one-file-system "$rootfs"
-  trap - EXIT
+  unset 'CLEANUP[-1]'
 }
 
 ensure_local_base() {
@@ -216,8 +265,7 @@ fi
 # One per run, so concurrent runs do not collide; Docker's cache keys on content, not paths.
 mkdir -p "$CACHE/images"
 CONTEXT="$(mktemp -d "$CACHE/images/context.XXXXXX")"
-# shellcheck disable=SC2064  # expand now
-trap "rm -rf '$CONTEXT'" EXIT
+CLEANUP+=("rm -rf '$CONTEXT'")
 mkdir -p "$CONTEXT/wheelhouse"
 for part in deps pip; do
   cp -al "$DEPS_DIR/$part" "$CONTEXT/wheelhouse/$part" 2>/dev/null || cp -a "$DEPS_DIR/$part" "$CONTEXT/wheelhouse/$part"
@@ -262,6 +310,14 @@ if [ "$SMOKE" = 1 ]; then
   }
   step "smoke test: --help as uid 10001 on a read-only root" smoke
 fi
+
+# One archive of the three images (shared layers stored once) for clusters without a registry:
+# the local cluster's containerd imports it (ctr), kind loads it (kind load image-archive).
+ARCHIVE="$CACHE/images/mlops-operator-$IMAGE_TAG.tar"
+images=()
+for program in "${PROGRAMS[@]}"; do images+=("mlops-operator/$program:$IMAGE_TAG"); done
+save_archive() { "$DOCKER" save "${images[@]}" -o "$ARCHIVE.partial" && mv "$ARCHIVE.partial" "$ARCHIVE"; }
+step "docker save -> $ARCHIVE" save_archive
 
 log "images (total $(secs "$T0")):"
 for program in "${PROGRAMS[@]}"; do

@@ -6,13 +6,13 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mlops_operator.kube import Kube
+from waiting import wait_for  # noqa: F401  (re-exported: the cluster tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,20 +27,6 @@ def kubectl(
         text=True,
         check=check,
     )
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.25, what: str = "condition"
-) -> Any:
-    """Poll until `predicate()` returns something truthy; return it."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 # --- Driving simulated pods (kwok keeps them Running; tests end them) ------------------------

@@ -188,6 +188,23 @@ def test_status_goes_through_the_status_subresource(kube: Kube, kubeconfig: str,
     assert "Running" in columns and "2/6" in columns
 
 
+def test_status_writes_work_with_nulls_in_free_form_spec_values(
+    kube: Kube, kubeconfig: str, namespace: str
+) -> None:
+    # `max_depth: [3, null]` in a tuning space and `max_depth: null` in params are normal
+    # scikit-learn values; the spec's CEL rules must still evaluate on every later status write.
+    doc = load_sample("trainingjob.yaml")
+    doc["metadata"]["name"] = "nulls"
+    doc["spec"]["estimator"]["params"] = {"n_estimators": 10, "max_depth": None}
+    assert None in doc["spec"]["tuning"]["space"]["max_depth"]
+    apply_yaml(kubeconfig, namespace, yaml.safe_dump(doc))
+    kube.patch_status("TrainingJob", namespace, "nulls", {"phase": "Running"})
+    got = kube.get("TrainingJob", namespace, "nulls")
+    assert got is not None and got["status"]["phase"] == "Running"
+    assert got["spec"]["tuning"]["space"]["max_depth"] == [3, None]
+    assert got["spec"]["estimator"]["params"]["max_depth"] is None
+
+
 def test_status_rejects_undeclared_enum_values(kube: Kube, kubeconfig: str, namespace: str) -> None:
     apply_yaml(kubeconfig, namespace, yaml.safe_dump(TJ | {"metadata": {"name": "st2"}}))
     with pytest.raises(KubeError) as err:

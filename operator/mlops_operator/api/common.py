@@ -78,7 +78,9 @@ Quantity = Annotated[
 FreeForm = Annotated[
     dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
 ]
-AnyValue = Annotated[Any, WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True})]
+# Any JSON value, null included (`max_depth: [3, null]`): without `nullable` the API server keeps
+# the null but every CEL rule over the enclosing object then fails to evaluate on later writes.
+AnyValue = Annotated[Any, WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True, "nullable": True})]
 ScalarValue = Annotated[int | str, WithJsonSchema({"x-kubernetes-int-or-string": True})]
 
 

@@ -95,4 +95,16 @@ if [ ! -x "$bin/kwok" ]; then
   GOBIN="$bin" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" >&2
   log "Built kwok in $((SECONDS - start)) s"
 fi
+# The real node's images that no registry can provide here: the pod sandbox (pause) and a
+# network check; static Go programs from ./node, packed by mkimage.py (no Docker needed).
+for prog in pause netcheck; do
+  if [ ! -s "$bin/$prog.tar" ] || [ "$here/node/$prog/main.go" -nt "$bin/$prog.tar" ]; then
+    # Several clusters may start at once (MLOPS_CLUSTER_PORT_OFFSET): write, then rename.
+    (cd "$here/node" && go build -ldflags "-s -w" -o "$bin/$prog.$$" "./$prog") && mv "$bin/$prog.$$" "$bin/$prog"
+    args=()
+    [ "$prog" = netcheck ] && args=(serve :8080)
+    python3 "$here/mkimage.py" "$bin/$prog.tar.$$" "docker.io/mlops-operator/$prog:local" "$bin/$prog" "${args[@]}" >&2
+    mv "$bin/$prog.tar.$$" "$bin/$prog.tar"
+  fi
+done
 echo "$bin"

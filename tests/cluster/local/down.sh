@@ -56,6 +56,14 @@ stop() {
 }
 
 stop 10 kwok kube-scheduler kube-controller-manager
+if [ "$(node_mode)" = real ]; then
+  pick_kubectl || true
+  node_drain
+  stop 20 kube-proxy kubelet
+  node_kill_containers
+  stop 20 containerd apiserver-forward
+  node_cleanup
+fi
 stop 20 kube-apiserver
 stop 10 etcd
 

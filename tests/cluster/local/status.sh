@@ -11,7 +11,9 @@ if [ ! -d "$STATE" ]; then
   echo "down: no state directory $STATE"
   exit 1
 fi
-for c in "${COMPONENTS[@]}"; do
+components=("${COMPONENTS[@]}")
+[ "$(node_mode)" = kwok ] || components+=("${NODE_COMPONENTS[@]}")
+for c in "${components[@]}"; do
   if pid=$(pid_of "$c"); then
     printf '  %-24s running (pid %s)\n' "$c" "$pid"
   else

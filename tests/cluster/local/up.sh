@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Starts the local test cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler
-# (real Kubernetes components, built by build.sh) and kwok simulating two nodes and their pods.
+# (real Kubernetes components, built by build.sh) and either
+#   NODE=kwok (default)  kwok simulating two nodes and their pods (the cluster test tier), or
+#   NODE=real            one real node: kubelet + containerd + runc + CNI bridge + kube-proxy
+#                        (node.sh; needs root), where pods run for real (the e2e tier).
 # Everything listens on 127.0.0.1 and lives in one state directory:
 #   ${MLOPS_CLUSTER_STATE:-~/.local/state/mlops-operator/cluster}/
 #     kubeconfig        admin kubeconfig (https://127.0.0.1:6443, certificates embedded)
@@ -14,7 +17,12 @@ LOG_TAG=up
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
-NODES=(kwok-node-0 kwok-node-1)
+NODE=${NODE:-kwok}
+case $NODE in
+  kwok) NODES=(kwok-node-0 kwok-node-1) ;;
+  real) NODES=() ;;
+  *) die "NODE must be kwok or real, not '$NODE'" ;;
+esac
 SA_NAMESPACE=mlops-system
 SA_NAME=mlops-test
 
@@ -105,7 +113,10 @@ cluster_healthy() {
   [ -s "$SA_DIR/token" ] && apiserver_ready && pick_kubectl || return 1
   local ready
   ready=$(kc get nodes -l type=kwok -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c '^True$') || true
-  [ "${ready:-0}" -ge "${#NODES[@]}" ]
+  [ "${ready:-0}" -ge "${#NODES[@]}" ] || return 1
+  [ "$NODE" = kwok ] && return 0
+  for c in "${NODE_COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
+  real_node_ready
 }
 
 summary() {
@@ -133,6 +144,11 @@ if ! flock -n 9; then
   say "waiting for another up.sh/down.sh to finish (lock $STATE/.lock)"
   flock -w 300 9 || die "another up.sh/down.sh still holds $STATE/.lock after 300 s"
 fi
+
+if [ -e "$STATE/node-mode" ] && [ "$(node_mode)" != "$NODE" ]; then
+  die "this cluster runs with NODE=$(node_mode); run down.sh first to switch to NODE=$NODE"
+fi
+[ "$NODE" = kwok ] || [ "$(id -u)" = 0 ] || die "NODE=real needs root (network devices, iptables, mounts)"
 
 if cluster_healthy; then
   running_bin=$(cat "$STATE/bin-dir" 2>/dev/null || true)
@@ -168,6 +184,7 @@ pick_kubectl || die "no kubectl: neither $BIN/kubectl nor one on PATH"
 
 mkdir -p "$PKI" "$LOGS" "$PIDS" "$STATE/kubeconfigs" "$STATE/kwok" "$SA_DIR"
 echo "$BIN" >"$STATE/bin-dir"
+echo "$NODE" >"$STATE/node-mode"
 
 # ---------------------------------------------------------------- PKI
 
@@ -200,6 +217,8 @@ if [ ! -e "$PKI/.complete" ]; then
     cert kube-controller-manager "/CN=system:kube-controller-manager" "$client_ext"
     cert kube-scheduler "/CN=system:kube-scheduler" "$client_ext"
     cert kwok "/O=system:masters/CN=kwok" "$client_ext"
+    # The API server's identity towards kubelets (logs, exec, port-forward on the real node).
+    cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client_ext"
     # Service-account token signing pair (RSA: RS256 is what every token verifier accepts).
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key" 2>/dev/null
     openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
@@ -250,6 +269,10 @@ start kube-apiserver "$APISERVER_PORT" -- "$BIN/kube-apiserver" \
   --etcd-cafile="$PKI/ca.crt" --etcd-certfile="$PKI/apiserver-etcd-client.crt" --etcd-keyfile="$PKI/apiserver-etcd-client.key" \
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
   --client-ca-file="$PKI/ca.crt" \
+  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+  --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority="$PKI/ca.crt" \
+  --kubelet-preferred-address-types=InternalIP \
   --authorization-mode=Node,RBAC \
   --enable-admission-plugins=NodeRestriction \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
@@ -307,13 +330,14 @@ wait_healthy kube-scheduler 60 healthz_ok "$SCHEDULER_PORT"
 
 # ---------------------------------------------------------------- nodes
 
-step "nodes ${NODES[*]}"
-for i in "${!NODES[@]}"; do
-  n=${NODES[$i]}
-  kc get node "$n" >/dev/null 2>&1 && continue
-  # A kubelet registers its node with a status; so do we: capacity, addresses, nodeInfo.
-  # kwok (stage node-ready) adds the conditions.
-  kc create -f - >/dev/null <<EOF
+if [ ${#NODES[@]} -gt 0 ]; then
+  step "nodes ${NODES[*]}"
+  for i in "${!NODES[@]}"; do
+    n=${NODES[$i]}
+    kc get node "$n" >/dev/null 2>&1 && continue
+    # A kubelet registers its node with a status; so do we: capacity, addresses, nodeInfo.
+    # kwok (stage node-ready) adds the conditions.
+    kc create -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Node
 metadata:
@@ -344,15 +368,22 @@ status:
     systemUUID: ""
     bootID: ""
 EOF
-done
-nodes_ready() {
-  local out
-  out=$(kc get nodes -l type=kwok -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{.spec.taints}{"\n"}{end}' 2>/dev/null) || return 1
-  # Ready, and the node lifecycle controller has lifted its not-ready taint (so pods schedule).
-  [ "$(grep -c '^True *$' <<<"$out")" -ge "${#NODES[@]}" ]
-}
-wait_healthy kwok 60 nodes_ready
-done_step "${#NODES[@]} nodes Ready"
+  done
+  nodes_ready() {
+    local out
+    out=$(kc get nodes -l type=kwok -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{.spec.taints}{"\n"}{end}' 2>/dev/null) || return 1
+    # Ready, and the node lifecycle controller has lifted its not-ready taint (so pods schedule).
+    [ "$(grep -c '^True *$' <<<"$out")" -ge "${#NODES[@]}" ]
+  }
+  wait_healthy kwok 60 nodes_ready
+  done_step "${#NODES[@]} nodes Ready"
+fi
+
+if [ "$NODE" = real ]; then
+  step "real node $NODE_NAME: containerd, kubelet ${KUBE_VERSION}, kube-proxy, pod network $POD_CIDR"
+  node_up
+  done_step "node $NODE_NAME Ready"
+fi
 
 # ---------------------------------------------------------------- service account for in-cluster style clients
 

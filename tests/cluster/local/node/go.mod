@@ -1,0 +1,3 @@
+module mlopslocal/node
+
+go 1.24

@@ -1,0 +1,63 @@
+// netcheck proves the real node's pod network and Service routing without any registry image:
+//
+//	netcheck serve ADDR      answers every GET with "netcheck <hostname> <path>"
+//	netcheck get URL [TRIES] fetches URL (retrying once a second), prints the body, exit 0 on 200
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 3 {
+		fmt.Fprintln(os.Stderr, "usage: netcheck serve ADDR | netcheck get URL [TRIES]")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "serve":
+		host, _ := os.Hostname()
+		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "netcheck %s %s\n", host, r.URL.Path)
+		})
+		fmt.Println("listening on", os.Args[2])
+		if err := http.ListenAndServe(os.Args[2], nil); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	case "get":
+		tries := 1
+		if len(os.Args) > 3 {
+			tries, _ = strconv.Atoi(os.Args[3])
+		}
+		client := &http.Client{Timeout: 5 * time.Second}
+		var last error
+		for i := 0; i < tries; i++ {
+			if i > 0 {
+				time.Sleep(time.Second)
+			}
+			resp, err := client.Get(os.Args[2])
+			if err != nil {
+				last = err
+				continue
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				last = fmt.Errorf("HTTP %d: %s", resp.StatusCode, body)
+				continue
+			}
+			fmt.Print(string(body))
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "netcheck get failed:", last)
+		os.Exit(1)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown command", os.Args[1])
+		os.Exit(2)
+	}
+}
