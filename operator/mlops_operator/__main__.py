@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 from collections.abc import Sequence
 
 from mlops_operator import __version__
+
+
+def _priority(value: str) -> int:
+    """An integer, or `random`: distinct per process (equal priorities make every peer pause)."""
+    if value == "random":
+        return 1 + secrets.randbelow(2**31 - 2)
+    return int(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--standalone", action="store_true", help="no peering: act even if other replicas run")
     p.add_argument("--peering", default=None, help="peering object name for active/standby replicas")
-    p.add_argument("--priority", type=int, default=0, help="peering priority (the highest acts)")
+    p.add_argument(
+        "--priority",
+        type=_priority,
+        default=0,
+        help="peering priority (the highest acts); 'random' gives each replica its own, "
+        "so exactly one of several identical replicas acts",
+    )
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf's health endpoint")
     p.add_argument("--log-format", choices=["json", "plain"], default="json")
     p.add_argument("--verbose", action="store_true")
