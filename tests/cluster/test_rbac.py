@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from clusterkit import ROOT, condition, kubectl, status_of, wait_for
+from clusterkit import ROOT, condition, kubectl, status_of, wait_ready
 from test_inferenceservice import isvc, scraper, train_version
 
 from conftest import OperatorRunner
@@ -193,14 +193,7 @@ def test_operator_runs_with_exactly_the_shipped_rbac(
         f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices",
         body=isvc("iris", autoscaling={"minReplicas": 1, "maxReplicas": 3}),
     )
-    status = wait_for(
-        lambda: (
-            (s := status_of(kube, "InferenceService", namespace, "iris"))
-            and condition(s, "Ready").get("status") == "True"
-            and s
-        ),
-        what="InferenceService Ready",
-    )
+    status = wait_ready(kube, "InferenceService", namespace, "iris")
     assert status["modelVersion"] == mv
     assert kube.get("Service", namespace, "iris") is not None
     assert kube.get("HorizontalPodAutoscaler", namespace, "iris-predictor") is not None
