@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import secrets
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         "so exactly one of several identical replicas acts",
     )
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf's health endpoint")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve the operator's Prometheus /metrics on this port (0: off; default: MLOPS_METRICS_PORT or off)",
+    )
     p.add_argument("--log-format", choices=["json", "plain"], default="json")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--version", action="version", version=f"mlops-operator {__version__}")
@@ -55,8 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mlops_operator import handlers  # noqa: F401  # registers the handlers
     from mlops_operator.logs import configure_logging
+    from mlops_operator.settings import Settings
 
     configure_logging(json_format=args.log_format == "json", verbose=args.verbose)
+    settings = Settings.from_env()
+    if args.metrics_port is not None:
+        settings = dataclasses.replace(settings, metrics_port=args.metrics_port)
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
@@ -65,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             peering_name=args.peering,
             priority=args.priority,
             liveness_endpoint=args.liveness or None,
+            memo=kopf.Memo(settings=settings),
         )
     )
     return 0
