@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import kopf
+import prometheus_client
 
 from mlops_operator.api.common import GROUP, LABEL_MANAGED_BY, MANAGER, VERSION
 from mlops_operator.kube import AsyncKube, Kube, load_api_client
@@ -57,6 +58,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         memo["ctx"] = Context(
             kube=kube, settings=ours, scraper=memo.get("scraper") or inferenceservice.http_scraper
         )
+    ctx: Context = memo["ctx"]
+    ctx.metrics.track_active(ctx.active)
+    if ours.metrics_port and "metrics_server" not in memo:
+        server, _thread = prometheus_client.start_http_server(
+            ours.metrics_port, registry=ctx.metrics.registry
+        )
+        memo["metrics_server"] = server
+        log.info("Serving operator metrics", extra={"port": ours.metrics_port})
     log.info(
         "Started mlops-operator", extra={"trainerImage": ours.trainer_image, "serverImage": ours.server_image}
     )
@@ -64,6 +73,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    server = memo.get("metrics_server")
+    if server is not None:
+        server.shutdown()
+        server.server_close()
     ctx: Context | None = memo.get("ctx")
     if ctx is not None:
         ctx.kube.close()

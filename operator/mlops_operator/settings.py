@@ -33,6 +33,8 @@ class Settings:
     # Non-root identity of every pod the operator creates.
     run_as_user: int = 10001
     api_workers: int = 16
+    # Port of the operator's own Prometheus /metrics; 0 = not served (the default in tests).
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -47,4 +49,5 @@ class Settings:
             retention_keep=int(e.get("MLOPS_RETENTION_KEEP", "20")),
             namespaces=namespaces,
             api_workers=int(e.get("MLOPS_API_WORKERS", "16")),
+            metrics_port=int(e.get("MLOPS_METRICS_PORT", "0")),
         )

@@ -157,3 +157,17 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def events_for(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
     return [e for e in kube.list("Event", namespace) if e["involvedObject"].get("name") == name]
+
+
+def wait_ready(kube: Kube, kind: str, namespace: str, name: str, timeout: float = 60) -> dict[str, Any]:
+    """Wait for the object's Ready condition to be True; -> its status."""
+    status: dict[str, Any] = wait_for(
+        lambda: (
+            (s := status_of(kube, kind, namespace, name))
+            and condition(s, "Ready").get("status") == "True"
+            and s
+        ),
+        timeout=timeout,
+        what=f"{kind} {name} Ready",
+    )
+    return status

@@ -101,10 +101,23 @@ def namespace(kube: Kube, crds: None) -> Iterator[str]:
 class OperatorRunner:
     """The real operator (kopf + our handlers) in a thread with its own event loop."""
 
-    def __init__(self, namespace: str, settings: Settings, scraper: Any = None) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        settings: Settings,
+        scraper: Any = None,
+        *,
+        peering: str | None = None,
+        priority: int = 0,
+    ) -> None:
         self.namespace = namespace
         self.settings = settings
         self.scraper = scraper
+        # With a peering name the operator joins that KopfPeering in its namespace (mandatory
+        # peering, as overlays/production runs it); without one it runs standalone.
+        self.peering = peering
+        self.priority = priority
+        self.memo: Any = None
         self.thread: threading.Thread | None = None
         self.stop_flag: threading.Event | None = None
         self.error: BaseException | None = None
@@ -117,14 +130,17 @@ class OperatorRunner:
         ready = threading.Event()
         self.stop_flag = threading.Event()
         stop_flag = self.stop_flag
+        self.memo = kopf.Memo(settings=self.settings, scraper=self.scraper)
 
         def main() -> None:
             try:
                 asyncio.run(
                     kopf.operator(
                         namespaces=[self.namespace],
-                        standalone=True,
-                        memo=kopf.Memo(settings=self.settings, scraper=self.scraper),
+                        standalone=self.peering is None,
+                        peering_name=self.peering,
+                        priority=self.priority,
+                        memo=self.memo,
                         ready_flag=ready,
                         stop_flag=stop_flag,
                     )

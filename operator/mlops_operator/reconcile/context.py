@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlops_operator.kube import AsyncKube
+from mlops_operator.metrics import OperatorMetrics
 from mlops_operator.settings import Settings
 from mlops_operator.status.conditions import READY, Cond, kstatus, merge, status_patch
 
@@ -44,6 +45,8 @@ class Context:
     clock: Callable[[], dt.datetime] = utc_now
     # Reads a serving pod's /metrics text (HTTP to the pod IP in production).
     scraper: Scraper = _no_scraper
+    # The operator's own Prometheus metrics (metrics.py).
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     # Counter totals of the last scrape per (namespace, name, track), for per-interval rates.
     scrape_totals: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     # Serialises version-number assignment per (namespace, model).
@@ -70,6 +73,10 @@ class Context:
         for (k, ns, _), event in list(self._kicks.items()):
             if k == kind and ns == namespace:
                 event.set()
+
+    def active(self, kind: str) -> int:
+        """How many objects of `kind` have a running reconcile loop here."""
+        return sum(1 for k, _, _ in list(self._kicks) if k == kind)
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         self._kicks.pop((kind, namespace, name), None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
 
@@ -45,6 +46,7 @@ async def run(
             kick.clear()
             if meta.get("deletionTimestamp"):
                 return
+            started = time.monotonic()
             try:
                 # Read the object afresh: a kick from a child's event can arrive before kopf has
                 # seen our own last status write, and a pass on that stale status would redo work
@@ -54,6 +56,7 @@ async def run(
                     return
                 current.setdefault("kind", kind)
                 await reconcile(ctx, current)
+                ctx.metrics.observe(kind, time.monotonic() - started)
                 backoff = 1.0
                 timeout = interval(current) if interval else ctx.settings.resync_seconds
             except asyncio.CancelledError:
@@ -61,9 +64,11 @@ async def run(
             except KubeError as e:
                 if e.status == 404:  # the object (or the namespace) is gone
                     return
+                ctx.metrics.observe(kind, time.monotonic() - started, error=f"api_{e.status}")
                 log.warning("Reconcile of %s %s/%s failed: %s; retrying in %.0fs", kind, ns, name, e, backoff)
                 timeout, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
-            except Exception:
+            except Exception as e:
+                ctx.metrics.observe(kind, time.monotonic() - started, error=type(e).__name__)
                 log.exception("Reconcile of %s %s/%s failed; retrying in %.0fs", kind, ns, name, backoff)
                 timeout, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
             with contextlib.suppress(TimeoutError):

@@ -1,0 +1,208 @@
+"""The shipped RBAC (manifests/base) is least privilege and sufficient.
+
+`kubectl auth can-i --list` as the operator's ServiceAccount shows nothing beyond what the
+operator uses; the real operator, authenticated with that ServiceAccount's token, then drives
+a TrainingJob to a verified ModelVersion and an InferenceService (Deployment, Service, HPA)
+to Ready. Anything missing from the ClusterRole would fail as 403 here.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from clusterkit import ROOT, condition, kubectl, status_of, wait_ready
+from test_inferenceservice import isvc, scraper, train_version
+
+from conftest import OperatorRunner
+from mlops_operator.kube import Kube
+from mlops_operator.settings import Settings
+
+SA = "system:serviceaccount:mlops-system:mlops-operator"
+RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+
+
+def base_rbac(kubeconfig: str) -> str:
+    rendered = kubectl(kubeconfig, "kustomize", str(ROOT / "manifests" / "base")).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in RBAC_KINDS]
+    return yaml.safe_dump_all(docs)
+
+
+@pytest.fixture(scope="module")
+def shipped_rbac(kubeconfig: str, crds: None) -> str:
+    """Apply manifests/base's namespace, ServiceAccount and RBAC; -> the ServiceAccount's user name."""
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", input=base_rbac(kubeconfig))
+    return SA
+
+
+def can_i(kubeconfig: str, *args: str) -> bool:
+    out = kubectl(kubeconfig, "auth", "can-i", *args, "--as", SA, check=False)
+    return out.stdout.strip() == "yes"
+
+
+# What `kubectl auth can-i --list` must show, resource by resource: the shipped ClusterRole plus
+# the self-reviews every authenticated user has (system:basic-user).
+EXPECTED = {
+    "trainingjobs.mlops.dev": "get list watch create patch",
+    "modelversions.mlops.dev": "get list watch create patch delete",
+    "inferenceservices.mlops.dev": "get list watch patch",
+    "trainingjobs.mlops.dev/status": "patch",
+    "modelversions.mlops.dev/status": "patch",
+    "inferenceservices.mlops.dev/status": "patch",
+    "jobs.batch": "get list watch create",
+    "deployments.apps": "get list watch create patch delete",
+    "services": "create patch",
+    "horizontalpodautoscalers.autoscaling": "get create patch delete",
+    "pods": "list",
+    "persistentvolumeclaims": "get",
+    "events": "create",
+    "customresourcedefinitions.apiextensions.k8s.io": "list watch",
+    "namespaces": "list watch",
+    "selfsubjectreviews.authentication.k8s.io": "create",
+    "selfsubjectaccessreviews.authorization.k8s.io": "create",
+    "selfsubjectrulesreviews.authorization.k8s.io": "create",
+}
+
+
+def granted(kubeconfig: str) -> tuple[dict[str, str], list[str]]:
+    """-> ({resource: verbs} of resource rules, [non-resource URLs])."""
+    listing = kubectl(kubeconfig, "auth", "can-i", "--list", "--as", SA).stdout
+    resources: dict[str, str] = {}
+    urls: list[str] = []
+    for line in listing.splitlines()[1:]:
+        brackets = re.findall(r"\[([^\]]*)\]", line)
+        if line.startswith(" "):  # a non-resource URL row
+            urls.append(brackets[0])
+            continue
+        name, names, verbs = line.split()[0], brackets[-2], brackets[-1]
+        assert names == "", f"unexpected resourceNames rule: {line}"
+        assert name not in resources, f"two rules for {name}"
+        resources[name] = verbs
+    return resources, urls
+
+
+def test_serviceaccount_holds_nothing_beyond_what_it_needs(kubeconfig: str, shipped_rbac: str) -> None:
+    resources, urls = granted(kubeconfig)
+    assert resources == EXPECTED
+    assert all("*" not in verbs for verbs in resources.values())
+    # Non-resource URLs: only the discovery, health and OIDC reads every account has.
+    assert {u.rstrip("/*") for u in urls} <= {
+        "/api",
+        "/apis",
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/version",
+        "/openapi",
+        "/.well-known/openid-configuration",
+        "/openid/v1/jwks",
+    }
+    for verb in ("list", "get", "watch"):
+        assert not can_i(kubeconfig, verb, "secrets", "--all-namespaces")
+        assert not can_i(kubeconfig, verb, "configmaps", "--all-namespaces")
+    for verb, resource in [
+        ("update", "trainingjobs.mlops.dev"),
+        ("delete", "jobs.batch"),
+        ("create", "pods"),
+        ("get", "pods/log"),
+        ("create", "pods/exec"),
+        ("create", "serviceaccounts/token"),
+        ("create", "clusterrolebindings"),
+        ("patch", "nodes"),
+        ("delete", "namespaces"),
+        ("patch", "customresourcedefinitions"),
+    ]:
+        assert not can_i(kubeconfig, verb, resource, "--all-namespaces"), (verb, resource)
+    # ...and it can do what the operator does.
+    for verb, resource in [
+        ("delete", "modelversions.mlops.dev"),
+        ("patch", "deployments.apps"),
+        ("patch", "services"),
+        ("create", "events"),
+        ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+    ]:
+        assert can_i(kubeconfig, verb, resource, "--all-namespaces"), (verb, resource)
+    assert can_i(kubeconfig, "patch", "trainingjobs.mlops.dev", "--subresource=status", "-A")
+    assert not can_i(kubeconfig, "update", "trainingjobs.mlops.dev", "--subresource=status", "-A")
+
+
+def serviceaccount_kubeconfig(kubeconfig: str, path: Path) -> Path:
+    """A kubeconfig with the admin's cluster entry and a fresh token of the operator's account."""
+    token = kubectl(
+        kubeconfig, "-n", "mlops-system", "create", "token", "mlops-operator", "--duration=1h"
+    ).stdout.strip()
+    admin = yaml.safe_load(Path(kubeconfig).read_text())
+    current = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    cluster = next(c for c in admin["clusters"] if c["name"] == current["cluster"])["cluster"]
+    if "certificate-authority" in cluster:  # inline it: the file may be relative to the admin's
+        ca = Path(cluster.pop("certificate-authority"))
+        ca = ca if ca.is_absolute() else Path(kubeconfig).parent / ca
+        cluster["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+    config: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": "mlops-operator", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "mlops-operator"}}],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def operator_as_serviceaccount(
+    kubeconfig: str,
+    shipped_rbac: str,
+    namespace: str,
+    test_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[OperatorRunner]:
+    sa_config = serviceaccount_kubeconfig(kubeconfig, tmp_path / "operator.kubeconfig")
+    who = kubectl(str(sa_config), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
+    assert who == SA
+    # kopf's login and the operator's client both read KUBECONFIG when the operator starts;
+    # the test's own clients use the admin kubeconfig explicitly.
+    monkeypatch.setenv("KUBECONFIG", str(sa_config))
+    runner = OperatorRunner(namespace, test_settings, scraper=scraper).start()
+    yield runner
+    runner.stop()
+
+
+def test_operator_runs_with_exactly_the_shipped_rbac(
+    kube: Kube,
+    namespace: str,
+    operator_as_serviceaccount: OperatorRunner,
+    artifacts: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # TrainingJob → Job → pods → ModelVersion (create) → verification Job → Verified.
+    mv = train_version(kube, namespace, "rbac", artifacts)
+    tj = status_of(kube, "TrainingJob", namespace, "rbac")
+    assert tj["phase"] == "Succeeded" and condition(tj, "Ready")["status"] == "True"
+    # InferenceService → Deployment + Service + HPA by server-side apply, pods listed and scraped.
+    kube.request(
+        "POST",
+        f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices",
+        body=isvc("iris", autoscaling={"minReplicas": 1, "maxReplicas": 3}),
+    )
+    status = wait_ready(kube, "InferenceService", namespace, "iris")
+    assert status["modelVersion"] == mv
+    assert kube.get("Service", namespace, "iris") is not None
+    assert kube.get("HorizontalPodAutoscaler", namespace, "iris-predictor") is not None
+    # Events were recorded by the operator's own account.
+    assert [e for e in kube.list("Event", namespace) if e["involvedObject"]["name"] == "rbac"]
+    assert operator_as_serviceaccount.error is None
+    # Nothing was refused on the way, not even a call whose failure the operator tolerates
+    # (Events are best effort; kopf falls back when it may not list namespaces).
+    refused = [
+        r.getMessage() for r in caplog.records if "403" in r.getMessage() or "ermission" in r.getMessage()
+    ]
+    assert refused == []

@@ -1,0 +1,121 @@
+"""The operator's own metrics: what a reconcile pass, a failure and a retraining trigger
+record, the active-resource gauge, and the port setting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from mlops_operator.__main__ import _parser
+from mlops_operator.kube import KubeError
+from mlops_operator.metrics import OperatorMetrics
+from mlops_operator.reconcile import runner
+from mlops_operator.reconcile.context import Context
+from mlops_operator.settings import Settings
+
+
+def value(m: OperatorMetrics, name: str, **labels: str) -> float | None:
+    return m.registry.get_sample_value(name, labels)
+
+
+def test_a_pass_records_duration_and_outcome() -> None:
+    m = OperatorMetrics()
+    m.observe("TrainingJob", 0.02)
+    m.observe("TrainingJob", 0.3, error="api_409")
+    m.observe("TrainingJob", 0.1, error="ValueError")
+    assert value(m, "mlops_operator_reconciles_total", kind="TrainingJob", outcome="success") == 1
+    assert value(m, "mlops_operator_reconciles_total", kind="TrainingJob", outcome="error") == 2
+    assert value(m, "mlops_operator_reconcile_errors_total", kind="TrainingJob", error="api_409") == 1
+    assert value(m, "mlops_operator_reconcile_errors_total", kind="TrainingJob", error="ValueError") == 1
+    assert value(m, "mlops_operator_reconcile_duration_seconds_count", kind="TrainingJob") == 3
+    assert value(m, "mlops_operator_reconcile_duration_seconds_bucket", kind="TrainingJob", le="0.025") == 1
+
+
+def test_every_kind_starts_at_zero() -> None:
+    m = OperatorMetrics()
+    for kind in ("TrainingJob", "ModelVersion", "InferenceService"):
+        assert value(m, "mlops_operator_reconciles_total", kind=kind, outcome="success") == 0
+        assert value(m, "mlops_operator_active_resources", kind=kind) == 0
+
+
+def test_retraining_triggers_by_trigger() -> None:
+    m = OperatorMetrics()
+    m.triggered("drift")
+    m.triggered("drift")
+    m.triggered("schedule")
+    assert value(m, "mlops_operator_retraining_triggers_total", trigger="drift") == 2
+    assert value(m, "mlops_operator_retraining_triggers_total", trigger="schedule") == 1
+
+
+def test_active_resources_are_read_at_scrape_time() -> None:
+    m = OperatorMetrics()
+    counts = {"InferenceService": 2}
+    m.track_active(lambda kind: counts.get(kind, 0))
+    assert value(m, "mlops_operator_active_resources", kind="InferenceService") == 2
+    counts["InferenceService"] = 5
+    assert b'mlops_operator_active_resources{kind="InferenceService"} 5.0' in generate_latest(m.registry)
+
+
+def test_each_operator_has_its_own_registry() -> None:
+    a, b = OperatorMetrics(), OperatorMetrics()
+    a.triggered("manual")
+    assert value(b, "mlops_operator_retraining_triggers_total", trigger="manual") is None
+
+
+class FakeKube:
+    """Just the read the loop makes."""
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return {"kind": kind, "metadata": {"namespace": namespace, "name": name}}
+
+
+class Stop:
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def __bool__(self) -> bool:
+        return self.stopped
+
+
+async def test_the_reconcile_loop_records_passes_errors_and_active_objects() -> None:
+    ctx = Context(kube=FakeKube(), settings=Settings(resync_seconds=0.01))  # type: ignore[arg-type]
+    ctx.metrics.track_active(ctx.active)
+    stop = Stop()
+    seen: list[float | None] = []
+    outcomes = iter([KubeError(409, "Conflict", ""), RuntimeError("boom"), None, None])
+
+    async def reconcile(c: Context, body: Mapping[str, Any]) -> bool:
+        seen.append(value(c.metrics, "mlops_operator_active_resources", kind="ModelVersion"))
+        error = next(outcomes)
+        if error is None and len(seen) >= 4:
+            stop.stopped = True
+        if error is not None:
+            raise error
+        return True
+
+    body = {"kind": "ModelVersion", "metadata": {"namespace": "ns", "name": "mv"}}
+    await asyncio.wait_for(runner.run(ctx, "ModelVersion", body, stop, reconcile), timeout=30)
+    m = ctx.metrics
+    assert seen[0] == 1  # the loop counts as active while it runs
+    assert value(m, "mlops_operator_active_resources", kind="ModelVersion") == 0  # and not after
+    assert value(m, "mlops_operator_reconciles_total", kind="ModelVersion", outcome="success") == 2
+    assert value(m, "mlops_operator_reconciles_total", kind="ModelVersion", outcome="error") == 2
+    assert value(m, "mlops_operator_reconcile_errors_total", kind="ModelVersion", error="api_409") == 1
+    assert value(m, "mlops_operator_reconcile_errors_total", kind="ModelVersion", error="RuntimeError") == 1
+
+
+def test_metrics_port_is_off_unless_configured() -> None:
+    assert Settings().metrics_port == 0
+    assert Settings.from_env({}).metrics_port == 0
+    assert Settings.from_env({"MLOPS_METRICS_PORT": "9090"}).metrics_port == 9090
+    assert _parser().parse_args([]).metrics_port is None
+    assert _parser().parse_args(["--metrics-port", "9191"]).metrics_port == 9191
+
+
+def test_priority_random_differs_per_process() -> None:
+    values = {_parser().parse_args(["--priority=random"]).priority for _ in range(5)}
+    assert len(values) > 1 and all(v > 0 for v in values)
+    assert _parser().parse_args(["--priority", "7"]).priority == 7
