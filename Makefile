@@ -48,11 +48,18 @@ unit: venv ## Unit tier: pure functions, trainer and server in-process
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
 .PHONY: integration
-integration: venv cluster-up ## Cluster tier: the operator in-process against the local cluster's API server
+integration: venv ## Cluster tier: the operator in-process against the local cluster's API server (kwok nodes)
+	MLOPS_CLUSTER_SWITCH=1 NODE=kwok $(LOCAL)/up.sh
 	MLOPS_KUBECTL=$$($(LOCAL)/build.sh | tail -n 1)/kubectl $(BIN)/pytest tests/cluster -q -m cluster $(PYTEST_ARGS)
 
+E2E_ARGS ?=
+.PHONY: e2e
+e2e: venv deploy ## End-to-end tier: the operator deployed from manifests/, real pods (CLUSTER=local|kind)
+	MLOPS_KUBECTL=$(KUBECTL) MLOPS_E2E_KUBECONFIG=$(KUBECONFIG_FILE) MLOPS_E2E_OVERLAY=manifests/overlays/$(CLUSTER) \
+	  $(BIN)/pytest tests/e2e -q -m e2e $(E2E_ARGS)
+
 .PHONY: test
-test: lint unit integration ## The README's test command: lint + unit + cluster tiers, installing what they need
+test: lint unit integration e2e ## The README's test command: every tier, installing what they need
 
 # --- Local cluster from real components ---------------------------------------------------
 .PHONY: cluster-up
@@ -78,7 +85,54 @@ clean: ## Remove the virtualenv and caches inside the checkout
 
 # --- Images ----------------------------------------------------------------------------------
 IMAGE_TAG ?= dev
-LOCAL_BASE ?=
+# The local cluster lives where no registry is reachable: its images start FROM a debootstrap base.
+LOCAL_BASE ?= $(if $(filter local,$(CLUSTER)),1,)
+CACHE_DIR := $(or $(MLOPS_CACHE),$(HOME)/.cache/mlops-operator)
+IMAGE_ARCHIVE := $(CACHE_DIR)/images/mlops-operator-$(IMAGE_TAG).tar
 .PHONY: images
 images: ## Build mlops-operator/{operator,trainer,server}:$(IMAGE_TAG) (LOCAL_BASE=1: a debootstrap base, no registry)
 	IMAGE_TAG=$(IMAGE_TAG) PYTHON=$(PYTHON) images/build.sh $(if $(LOCAL_BASE),--local-base)
+
+# --- Deploying into a cluster: CLUSTER=local (this repo's cluster, NODE=real) or CLUSTER=kind ---
+KIND_VERSION ?= v0.30.0
+KIND_NODE_IMAGE ?= kindest/node:v1.34.0
+KIND_CLUSTER ?= mlops
+KIND := $(CACHE_DIR)/bin/kind-$(KIND_VERSION)
+ifeq ($(CLUSTER),kind)
+KUBECTL ?= kubectl
+KUBECONFIG_FILE := $(CACHE_DIR)/kind-$(KIND_CLUSTER).kubeconfig
+else
+KUBECTL = $$($(LOCAL)/build.sh | tail -n 1)/kubectl
+KUBECONFIG_FILE = $$($(LOCAL)/kubeconfig.sh)
+endif
+
+.PHONY: deploy
+deploy: images ## Build the images, put them into the cluster (CLUSTER=local|kind) and apply manifests/overlays/$(CLUSTER)
+ifeq ($(CLUSTER),kind)
+	$(MAKE) kind-load
+else
+	MLOPS_CLUSTER_SWITCH=1 NODE=real $(LOCAL)/up.sh
+	$(LOCAL)/load-images.sh $(IMAGE_ARCHIVE)
+endif
+	$(KUBECTL) --kubeconfig $(KUBECONFIG_FILE) apply --server-side -k manifests/overlays/$(CLUSTER)
+	$(KUBECTL) --kubeconfig $(KUBECONFIG_FILE) wait --for=condition=Established crd -l app.kubernetes.io/part-of=mlops-operator
+	$(KUBECTL) --kubeconfig $(KUBECONFIG_FILE) -n mlops-system rollout restart deployment/mlops-operator
+	$(KUBECTL) --kubeconfig $(KUBECONFIG_FILE) -n mlops-system rollout status deployment/mlops-operator --timeout=300s
+
+$(KIND):
+	@mkdir -p $(dir $(KIND))
+	GOBIN=/tmp/kind-$(KIND_VERSION) go install sigs.k8s.io/kind@$(KIND_VERSION) && mv /tmp/kind-$(KIND_VERSION)/kind $(KIND)
+
+.PHONY: kind-up
+kind-up: $(KIND) ## Create a kind cluster (needs Docker and access to kind's node image)
+	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --image $(KIND_NODE_IMAGE) --wait 120s
+	$(KIND) get kubeconfig --name $(KIND_CLUSTER) > $(KUBECONFIG_FILE)
+	@echo "kubeconfig: $(KUBECONFIG_FILE)"
+
+.PHONY: kind-load
+kind-load: $(KIND) ## Load the images into the kind cluster (kind load image-archive)
+	$(KIND) load image-archive $(IMAGE_ARCHIVE) --name $(KIND_CLUSTER)
+
+.PHONY: kind-down
+kind-down: $(KIND) ## Delete the kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)

@@ -8,7 +8,10 @@ objects, so GitOps tools see nothing but our status.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -46,7 +49,19 @@ def configure(settings: kopf.OperatorSettings, ours: Settings) -> None:
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In-cluster credentials in a pod, else the kubeconfig named by KUBECONFIG (read at login time)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    info = kopf.login_with_service_account(**kwargs)
+    if info is not None:
+        # kopf names the API server https://kubernetes.default.svc, which needs cluster DNS; the
+        # kubelet's KUBERNETES_SERVICE_HOST/PORT do not (and are what client-go uses in a pod).
+        return dataclasses.replace(info, server=in_cluster_server(os.environ) or info.server)
+    return kopf.login_with_kubeconfig(**kwargs)
+
+
+def in_cluster_server(env: Mapping[str, str]) -> str | None:
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 @kopf.on.startup()

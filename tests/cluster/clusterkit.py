@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from mlops_operator.kube import Kube
-from waiting import wait_for  # noqa: F401  (re-exported: the cluster tests import it from here)
+from waiting import wait_for  # the cluster tests import it from here too
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -131,6 +131,14 @@ summary() {
   echo
 }
 
+# Switching between simulated and real nodes means a new cluster.
+if [ -e "$STATE/node-mode" ] && [ "$(node_mode)" != "$NODE" ]; then
+  [ "${MLOPS_CLUSTER_SWITCH:-0}" = 1 ] ||
+    die "this cluster runs with NODE=$(node_mode); run down.sh first (or set MLOPS_CLUSTER_SWITCH=1) to switch to NODE=$NODE"
+  say "this cluster runs with NODE=$(node_mode); replacing it with a NODE=$NODE cluster (MLOPS_CLUSTER_SWITCH=1)"
+  "$here/down.sh"
+fi
+
 shopt -s nullglob dotglob
 existing=("$STATE"/*)
 shopt -u nullglob dotglob
@@ -145,9 +153,6 @@ if ! flock -n 9; then
   flock -w 300 9 || die "another up.sh/down.sh still holds $STATE/.lock after 300 s"
 fi
 
-if [ -e "$STATE/node-mode" ] && [ "$(node_mode)" != "$NODE" ]; then
-  die "this cluster runs with NODE=$(node_mode); run down.sh first to switch to NODE=$NODE"
-fi
 [ "$NODE" = kwok ] || [ "$(id -u)" = 0 ] || die "NODE=real needs root (network devices, iptables, mounts)"
 
 if cluster_healthy; then

@@ -1,0 +1,219 @@
+"""The lifecycle on real pods, as a user drives it with kubectl: a TrainingJob tunes and trains
+in the cluster, its ModelVersion is verified by a real verification pod, an InferenceService
+serves it through its Service, and a version change rolls out under load without a failed request.
+
+The tests of this module run in order and build on each other (one namespace, one volume)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from e2ekit import Cluster, sample
+
+from waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+# Two iris rows per class with their labels (setosa 0, versicolor 1, virginica 2).
+ROWS = [[5.1, 3.5, 1.4, 0.2], [4.9, 3.0, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [5.7, 2.8, 4.1, 1.3]]
+ROWS += [[6.3, 3.3, 6.0, 2.5], [7.7, 3.0, 6.1, 2.3]]
+LABELS = [0, 0, 1, 1, 2, 2]
+
+
+def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
+    doc = sample("trainingjob.yaml")
+    doc["metadata"]["name"] = name
+    doc["spec"].update(spec)
+    doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
+    return doc
+
+
+def inferenceservice() -> dict[str, Any]:
+    return {
+        "apiVersion": "mlops.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "iris"},
+        "spec": {
+            "model": "iris",
+            "policy": {"select": "latest", "promotion": "auto"},
+            "replicas": 2,
+            "monitoring": {"intervalSeconds": 10},
+            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        },
+    }
+
+
+def test_trainingjob_tunes_and_trains_in_pods(cluster: Cluster, namespace: str, artifacts: str) -> None:
+    tj = trainingjob("iris-rf")
+    assert tj["spec"]["tuning"]["maxTrials"] == 6
+    assert tj["spec"]["output"]["uri"].startswith(f"pvc://{artifacts}/")
+    cluster.apply(namespace, tj)
+    cluster.wait(namespace, "trainingjob/iris-rf", "jsonpath={.status.phase}=Succeeded", timeout=900)
+
+    status = cluster.status(namespace, "trainingjob", "iris-rf")
+    assert status["progress"] == "6/6"
+    assert set(status["bestParams"]) == {"n_estimators", "max_depth"}
+    assert status["metrics"]["accuracy"] >= 0.9
+    assert status["modelVersion"] == "iris-v1"
+    tuning = cluster.get(namespace, "job", "iris-rf-tune")
+    assert tuning["status"]["succeeded"] == 6, "six trial pods ran to completion"
+    assert cluster.get(namespace, "job", "iris-rf-train")["status"]["succeeded"] == 1
+
+
+def test_modelversion_is_verified_by_a_real_pod(cluster: Cluster, namespace: str) -> None:
+    cluster.wait(namespace, "modelversion/iris-v1", "condition=ArtifactVerified", timeout=300)
+    mv = cluster.get(namespace, "modelversion", "iris-v1")
+    assert mv["status"]["phase"] == "Verified"
+    assert cluster.condition(namespace, "modelversion", "iris-v1", "GatesPassed")["status"] == "True"
+    assert len(mv["spec"]["artifact"]["sha256"]) == 64
+    assert mv["spec"]["source"]["trainingJob"] == "iris-rf"
+    verify = cluster.get(namespace, "job", "iris-v1-verify")
+    assert verify["status"]["succeeded"] == 1
+    listed = cluster.kubectl("-n", namespace, "get", "mv", "-l", "mlops.dev/model=iris")
+    assert "iris-v1" in listed and "Verified" in listed
+
+
+def predict_from_a_pod(cluster: Cluster, namespace: str, pod: str, url: str) -> dict[str, Any]:
+    out = cluster.run_python(
+        namespace,
+        pod,
+        f"""
+        import json, urllib.request
+        rows = {ROWS!r}
+        v2 = {{"inputs": [{{"name": "input-0", "shape": [len(rows), 4], "datatype": "FP64",
+                            "data": [x for row in rows for x in row]}}]}}
+        v1 = {{"instances": rows}}
+        def post(path, body):
+            req = urllib.request.Request("{url}" + path, json.dumps(body).encode(),
+                                         {{"Content-Type": "application/json"}})
+            return json.loads(urllib.request.urlopen(req, timeout=10).read())
+        print(json.dumps({{"v2": post("/v2/models/iris/infer", v2), "v1": post("/v1/models/iris:predict", v1)}}))
+        """,
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    assert isinstance(result, dict)
+    return result
+
+
+def test_inferenceservice_serves_predictions_through_its_service(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(namespace, inferenceservice())
+    cluster.wait(namespace, "inferenceservice/iris", "condition=Ready", timeout=300)
+    status = cluster.status(namespace, "inferenceservice", "iris")
+    assert status["modelVersion"] == "iris-v1"
+    assert status["readyReplicas"] == 2
+    assert status["url"].startswith(f"http://iris.{namespace}.svc")
+    cluster_ip = cluster.get(namespace, "service", "iris")["spec"]["clusterIP"]
+
+    answer = predict_from_a_pod(cluster, namespace, "predict-v1", f"http://{cluster_ip}")
+    outputs = {o["name"]: o for o in answer["v2"]["outputs"]}
+    assert answer["v2"]["model_version"] == "iris-v1"
+    assert outputs["predict"]["data"] == LABELS
+    assert outputs["predict_proba"]["shape"] == [len(ROWS), 3]
+    assert answer["v1"]["predictions"] == LABELS
+    assert cluster.status(namespace, "modelversion", "iris-v1").get("stage") == "Production"
+
+
+LOAD = """
+import http.client, json, threading, time
+host, deadline = "{ip}", time.monotonic() + {max_seconds}
+body = json.dumps({{"inputs": [{{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
+                                "data": [6.3, 3.3, 6.0, 2.5]}}]}})
+lock = threading.Lock()
+stats = {{"ok": 0, "failed": 0, "errors": [], "versions": {{}}, "last_old": time.monotonic()}}
+first_new = None
+
+def worker():
+    global first_new
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection(host, 80, timeout=10)
+            conn.request("POST", "/v2/models/iris/infer", body, {{"Content-Type": "application/json"}})
+            resp = conn.getresponse()
+            data = resp.read()
+            conn.close()
+            with lock:
+                if resp.status != 200:
+                    stats["failed"] += 1
+                    stats["errors"].append(f"HTTP {{resp.status}}: {{data[:200]!r}}")
+                    continue
+                version = json.loads(data)["model_version"]
+                stats["ok"] += 1
+                stats["versions"][version] = stats["versions"].get(version, 0) + 1
+                if version == "{new}":
+                    first_new = first_new or time.monotonic()
+                else:
+                    stats["last_old"] = time.monotonic()
+                # Done once only the new version has answered for {settle} s.
+                if first_new and time.monotonic() - stats["last_old"] > {settle}:
+                    return
+        except Exception as exc:
+            with lock:
+                stats["failed"] += 1
+                stats["errors"].append(repr(exc))
+        time.sleep(0.01)
+
+threads = [threading.Thread(target=worker) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+stats.pop("last_old")
+stats["errors"] = stats["errors"][:20]
+print(json.dumps(stats))
+"""
+
+
+def test_version_change_rolls_out_under_load_without_a_failed_request(
+    cluster: Cluster, namespace: str
+) -> None:
+    # A second version, trained without tuning; then the service is pinned to it, as a GitOps
+    # repository would do by changing spec.version.
+    cluster.apply(
+        namespace,
+        trainingjob(
+            "iris-lr",
+            estimator={"class": "LogisticRegression", "params": {"max_iter": 500}},
+            tuning=None,
+        ),
+    )
+    cluster.wait(namespace, "trainingjob/iris-lr", "jsonpath={.status.phase}=Succeeded", timeout=600)
+    cluster.wait(namespace, "modelversion/iris-v2", "jsonpath={.status.phase}=Verified", timeout=300)
+
+    cluster_ip = cluster.get(namespace, "service", "iris")["spec"]["clusterIP"]
+    load = LOAD.format(ip=cluster_ip, max_seconds=420, new="iris-v2", settle=15)
+    cluster.kubectl("-n", namespace, "delete", "pod", "load", "--ignore-not-found")
+    # Start the load, then change the version while it runs.
+    result: dict[str, Any] = {}
+
+    def run_load() -> None:
+        result["out"] = cluster.run_python(namespace, "load", load, timeout=600)
+
+    runner = threading.Thread(target=run_load)
+    runner.start()
+    wait_for(
+        lambda: (cluster.get(namespace, "pod", "load") or {}).get("status", {}).get("phase") == "Running",
+        timeout=120,
+        what="the load pod Running",
+    )
+    cluster.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "inferenceservice",
+        "iris",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"policy": None, "version": 2}}),
+    )
+    cluster.wait(namespace, "inferenceservice/iris", "jsonpath={.status.modelVersion}=iris-v2", timeout=300)
+    cluster.kubectl("-n", namespace, "rollout", "status", "deployment/iris-predictor", "--timeout=300s")
+    runner.join(timeout=620)
+    assert "out" in result, "the load pod did not finish"
+    stats = json.loads(result["out"].strip().splitlines()[-1])
+
+    assert stats["failed"] == 0, f"requests failed during the rollout: {stats['errors']}"
+    assert stats["versions"].get("iris-v1", 0) > 0 and stats["versions"].get("iris-v2", 0) > 0, stats
+    assert cluster.condition(namespace, "inferenceservice", "iris", "Ready")["status"] == "True"
+    events = cluster.kubectl("-n", namespace, "get", "events", "--field-selector", "involvedObject.name=iris")
+    assert "iris-v2" in events
