@@ -201,3 +201,68 @@ def test_canary_promotes_or_rolls_back(
             condition(status_of(kube, "InferenceService", namespace, "iris"), "CanaryHealthy")["status"]
             == "False"
         )
+
+
+def test_autoscaling_creates_an_hpa_the_operator_does_not_fight(
+    kube: Kube, namespace: str, isvc_operator: OperatorRunner, artifacts: Path
+) -> None:
+    train_version(kube, namespace, "first", artifacts)
+    body = isvc(
+        "iris", replicas=1, autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCpuUtilization": 70}
+    )
+    kube.request("POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices", body=body)
+    hpa = wait_for(
+        lambda: kube.get("HorizontalPodAutoscaler", namespace, "iris-predictor"),
+        what="HorizontalPodAutoscaler",
+    )
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "iris-predictor",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+    target = hpa["spec"]["metrics"][0]["resource"]
+    assert target["name"] == "cpu" and target["target"]["averageUtilization"] == 70
+    assert hpa["metadata"]["ownerReferences"][0]["kind"] == "InferenceService"
+
+    # The cluster's HPA controller lifts the Deployment to minReplicas; the operator leaves that
+    # alone, even when it reconciles a later spec change.
+    wait_for(
+        lambda: (
+            (kube.get("Deployment", namespace, "iris-predictor") or {}).get("spec", {}).get("replicas") == 2
+        ),
+        timeout=90,
+        what="the HPA controller scaling to minReplicas",
+    )
+    patched = kube.request(
+        "PATCH",
+        f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices/iris",
+        body={"spec": {"batching": {"maxBatchSize": 32}}},
+        content_type="application/merge-patch+json",
+    )
+    generation = patched["metadata"]["generation"]
+    wait_for(
+        lambda: (
+            status_of(kube, "InferenceService", namespace, "iris").get("observedGeneration") == generation
+        ),
+        what="the spec change reconciled",
+    )
+    deploy = kube.get("Deployment", namespace, "iris-predictor")
+    assert deploy is not None and deploy["spec"]["replicas"] == 2
+
+    # Autoscaling off: the HPA goes and spec.replicas owns the Deployment again.
+    kube.request(
+        "PATCH",
+        f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices/iris",
+        body={"spec": {"autoscaling": None, "replicas": 3}},
+        content_type="application/merge-patch+json",
+    )
+    wait_for(
+        lambda: kube.get("HorizontalPodAutoscaler", namespace, "iris-predictor") is None, what="HPA deleted"
+    )
+    wait_for(
+        lambda: (
+            (kube.get("Deployment", namespace, "iris-predictor") or {}).get("spec", {}).get("replicas") == 3
+        ),
+        what="3 replicas from spec.replicas",
+    )
