@@ -52,12 +52,14 @@ def kubeconfig() -> str:
 
 
 @pytest.fixture(scope="session")
-def kube(kubeconfig: str) -> Kube:
+def kube(kubeconfig: str) -> Iterator[Kube]:
     from kubernetes import client, config
 
     cfg = client.Configuration()
     config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    return Kube(client.ApiClient(cfg))
+    api = client.ApiClient(cfg)
+    yield Kube(api)
+    api.close()  # its pooled connections, not the garbage collector (ResourceWarning is an error)
 
 
 @pytest.fixture(scope="session")
