@@ -119,6 +119,24 @@ endif
 	$(KUBECTL) --kubeconfig $(KUBECONFIG_FILE) -n mlops-system rollout restart deployment/mlops-operator
 	$(KUBECTL) --kubeconfig $(KUBECONFIG_FILE) -n mlops-system rollout status deployment/mlops-operator --timeout=300s
 
+# --- The demo: the whole lifecycle, narrated (tests/e2e/demo.py, the e2e loop's own code) ------
+DEMO_NS ?= mlops-demo
+# Taken when make parses this file, before the prerequisites run, so the demo reports the total.
+DEMO_STARTED := $(shell date +%s)
+.PHONY: demo
+demo: venv $(if $(filter kind,$(CLUSTER)),kind-up) deploy ## Cluster up, images, deploy, then train → serve → drift → retrain → roll out, narrated (CLUSTER=local|kind)
+	$(BIN)/python tests/e2e/demo.py run --kubeconfig $(KUBECONFIG_FILE) --kubectl $(KUBECTL) \
+	  --cluster $(CLUSTER) --namespace $(DEMO_NS) --deploy-started $(DEMO_STARTED)
+
+.PHONY: demo-down
+demo-down: venv ## Delete the demo namespace, then stop the cluster (CLUSTER=local|kind)
+	-$(BIN)/python tests/e2e/demo.py down --kubeconfig $(KUBECONFIG_FILE) --kubectl $(KUBECTL) --namespace $(DEMO_NS)
+ifeq ($(CLUSTER),kind)
+	$(MAKE) kind-down
+else
+	$(LOCAL)/down.sh
+endif
+
 $(KIND):
 	@mkdir -p $(dir $(KIND))
 	GOBIN=/tmp/kind-$(KIND_VERSION) go install sigs.k8s.io/kind@$(KIND_VERSION) && mv /tmp/kind-$(KIND_VERSION)/kind $(KIND)

@@ -1,0 +1,140 @@
+"""The whole loop on real pods (issue #8): train on iris, serve with monitoring and retraining,
+normal traffic (no drift), shifted traffic with labelled feedback (drift and accuracy cross their
+thresholds), exactly one retraining TrainingJob on data that includes the labelled log, a better
+ModelVersion verified and rolled out through the canary, and the shift no longer looks like drift
+to the new model. Every step is asserted from status (`kubectl get -o json`), never from logs.
+
+The resources are manifests/samples/lifecycle (the demo applies the same ones) without the
+tuning grid; traffic and the shift are in tests/e2e/loop.py. The tests run in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import loop
+import pytest
+from e2ekit import Cluster
+
+pytestmark = pytest.mark.e2e
+
+ISVC = "iris"
+MODEL = "iris"
+TRAFFIC = loop.plan()
+
+# Values later tests compare with.
+seen: dict[str, Any] = {}
+
+
+def _isvc_spec(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    return dict(cluster.get(namespace, "inferenceservice", ISVC)["spec"])
+
+
+def test_trains_and_serves_with_monitoring_and_retraining(
+    cluster: Cluster, namespace: str, artifacts: str
+) -> None:
+    tj, isvc = loop.lifecycle(artifacts, tuning=False)
+    cluster.apply(namespace, tj, isvc)
+    loop.wait_phase(cluster, namespace, "modelversion", "iris-v1", "Verified", timeout=600)
+    cluster.wait(namespace, f"inferenceservice/{ISVC}", "condition=Ready", timeout=300)
+
+    status = cluster.status(namespace, "inferenceservice", ISVC)
+    assert status["modelVersion"] == "iris-v1"
+    spec = _isvc_spec(cluster, namespace)
+    assert spec["policy"] == {"select": "latest", "promotion": "auto", "minImprovement": 0}
+    assert spec["monitoring"]["intervalSeconds"] == 10
+    assert spec["monitoring"]["predictionLog"]["enabled"] is True
+    retraining = spec["retraining"]
+    assert retraining["includeFeedback"] is True and retraining["maxConcurrent"] == 1
+    assert retraining["triggers"]["accuracy"]["minSamples"] == 30
+    seen["v1_accuracy"] = cluster.get(namespace, "modelversion", "iris-v1")["spec"]["metrics"]["accuracy"]
+
+
+def test_normal_traffic_shows_no_drift(cluster: Cluster, namespace: str) -> None:
+    started = loop.now_rfc3339()
+    sent = loop.send(cluster, namespace, ISVC, MODEL, TRAFFIC["normal"], pod="normal-traffic", feedback=True)
+    assert sent.errors == [] and sent.rows == 200 and sent.feedback == 200, sent
+    status = loop.wait_scrape(cluster, namespace, ISVC, started, requests=20, labelled=200, timeout=120)
+    m = status["metrics"]
+    threshold = _isvc_spec(cluster, namespace)["monitoring"]["drift"]["threshold"]
+    assert m["drift"] < threshold, m
+    assert m["accuracy"] >= 0.9, m
+    assert (status.get("retraining") or {}).get("count", 0) == 0
+    assert cluster.condition(namespace, "inferenceservice", ISVC, "Drifted")["status"] == "False"
+    assert (
+        cluster.get(namespace, "trainingjob", selector=f"mlops.dev/inference-service={ISVC}")["items"] == []
+    )
+    seen["normal"] = m
+
+
+def test_shifted_traffic_with_feedback_fires_one_retraining(cluster: Cluster, namespace: str) -> None:
+    sent = loop.send(
+        cluster, namespace, ISVC, MODEL, TRAFFIC["shifted"], pod="shifted-traffic", feedback=True
+    )
+    assert sent.errors == [] and sent.feedback == 1500, sent
+    assert sent.accuracy < 0.8, f"the old model should fail on the shifted traffic: {sent}"
+
+    status = loop.wait_retraining(cluster, namespace, ISVC, timeout=180)
+    m, retraining = status["metrics"], status["retraining"]
+    spec = _isvc_spec(cluster, namespace)
+    triggers = spec["retraining"]["triggers"]
+    # Whichever trigger fired, both signals crossed their thresholds in status.
+    assert m["accuracy"] < triggers["accuracy"]["min"] and m["labelledSamples"] >= 30, m
+    assert m["drift"] > triggers["drift"]["threshold"], m
+    assert m["drift"] > 3 * seen["normal"]["drift"], (m, seen["normal"])
+    assert retraining["count"] == 1 and retraining["lastTrigger"] in ("accuracy", "drift"), retraining
+    job = retraining["activeJobs"][0]
+    assert job == f"{ISVC}-retrain-1"
+    assert cluster.condition(namespace, "inferenceservice", ISVC, "Drifted")["status"] == "True"
+    seen["shifted"] = m
+
+    jobs = cluster.get(namespace, "trainingjob", selector=f"mlops.dev/inference-service={ISVC}")["items"]
+    assert [j["metadata"]["name"] for j in jobs] == [job]
+    owner = jobs[0]["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("InferenceService", ISVC, True)
+    log_uri = f"pvc://mlops-artifacts/predictions/{namespace}/{ISVC}"
+    assert loop.data_uris(jobs[0]) == ["builtin:iris", log_uri]
+    assert jobs[0]["spec"]["data"]["extraSources"] == [{"uri": log_uri, "format": "jsonl"}]
+    # What that source holds: every label the client posted (normal and shifted traffic).
+    assert loop.labelled_log_lines(cluster, namespace, "mlops-artifacts", log_uri) == 1700
+    seen["job"] = job
+
+
+def test_retrained_version_is_better_and_rolls_out(cluster: Cluster, namespace: str) -> None:
+    job = seen["job"]
+    tj = loop.wait_phase(cluster, namespace, "trainingjob", job, "Succeeded", timeout=600)
+    assert tj["modelVersion"] == "iris-v2"
+    loop.wait_phase(cluster, namespace, "modelversion", "iris-v2", "Verified", timeout=300)
+    mv = cluster.get(namespace, "modelversion", "iris-v2")
+    assert mv["spec"]["source"]["trainingJob"] == job
+    assert cluster.condition(namespace, "modelversion", "iris-v2", "GatesPassed")["status"] == "True"
+    # The policy's comparison: better by at least minImprovement on the evaluation metric.
+    assert mv["spec"]["metrics"]["accuracy"] >= seen["v1_accuracy"], (mv["spec"]["metrics"], seen)
+
+    status = loop.roll_out_under_traffic(
+        cluster, namespace, ISVC, MODEL, "iris-v2", TRAFFIC["canary"], timeout=600
+    )
+    assert status["canary"]["modelVersion"] == "iris-v2" and status["canary"]["phase"] == "Promoted"
+    loop.wait_served_only_by(cluster, namespace, ISVC, "iris-v2", timeout=300)
+    assert cluster.condition(namespace, "inferenceservice", ISVC, "Ready")["status"] == "True"
+    assert cluster.status(namespace, "modelversion", "iris-v2")["stage"] == "Production"
+    assert cluster.status(namespace, "modelversion", "iris-v1")["stage"] == "Archived"
+
+
+def test_new_version_sees_no_drift_in_the_shifted_traffic(cluster: Cluster, namespace: str) -> None:
+    started = loop.now_rfc3339()
+    sent = loop.send(cluster, namespace, ISVC, MODEL, TRAFFIC["again"], pod="shifted-again", feedback=True)
+    assert sent.errors == [] and sent.versions == {"iris-v2": 40}, sent
+    assert sent.accuracy >= 0.9, sent
+    status = loop.wait_scrape(cluster, namespace, ISVC, started, requests=1, labelled=200, timeout=120)
+    m = status["metrics"]
+    spec = _isvc_spec(cluster, namespace)
+    assert status["modelVersion"] == "iris-v2"
+    assert m["drift"] < spec["monitoring"]["drift"]["threshold"], m
+    assert m["drift"] < seen["shifted"]["drift"] / 3, (m, seen["shifted"])
+    assert m["accuracy"] >= 0.9, m
+    assert cluster.condition(namespace, "inferenceservice", ISVC, "Drifted")["status"] == "False"
+    # Still exactly one retraining run: the better model ended the loop.
+    assert status["retraining"]["count"] == 1 and status["retraining"]["activeJobs"] == []
+    jobs = cluster.get(namespace, "trainingjob", selector=f"mlops.dev/inference-service={ISVC}")["items"]
+    assert len(jobs) == 1
