@@ -95,6 +95,12 @@ class Kube:
     api: client.ApiClient
     field_manager: str = MANAGER
 
+    def close(self) -> None:
+        """Close the client: its thread pool (ApiClient.close) and its pooled HTTP connections,
+        which ApiClient.close leaves open until the garbage collector finds them."""
+        self.api.close()
+        self.api.rest_client.pool_manager.clear()
+
     def request(
         self,
         method: str,
@@ -282,4 +288,4 @@ class AsyncKube:
     def close(self) -> None:
         """Stop the worker threads, then close the client's connection pool."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self.sync.api.close()
+        self.sync.close()

@@ -57,9 +57,9 @@ def kube(kubeconfig: str) -> Iterator[Kube]:
 
     cfg = client.Configuration()
     config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    api = client.ApiClient(cfg)
-    yield Kube(api)
-    api.close()  # its pooled connections, not the garbage collector (ResourceWarning is an error)
+    kube = Kube(client.ApiClient(cfg))
+    yield kube
+    kube.close()  # its pooled connections, not the garbage collector (ResourceWarning is an error)
 
 
 @pytest.fixture(scope="session")
