@@ -83,6 +83,20 @@ run: venv ## Run the operator out-of-cluster against the local cluster
 clean: ## Remove the virtualenv and caches inside the checkout
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
+# --- Benchmarks (issue #10): they report, they never assert speed -----------------------------
+SERVING_ARGS ?=
+OPERATOR_ARGS ?=
+.PHONY: bench
+bench: bench-serving bench-operator ## Both benchmarks (~20 min; results in tests/benchmarks/results/)
+
+.PHONY: bench-serving
+bench-serving: venv ## Ours vs MLServer vs KServe on one core each, with wrk (~12 min; needs wrk, taskset)
+	$(BIN)/python tests/benchmarks/serving.py $(SERVING_ARGS)
+
+.PHONY: bench-operator
+bench-operator: venv cluster-up ## 1,000 TrainingJobs against the local cluster's kwok nodes (~8 min)
+	$(BIN)/python tests/benchmarks/operator_scale.py $(OPERATOR_ARGS)
+
 # --- Images ----------------------------------------------------------------------------------
 IMAGE_TAG ?= dev
 # The local cluster lives where no registry is reachable: its images start FROM a debootstrap base.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -24,20 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchkit import run_wrk, wrk_script
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "images/server")]
 
 BODY = '{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP64","data":[5.1,3.5,1.4,0.2]}]}'
-LUA = f"""
-wrk.method = "POST"
-wrk.body = '{BODY}'
-wrk.headers["Content-Type"] = "application/json"
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %.1f %.3f %.3f %d %d\\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout, summary.errors.status))
-end
-"""
 
 
 def build(kind: str, directory: Path) -> None:
@@ -90,27 +81,9 @@ def ready(port: int) -> bool:
 
 
 def wrk(args: argparse.Namespace, port: int, script: Path, seconds: int) -> tuple[float, float, float, int]:
-    out = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            args.client_cores,
-            "wrk",
-            "-t2",
-            f"-c{args.connections}",
-            f"-d{seconds}s",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}/v2/models/iris/infer",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    match = re.search(r"RESULT (\S+) (\S+) (\S+) (\d+) (\d+)", out)
-    assert match, out
-    rps, p50, p99, errors, non2xx = match.groups()
-    return float(rps), float(p50), float(p99), int(errors) + int(non2xx)
+    url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
+    result = run_wrk(url, script, args.connections, seconds, args.client_cores, threads=2)
+    return result["rps"], result["p50_ms"], result["p99_ms"], result["errors"]
 
 
 def bench(args: argparse.Namespace, kind: str, work: Path, script: Path) -> str:
@@ -165,7 +138,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         script = work / "v2.lua"
-        script.write_text(LUA)
+        script.write_text(wrk_script(BODY))
         print(f"{'model':26} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'ready s':>9} {'errors':>7}")
         for kind in args.models.split(","):
             print(bench(args, kind, work, script), flush=True)

@@ -31,6 +31,7 @@ class Settings:
     prediction_log: str | None = None
     log_sample_rate: float = 1.0
     feedback_capacity: int = 10000
+    feedback_max_bytes: int = 16 * MIB
     shutdown_timeout: float = 25.0
     access_log: bool = False
     log_level: str = "INFO"
@@ -160,6 +161,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--feedback-capacity",
         "request ids remembered for feedback",
         default=_DEFAULTS.feedback_capacity,
+        type=_positive_int,
+    )
+    add(
+        "--feedback-max-bytes",
+        "most bytes of inputs and predictions remembered for feedback (the oldest requests go first)",
+        default=_DEFAULTS.feedback_max_bytes,
         type=_positive_int,
     )
     add(

@@ -188,7 +188,12 @@ class Server:
             settings.drift_window,
             label_dtype if sig.classification else float,
         )
-        feedback = FeedbackStore(settings.feedback_capacity, settings.drift_window, sig.classification)
+        feedback = FeedbackStore(
+            settings.feedback_capacity,
+            settings.drift_window,
+            sig.classification,
+            max_bytes=settings.feedback_max_bytes,
+        )
         predlog = None
         if settings.prediction_log:
             predlog = PredictionLog(

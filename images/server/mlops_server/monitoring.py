@@ -265,6 +265,7 @@ class Served:
     frame: Array
     labels: Array
     labelled: bool = False
+    size: int = 0  # bytes the arrays keep alive (see retained_bytes)
 
 
 class FeedbackError(Exception):
@@ -274,22 +275,52 @@ class FeedbackError(Exception):
         self.status = status
 
 
-class FeedbackStore:
-    """Recent request ids -> inputs and predictions; a rolling window of labelled outcomes."""
+def retained_bytes(array: Array) -> int:
+    """Bytes an array keeps alive: its own, or all of the buffer it is a view of."""
+    base = array.base
+    if isinstance(base, np.ndarray):
+        return max(array.nbytes, base.nbytes)
+    if isinstance(base, (bytes, bytearray, memoryview)):
+        return max(array.nbytes, memoryview(base).nbytes)
+    return array.nbytes
 
-    def __init__(self, capacity: int, window: int, classification: bool) -> None:
+
+class FeedbackStore:
+    """Recent request ids -> inputs and predictions; a rolling window of labelled outcomes.
+
+    Bounded twice, the oldest going first: at most `capacity` requests, and at most `max_bytes`
+    of their arrays, since one request may carry many rows (issue #10: 10,000 remembered 100-row
+    iris requests held ~50 MiB; 10,000 large bodies could exhaust memory).
+    """
+
+    def __init__(
+        self, capacity: int, window: int, classification: bool, max_bytes: int | None = None
+    ) -> None:
         self._served: OrderedDict[str, Served] = OrderedDict()
         self._capacity = capacity
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self.classification = classification
         # Per labelled row: 1.0/0.0 for a correct/incorrect class, or the squared error.
         self._outcomes: deque[float] = deque(maxlen=window)
 
     def remember(self, request_id: str, frame: Array, labels: Array) -> None:
         served = self._served
-        served[request_id] = Served(frame, labels)
-        served.move_to_end(request_id)
-        if len(served) > self._capacity:
-            served.popitem(last=False)
+        entry = Served(frame, labels, size=retained_bytes(frame) + retained_bytes(labels))
+        previous = served.pop(request_id, None)
+        if previous is not None:
+            self._bytes -= previous.size
+        served[request_id] = entry
+        self._bytes += entry.size
+        limit = self._max_bytes
+        while served and (len(served) > self._capacity or (limit is not None and self._bytes > limit)):
+            _, evicted = served.popitem(last=False)
+            self._bytes -= evicted.size
+
+    @property
+    def remembered(self) -> tuple[int, int]:
+        """(requests, bytes of their arrays) currently remembered."""
+        return len(self._served), self._bytes
 
     def label(self, request_id: str, labels: Sequence[Any]) -> Served:
         """Record ground truth for every row of a request; returns what was served."""

@@ -133,3 +133,14 @@ def test_feedback_log_lines(start_server: StartServer, iris: Artifact, log_dir: 
     ]
     assert lines[0]["features"] == dict(zip(iris.names, rows[0].tolist(), strict=True))
     assert lines[0]["time"].endswith("Z")
+
+
+def test_feedback_memory_is_bounded_in_bytes(start_server: StartServer, iris: Artifact) -> None:
+    """A 100-row request fills the byte budget alone and evicts the small ones before it."""
+    rows = iris.X.to_numpy()
+    server = start_server(iris, feedback_max_bytes=100 * 5 * 8)  # 4 features + a label per row
+    c = server.client()
+    c.infer(v2_matrix(rows[:2], id="small"))
+    c.infer(v2_matrix(rows[:100], id="large"))
+    assert c.post("/v2/models/iris/feedback", {"id": "small", "labels": [0, 0]}).status == 404
+    assert c.post("/v2/models/iris/feedback", {"id": "large", "labels": [0] * 100}).status == 200

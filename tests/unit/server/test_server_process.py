@@ -209,3 +209,76 @@ def test_sigint_when_idle_exits_zero(process: tuple[subprocess.Popen[bytes], _St
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
     stderr.wait_for("Stopped")
+
+
+def test_skip_unused_modules_blocks_only_what_is_not_imported_yet() -> None:
+    from mlops_server.__main__ import skip_unused_modules
+
+    meta_path: list[Any] = []
+    skip_unused_modules(meta_path, modules={})
+    (finder,) = meta_path
+    for name in ("pyarrow", "pyarrow.compute"):
+        with pytest.raises(ModuleNotFoundError, match="not used by mlops-server"):
+            finder.find_spec(name)
+    assert finder.find_spec("numpy") is None  # everything else: the next finder decides
+
+    embedding: list[Any] = []
+    skip_unused_modules(embedding, modules={"pyarrow": sys})
+    assert embedding == []
+
+
+def test_serves_the_dataframe_path_without_pyarrow(mixed: Artifact) -> None:
+    """pyarrow is installed but kept out of the server (issue #10: RSS); text features still work."""
+    proc = _server("--artifact", str(mixed.directory))
+    stderr = _Stderr(proc)
+    try:
+        port = stderr.wait_for("Started listening")["port"]
+        stderr.wait_for("Loaded model")
+        row = mixed.X.iloc[0]
+        body = orjson.dumps(
+            {
+                "inputs": [
+                    {"name": "weight", "shape": [1], "datatype": "FP64", "data": [float(row["weight"])]},
+                    {"name": "size", "shape": [1], "datatype": "INT64", "data": [int(row["size"])]},
+                    {"name": "color", "shape": [1], "datatype": "BYTES", "data": [str(row["color"])]},
+                ]
+            }
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(
+                b"POST /v2/models/mixed/infer HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+            response = b""
+            while chunk := conn.recv(65536):
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 200 OK"), response
+        outputs = orjson.loads(response.partition(b"\r\n\r\n")[2])["outputs"]
+        assert outputs[0]["data"] == [str(mixed.pipeline.predict(mixed.X.iloc[:1])[0])]
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "libarrow" not in maps
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def test_loading_skips_skops_scan_of_every_estimator(iris: Artifact) -> None:
+    """skops' default trusted list (every estimator: imports all of scikit-learn) is not built."""
+    code = f"""
+import sklearn.utils
+calls = []
+original = sklearn.utils.all_estimators
+sklearn.utils.all_estimators = lambda *a, **k: calls.append(1) or original(*a, **k)
+patched = sklearn.utils.all_estimators
+from mlops_operator import artifact
+model, _ = artifact.load_verified({str(iris.directory)!r})
+assert calls == [], calls
+assert sklearn.utils.all_estimators is patched
+assert hasattr(model, "predict_proba")
+"""
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode()

@@ -13,7 +13,7 @@ import pytest
 from mlops_server.batching import Batcher
 from mlops_server.codec import Prediction, RequestError, parse_v2
 from mlops_server.config import Settings, parse_settings
-from mlops_server.monitoring import FeedbackError, FeedbackStore, Window
+from mlops_server.monitoring import FeedbackError, FeedbackStore, Window, retained_bytes
 from mlops_server.signature import Kind, Signature, SignatureError, kind_of
 
 # --- settings ----------------------------------------------------------------------------------
@@ -32,6 +32,7 @@ def test_settings_from_flags_env_and_defaults() -> None:
     assert settings.max_batch_delay_ms == 0.0
     assert settings.drift_window == 1000
     assert settings.feedback_capacity == 10000
+    assert settings.feedback_max_bytes == 16 * 1024 * 1024
     assert settings.host == "0.0.0.0"
 
 
@@ -225,6 +226,42 @@ def test_window_keeps_the_last_rows() -> None:
     window.add(np.arange(10.0).reshape(-1, 1))
     assert sorted(window.snapshot()[:, 0].tolist()) == [6.0, 7.0, 8.0, 9.0]
     assert window.rows == 4
+
+
+@pytest.mark.parametrize(
+    ("case", "sizes", "kept"),
+    [
+        ("under both bounds", [1, 1, 1], ["r0", "r1", "r2"]),
+        ("request count bound", [1, 1, 1, 1, 1], ["r2", "r3", "r4"]),
+        ("byte bound: a large request evicts the oldest", [1, 1, 119], ["r1", "r2"]),
+        ("byte bound: a larger one evicts both", [1, 1, 120], ["r2"]),
+        ("byte bound: a request over the budget is not kept", [1, 1, 200], []),
+    ],
+)
+def test_feedback_store_is_bounded_by_requests_and_bytes(
+    case: str, sizes: list[int], kept: list[str]
+) -> None:
+    # 4 float64 features and one int64 label: 40 bytes a row; the budget is 120 rows.
+    store = FeedbackStore(capacity=3, window=100, classification=True, max_bytes=120 * 40)
+    for i, rows in enumerate(sizes):
+        store.remember(f"r{i}", np.zeros((rows, 4)), np.zeros(rows, dtype=np.int64))
+    requests, size = store.remembered
+    assert requests == len(kept), case
+    assert size == sum(40 * sizes[int(k[1:])] for k in kept), case
+    for i in range(len(sizes)):
+        if f"r{i}" in kept:
+            store.label(f"r{i}", [0] * sizes[i])
+        else:
+            with pytest.raises(FeedbackError) as exc:
+                store.label(f"r{i}", [0] * sizes[i])
+            assert exc.value.status == 404
+
+
+def test_feedback_store_counts_the_buffer_a_view_keeps_alive() -> None:
+    batch = np.zeros((1000, 4))
+    assert retained_bytes(batch[:1]) == batch.nbytes
+    assert retained_bytes(np.frombuffer(bytes(800), dtype=np.float64)[:2]) == 800
+    assert retained_bytes(np.zeros(3)) == 24
 
 
 def test_feedback_store_accuracy_by_category_key() -> None:
