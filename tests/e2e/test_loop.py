@@ -136,5 +136,6 @@ def test_new_version_sees_no_drift_in_the_shifted_traffic(cluster: Cluster, name
     assert cluster.condition(namespace, "inferenceservice", ISVC, "Drifted")["status"] == "False"
     # Still exactly one retraining run: the better model ended the loop.
     assert status["retraining"]["count"] == 1 and status["retraining"]["activeJobs"] == []
+    assert status["retraining"]["lastOutcome"] == f"{ISVC}-retrain-1 produced iris-v2, now serving"
     jobs = cluster.get(namespace, "trainingjob", selector=f"mlops.dev/inference-service={ISVC}")["items"]
     assert len(jobs) == 1

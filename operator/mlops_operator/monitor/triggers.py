@@ -305,3 +305,55 @@ def retraining_spec(
         data["extraSources"] = extra
     TrainingJobSpec.model_validate(out)
     return out
+
+
+def _condition(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any]:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == ctype:
+            return dict(cond)
+    return {}
+
+
+def run_outcome(
+    job: str,
+    training_job: Mapping[str, Any] | None,
+    model_version: Mapping[str, Any] | None,
+    *,
+    serving: str | None,
+    canary: str | None,
+    resolution: str,
+) -> str | None:
+    """status.retraining.lastOutcome: what became of the last retraining run `job`.
+
+    `training_job` and `model_version` are the run's TrainingJob and the ModelVersion it produced
+    (None when absent); `serving` and `canary` the versions now on the stable and canary tracks;
+    `resolution` the version-resolution message (why the served version stays, when it does).
+    None when the TrainingJob is gone (the previous outcome is kept).
+    """
+    if training_job is None:
+        return None
+    status = training_job.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase == "Failed":
+        failed = _condition(status, "Stalled") or _condition(status, "Ready")
+        return f"{job} failed: {failed.get('message') or 'see its conditions'}"
+    if phase != "Succeeded":
+        return f"{job} is {phase}"
+    mv = status.get("modelVersion")
+    if not mv:
+        return f"{job} succeeded; its ModelVersion is being created"
+    if mv == serving:
+        return f"{job} produced {mv}, now serving"
+    if mv == canary:
+        return f"{job} produced {mv}, in canary analysis"
+    mv_status = (model_version or {}).get("status") or {}
+    mv_phase = mv_status.get("phase")
+    if mv_phase == "Failed":
+        reason = mv_status.get("message") or _condition(mv_status, "ArtifactVerified").get("message")
+        return f"{job} produced {mv}, which failed verification: {reason or 'see its conditions'}"
+    if mv_phase != "Verified":
+        return f"{job} produced {mv}, awaiting verification"
+    gates = _condition(mv_status, "GatesPassed")
+    if gates.get("status") == "False":
+        return f"{job} produced {mv}, which did not pass its gates: {gates.get('message') or ''}".rstrip(": ")
+    return f"{job} produced {mv}, not rolled out: {resolution}"

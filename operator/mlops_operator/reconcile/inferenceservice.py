@@ -273,6 +273,22 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
                         f"Created TrainingJob {verdict.job_name}: {verdict.message}",
                     )
         retraining_status = triggers.retraining_status(old.get("retraining"), new_state, verdict)
+        if new_state.count:
+            last_job = triggers.retraining_job_name(name, new_state.count)
+            last_tj = await ctx.kube.get("TrainingJob", ns, last_job)
+            produced = ((last_tj or {}).get("status") or {}).get("modelVersion")
+            progressing = canary_status and canary_status.get("phase") == "Progressing"
+            in_canary = canary_status.get("modelVersion") if canary_status and progressing else None
+            outcome = triggers.run_outcome(
+                last_job,
+                last_tj,
+                by_name.get(produced or ""),
+                serving=serving,
+                canary=in_canary,
+                resolution=choice.message,
+            )
+            if outcome:
+                retraining_status["lastOutcome"] = outcome
         if metrics_status or new_state.drift_breaches:
             metrics_status["driftBreaches"] = new_state.drift_breaches
 

@@ -22,6 +22,7 @@ from mlops_operator.monitor.triggers import (
     retraining_job_name,
     retraining_spec,
     retraining_status,
+    run_outcome,
 )
 
 T0 = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)  # a Monday
@@ -495,3 +496,90 @@ def test_retraining_spec_from_a_copied_trainingjob() -> None:
 def test_retraining_spec_must_be_a_valid_trainingjob() -> None:
     with pytest.raises(ValidationError):
         retraining_spec(isvc_spec(), {"data": {"source": {"uri": "builtin:iris"}}}, None)
+
+
+# --- status.retraining.lastOutcome ------------------------------------------------------------
+def _tj(phase: str | None, mv: str | None = None, message: str | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase} if phase else {}
+    if mv:
+        status["modelVersion"] = mv
+    if message:
+        status["conditions"] = [{"type": "Stalled", "status": "True", "message": message}]
+    return {"status": status}
+
+
+def _mv(phase: str, gates: str = "True", message: str | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase, "conditions": [{"type": "GatesPassed", "status": gates}]}
+    if message:
+        status["message"] = message
+    return {"status": status}
+
+
+@pytest.mark.parametrize(
+    ("tj", "mv", "serving", "canary", "expected"),
+    [
+        (None, None, "iris-v1", None, None),
+        (_tj("Running"), None, "iris-v1", None, "iris-retrain-2 is Running"),
+        (_tj(None), None, "iris-v1", None, "iris-retrain-2 is Pending"),
+        (
+            _tj("Failed", message="target 'y' not in data"),
+            None,
+            "iris-v1",
+            None,
+            "iris-retrain-2 failed: target 'y' not in data",
+        ),
+        (
+            _tj("Succeeded", "iris-v3"),
+            _mv("Verified"),
+            "iris-v3",
+            None,
+            "iris-retrain-2 produced iris-v3, now serving",
+        ),
+        (
+            _tj("Succeeded", "iris-v3"),
+            _mv("Verified"),
+            "iris-v1",
+            "iris-v3",
+            "iris-retrain-2 produced iris-v3, in canary analysis",
+        ),
+        (
+            _tj("Succeeded", "iris-v3"),
+            _mv("Verifying"),
+            "iris-v1",
+            None,
+            "iris-retrain-2 produced iris-v3, awaiting verification",
+        ),
+        (
+            _tj("Succeeded", "iris-v3"),
+            _mv("Failed", message="sha256 mismatch"),
+            "iris-v1",
+            None,
+            "iris-retrain-2 produced iris-v3, which failed verification: sha256 mismatch",
+        ),
+        (
+            _tj("Succeeded", "iris-v3"),
+            _mv("Verified", gates="False"),
+            "iris-v1",
+            None,
+            "iris-retrain-2 produced iris-v3, which did not pass its gates",
+        ),
+        (
+            _tj("Succeeded", "iris-v3"),
+            _mv("Verified"),
+            "iris-v1",
+            None,
+            "iris-retrain-2 produced iris-v3, not rolled out: Keeping iris-v1: not better.",
+        ),
+    ],
+)
+def test_run_outcome_says_what_became_of_the_last_run(
+    tj: dict[str, Any] | None,
+    mv: dict[str, Any] | None,
+    serving: str,
+    canary: str | None,
+    expected: str | None,
+) -> None:
+    got = run_outcome(
+        "iris-retrain-2", tj, mv, serving=serving, canary=canary, resolution="Keeping iris-v1: not better."
+    )
+    assert got == expected
