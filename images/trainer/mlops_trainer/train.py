@@ -20,6 +20,7 @@ import pandas as pd
 
 from mlops_operator import artifact, drift, storage
 from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_operator.estimators import Task
 from mlops_trainer.checks import check_spec, primary_metric
 from mlops_trainer.config import TrainerConfig
 from mlops_trainer.data import Dataset, SplitData, load_dataset, split_dataset
@@ -92,6 +93,30 @@ def write_model(uri: str, model: Any, metadata: dict[str, Any], env: Mapping[str
         raise Transient(f"cannot write the artifact to {uri}: {e}") from e
 
 
+def score_baseline(
+    spec: TrainingJobSpec, split: SplitData, task: Task, env: Mapping[str, str]
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """spec.evaluation.baseline's metrics on this run's held-out rows, so the new version can be
+    compared with it on the same data: ({"modelVersion", "metrics"}, warnings). A baseline that
+    cannot be fetched, verified or scored is reported as a warning; it never fails the run."""
+    from mlops_trainer.verify import local_artifact
+
+    baseline = spec.evaluation.baseline
+    if baseline is None:
+        return None, []
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlops-baseline-") as scratch:
+            directory = local_artifact(baseline.uri, Path(scratch), env)
+            model, _meta = artifact.load_verified(directory, baseline.sha256.lower())
+        classes = [json_scalar(c) for c in model.classes_] if task == "classification" else []
+        metrics, warnings = run_estimator(
+            "evaluate baseline", lambda: evaluate(model, split.X_test, split.y_test, task, classes)
+        )
+    except Exception as e:  # a missing or incompatible baseline is only a warning
+        return None, [f"baseline {baseline.model_version} not scored: {e}"]
+    return {"modelVersion": baseline.model_version, "metrics": metrics}, list(warnings)
+
+
 def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
     """Train, evaluate and write the artifact; return the result document."""
     import sklearn
@@ -126,6 +151,12 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
         raise BadInput(f"the primary metric {metric} could not be computed on the held-out rows")
     score = metrics[metric]
     failed = failed_gates(spec, metrics)
+    baseline: dict[str, Any] | None = None
+    baseline_warnings: list[str] = []
+    if spec.evaluation.baseline is not None:
+        with phase("baseline", modelVersion=spec.evaluation.baseline.model_version) as info:
+            baseline, baseline_warnings = score_baseline(spec, split, ds.task, env)
+            info.update(metrics=baseline and baseline["metrics"], warnings=baseline_warnings)
 
     metadata: dict[str, Any] = {
         "model": spec.model,
@@ -149,7 +180,12 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
         "trainedAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "sklearnVersion": sklearn.__version__,
         "trainerImage": config.trainer_image,
-        "warnings": [*fit_warnings, *(w for w in eval_warnings if w not in fit_warnings)],
+        "warnings": [
+            *fit_warnings,
+            *(w for w in eval_warnings if w not in fit_warnings),
+            *baseline_warnings,
+        ],
+        "baseline": baseline,
         "reference": reference(ds, split.X_train, model.predict(split.X_train)),
     }
     with phase("write", artifactUri=uri):
@@ -175,4 +211,5 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
         "dataDigest": ds.digest,
         "params": params,
         "signature": metadata["signature"],
+        **({"baseline": baseline} if baseline else {}),
     }

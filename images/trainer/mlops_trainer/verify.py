@@ -62,7 +62,8 @@ def sample_input(
     return pd.DataFrame(columns)
 
 
-def _local_artifact(uri: str, scratch: Path, env: Mapping[str, str]) -> Path:
+def local_artifact(uri: str, scratch: Path, env: Mapping[str, str]) -> Path:
+    """The artifact directory of `uri` on this machine: its mount for pvc://, a download for s3://."""
     try:
         if uri.startswith("pvc://"):
             return storage.local_path(uri, storage.default_pvc_root(env))
@@ -101,7 +102,7 @@ def _check_predictions(model: Any, X: pd.DataFrame, signature: Mapping[str, Any]
 def run_verify(artifact_location: str, sha256: str, env: Mapping[str, str]) -> dict[str, Any]:
     """Verify the artifact at a local directory, pvc:// or s3:// URI; result {"ok", "signature", "predictions"}."""
     with tempfile.TemporaryDirectory(prefix="mlops-verify-") as scratch:
-        directory = _local_artifact(artifact_location, Path(scratch), env)
+        directory = local_artifact(artifact_location, Path(scratch), env)
         with phase("load", artifact=artifact_location):
             try:
                 model, meta = artifact.load_verified(directory, sha256.lower())

@@ -84,6 +84,17 @@ class Source(Spec):
     )
 
 
+class BaselineScore(Spec):
+    """Another version's metrics on this version's held-out rows."""
+
+    model_version: str = Field(
+        description="The version scored (e.g. the one served at training time).",
+        pattern=DNS_LABEL,
+        max_length=253,
+    )
+    metrics: dict[str, float] = Field(description="Its evaluation metrics on this version's held-out rows.")
+
+
 class ModelVersionSpec(Spec):
     """A model version. Immutable once created: a different model is a new version."""
 
@@ -94,6 +105,10 @@ class ModelVersionSpec(Spec):
         None, description="Inputs and outputs; read from model.json when absent."
     )
     metrics: dict[str, float] | None = Field(None, description="Evaluation metrics on held-out data.")
+    baseline: BaselineScore | None = Field(
+        None,
+        description="The served version's metrics on the same held-out rows; promotion compares with these when they name the served version.",
+    )
     primary_metric: str | None = Field(
         None, max_length=63, description="The metric that ranks versions (e.g. accuracy)."
     )

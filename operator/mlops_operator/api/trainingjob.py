@@ -8,6 +8,7 @@ from pydantic import ConfigDict, Field
 
 from mlops_operator.api.common import (
     DNS_LABEL,
+    SHA256_HEX,
     AnyValue,
     Condition,
     FreeForm,
@@ -178,6 +179,21 @@ class Tuning(Spec):
     seed: int = Field(42, ge=0, description="Seed of random search.")
 
 
+class Baseline(Spec):
+    """An existing model version scored on this run's held-out rows, so the new version can be
+    compared with it on the same data. Retraining runs set it to the version being served."""
+
+    model_version: str = Field(description="Name of the ModelVersion.", pattern=DNS_LABEL, max_length=253)
+    uri: str = Field(
+        description="Its artifact directory (pvc://<claim>/<path> or s3://<bucket>/<prefix>).",
+        pattern=OUTPUT_URI_PATTERN,
+        max_length=2048,
+    )
+    sha256: str = Field(
+        description="Its artifact's sha256; a mismatch leaves the baseline unscored.", pattern=SHA256_HEX
+    )
+
+
 class Evaluation(Spec):
     """How the trained model is judged."""
 
@@ -188,6 +204,9 @@ class Evaluation(Spec):
     )
     gates: list[Gate] | None = Field(
         None, max_length=32, description="Gates the model must pass to be served."
+    )
+    baseline: Baseline | None = Field(
+        None, description="Also score this existing version on the held-out rows (like-for-like comparison)."
     )
 
 

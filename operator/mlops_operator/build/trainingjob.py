@@ -59,6 +59,8 @@ def trainer_config(
 def _uris(spec: TrainingJobSpec) -> tuple[list[str], list[str]]:
     """(read-only data URIs, writable output URIs)."""
     sources = [spec.data.source.uri] + [s.uri for s in spec.data.extra_sources or []]
+    if spec.evaluation.baseline is not None:
+        sources.append(spec.evaluation.baseline.uri)  # read to score it on the same rows
     return sources, [spec.output.uri]
 
 

@@ -283,7 +283,10 @@ def retraining_status(
 
 
 def retraining_spec(
-    spec: InferenceServiceSpec, base: Mapping[str, Any], feedback_uri: str | None
+    spec: InferenceServiceSpec,
+    base: Mapping[str, Any],
+    feedback_uri: str | None,
+    served: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The TrainingJob spec (camelCase) of a retraining run.
 
@@ -291,6 +294,8 @@ def retraining_spec(
     fromTrainingJob. `model` defaults to the InferenceService's model. With includeFeedback and
     a `feedback_uri` (build.inferenceservice.prediction_log_uri: the directory the servers write
     feedback-*.jsonl to), that directory is appended to data.extraSources as format jsonl, once.
+    `served`, the ModelVersion being served, becomes evaluation.baseline: the run scores it on
+    its own held-out rows so promotion compares the two versions on the same data.
     Raises pydantic.ValidationError (a ValueError) when the result is not a valid TrainingJob spec.
     """
     out: dict[str, Any] = copy.deepcopy(dict(base))
@@ -303,6 +308,13 @@ def retraining_spec(
         if not any(s.get("uri") == feedback_uri for s in extra):
             extra.append({"uri": feedback_uri, "format": "jsonl"})
         data["extraSources"] = extra
+    artifact = ((served or {}).get("spec") or {}).get("artifact") or {}
+    if served is not None and artifact.get("uri") and artifact.get("sha256"):
+        out.setdefault("evaluation", {})["baseline"] = {
+            "modelVersion": served["metadata"]["name"],
+            "uri": artifact["uri"],
+            "sha256": artifact["sha256"],
+        }
     TrainingJobSpec.model_validate(out)
     return out
 

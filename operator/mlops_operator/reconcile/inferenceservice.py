@@ -247,7 +247,7 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
                     if serving and spec.retraining.include_feedback
                     else None
                 )
-                tj_spec = triggers.retraining_spec(spec, base, feedback)
+                tj_spec = triggers.retraining_spec(spec, base, feedback, by_name.get(serving or ""))
                 TrainingJobSpec.model_validate(tj_spec)
                 tj_body = {
                     "apiVersion": API_VERSION,

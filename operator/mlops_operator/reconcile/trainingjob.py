@@ -115,6 +115,16 @@ def model_version_manifest(
         }
     if result.get("primaryMetric"):
         mv_spec["primaryMetric"] = result["primaryMetric"]
+    baseline = result.get("baseline")
+    if (
+        isinstance(baseline, dict)
+        and baseline.get("modelVersion")
+        and isinstance(baseline.get("metrics"), dict)
+    ):
+        mv_spec["baseline"] = {
+            "modelVersion": str(baseline["modelVersion"]),
+            "metrics": {k: float(v) for k, v in baseline["metrics"].items() if isinstance(v, (int, float))},
+        }
     if spec.evaluation.gates:
         mv_spec["gates"] = [g.to_dict() for g in spec.evaluation.gates]
     if isinstance(result.get("signature"), dict):

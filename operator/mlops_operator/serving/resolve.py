@@ -267,13 +267,26 @@ def _compare(
 ) -> str | None:
     """None when `candidate` may replace `served`; else why not (with both values)."""
     new = metric_value(candidate, metric)
-    old = metric_value(served, metric)
+    old, on = baseline_value(candidate, served, metric), "on the same held-out rows"
+    if old is None:
+        # No like-for-like score: each version's metric on its own held-out rows.
+        old, on = metric_value(served, metric), "each on its own held-out rows"
     if metric is None or new is None or old is None:
         return None  # nothing to compare: gates were the guard
     improvement = new - old if higher_is_better(metric) else old - new
     if improvement + EPSILON >= min_improvement:
         return None
     return (
-        f"{_label(candidate)} {metric} {_fmt(new)} is not better than {_fmt(old)} "
-        f"by at least minImprovement {_fmt(min_improvement)}"
+        f"{_label(candidate)} {metric} {_fmt(new)} is not better than {name_of(served)}'s {_fmt(old)} "
+        f"({on}) by at least minImprovement {_fmt(min_improvement)}"
     )
+
+
+def baseline_value(candidate: ModelVersion, served: ModelVersion, metric: str | None) -> float | None:
+    """The served version's `metric` as scored on the candidate's held-out rows, when the
+    candidate's training run scored it (spec.baseline names the served version)."""
+    baseline = (candidate.get("spec") or {}).get("baseline") or {}
+    if metric is None or baseline.get("modelVersion") != name_of(served):
+        return None
+    value = (baseline.get("metrics") or {}).get(metric)
+    return float(value) if isinstance(value, (int, float)) else None

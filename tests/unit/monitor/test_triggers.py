@@ -583,3 +583,17 @@ def test_run_outcome_says_what_became_of_the_last_run(
         "iris-retrain-2", tj, mv, serving=serving, canary=canary, resolution="Keeping iris-v1: not better."
     )
     assert got == expected
+
+
+def test_retraining_spec_scores_the_served_version_as_its_baseline() -> None:
+    served = {
+        "metadata": {"name": "iris-v4"},
+        "spec": {"artifact": {"uri": "pvc://mlops-artifacts/models/iris/run-4", "sha256": "ab" * 32}},
+    }
+    out = retraining_spec(isvc_spec(), TEMPLATE, None, served)
+    assert out["evaluation"]["baseline"] == {
+        "modelVersion": "iris-v4",
+        "uri": "pvc://mlops-artifacts/models/iris/run-4",
+        "sha256": "ab" * 32,
+    }
+    assert "baseline" not in (retraining_spec(isvc_spec(), TEMPLATE, None).get("evaluation") or {})

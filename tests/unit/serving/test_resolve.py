@@ -49,6 +49,11 @@ def mv(
     return {"metadata": meta, "spec": spec, "status": status}
 
 
+def with_baseline(version: dict[str, Any], baseline: str, metrics: dict[str, float]) -> dict[str, Any]:
+    version["spec"]["baseline"] = {"modelVersion": baseline, "metrics": metrics}
+    return version
+
+
 def acc(value: float) -> dict[str, float]:
     return {"accuracy": value}
 
@@ -199,6 +204,25 @@ CASES: list[tuple[str, dict[str, Any], list[dict[str, Any]], str | None, set[str
         policy(select="best", metric="rmse", minImprovement=0.1),
         [mv(1, metrics={"rmse": 0.5}), mv(2, metrics={"rmse": 0.35})],
         "iris-1", set(), "iris-2", Reason.BEST, [],
+    ),
+    # --- like-for-like: the candidate's run scored the served version on its own held-out rows ---
+    (
+        "baseline-on-same-rows-lets-a-better-model-through",
+        LATEST,
+        [mv(1, metrics=acc(1.0)), with_baseline(mv(2, metrics=acc(0.87)), "iris-1", acc(0.7))],
+        "iris-1", set(), "iris-2", Reason.LATEST, [],
+    ),
+    (
+        "baseline-on-same-rows-holds-a-worse-model-back",
+        LATEST,
+        [mv(1, metrics=acc(0.8)), with_baseline(mv(2, metrics=acc(0.9)), "iris-1", acc(0.95))],
+        "iris-1", set(), "iris-1", Reason.NOT_BETTER, ["0.9", "iris-1's 0.95", "on the same held-out rows"],
+    ),
+    (
+        "baseline-of-another-version-is-ignored",
+        LATEST,
+        [mv(1, metrics=acc(0.97)), with_baseline(mv(2, metrics=acc(0.9)), "iris-0", acc(0.5))],
+        "iris-1", set(), "iris-1", Reason.NOT_BETTER, ["iris-1's 0.97", "each on its own held-out rows"],
     ),
     (
         "no-comparison-with-unverified-served",

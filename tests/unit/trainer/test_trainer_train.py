@@ -429,3 +429,41 @@ def test_s3_output_is_uploaded(trainer: Trainer, monkeypatch: pytest.MonkeyPatch
         run.result["sha256"],
     )
     assert verified.code == 0, verified.result
+
+
+def test_baseline_is_scored_on_the_same_held_out_rows(trainer: Trainer) -> None:
+    # v1: a deliberately weak model; v2 names it as its baseline and must report v1's metrics on
+    # v2's own held-out rows, which are what a promotion compares.
+    weak = make_spec(estimator={"class": "LogisticRegression", "params": {"max_iter": 1, "C": 0.001}})
+    first = trainer.run("train", make_config(weak, name="weak-1"))
+    assert first.code == 0, first.result
+    baseline = {
+        "modelVersion": "demo-v1",
+        "uri": first.result["artifactUri"],
+        "sha256": first.result["sha256"],
+    }
+
+    spec = make_spec(evaluation={"baseline": baseline})
+    second = trainer.run("train", make_config(spec, name="strong-1"))
+    assert second.code == 0, second.result
+    scored = second.result["baseline"]
+    assert scored["modelVersion"] == "demo-v1"
+    assert set(scored["metrics"]) == set(second.result["metrics"])
+    # Same rows as v2's own evaluation: the weak model scores lower there.
+    assert scored["metrics"]["accuracy"] < second.result["metrics"]["accuracy"]
+    # Scoring the weak model on its own split again gives its own recorded accuracy (same seed, same rows).
+    assert scored["metrics"]["accuracy"] == pytest.approx(first.result["metrics"]["accuracy"])
+
+
+def test_a_baseline_that_cannot_be_scored_is_a_warning_not_a_failure(trainer: Trainer) -> None:
+    first = trainer.run("train", make_config(make_spec(), name="one-1"))
+    assert first.code == 0
+    wrong_digest = {"modelVersion": "demo-v1", "uri": first.result["artifactUri"], "sha256": "0" * 64}
+    run = trainer.run("train", make_config(make_spec(evaluation={"baseline": wrong_digest}), name="two-1"))
+    assert run.code == 0, run.result
+    assert "baseline" not in run.result
+    _model, meta = artifact.load_verified(trainer.artifact_dir(name="two-1"), run.result["sha256"])
+    assert meta["baseline"] is None
+    assert any("baseline demo-v1 not scored: sha256 mismatch" in w for w in meta["warnings"]), meta[
+        "warnings"
+    ]

@@ -1,0 +1,190 @@
+"""The Jobs the operator builds for TrainingJobs (train, tune) and ModelVersions (verify), and the
+ModelVersion a finished run becomes: pure functions of the resource and the settings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from mlops_operator.api.modelversion import ModelVersionSpec
+from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_operator.build import modelversion as mv_build
+from mlops_operator.build import trainingjob as build
+from mlops_operator.reconcile.trainingjob import model_version_manifest
+from mlops_operator.settings import Settings
+
+SETTINGS = Settings(trainer_image="trainer:1", pvc_root="/mnt/pvc", run_as_user=10001)
+SHA = "ab" * 32
+
+
+def tj(**spec: Any) -> tuple[dict[str, Any], TrainingJobSpec]:
+    body: dict[str, Any] = {
+        "model": "iris",
+        "data": {"source": {"uri": "pvc://datasets/iris.csv"}, "target": "species"},
+        "estimator": {"class": "RandomForestClassifier", "params": {"n_estimators": 50}},
+        "output": {"uri": "pvc://models/out"},
+    }
+    body.update(spec)
+    obj = {
+        "apiVersion": "mlops.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "iris-rf", "namespace": "ml", "uid": "uid-1"},
+        "spec": body,
+    }
+    return obj, TrainingJobSpec.model_validate(body)
+
+
+def pod(job: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = job["spec"]["template"]["spec"]
+    return spec
+
+
+def mounts(job: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """claim -> (mount path, read-only)."""
+    volumes = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in pod(job)["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    container = pod(job)["containers"][0]
+    return {
+        volumes[m["name"]]: (m["mountPath"], bool(m.get("readOnly")))
+        for m in container["volumeMounts"]
+        if m["name"] in volumes
+    }
+
+
+def test_training_job_is_owned_named_and_bounded() -> None:
+    obj, spec = tj(backoffLimit=4, activeDeadlineSeconds=900)
+    job = build.training_job(obj, spec, SETTINGS, params={"n_estimators": 100})
+    assert job["metadata"]["name"] == "iris-rf-train"
+    assert job["metadata"]["namespace"] == "ml"
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "TrainingJob",
+        "iris-rf",
+        "uid-1",
+        True,
+    )
+    assert job["spec"]["backoffLimit"] == 4 and job["spec"]["activeDeadlineSeconds"] == 900
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["mlops.dev/training-job"] == "iris-rf" and labels["mlops.dev/model"] == "iris"
+    assert "completionMode" not in job["spec"]
+    container = pod(job)["containers"][0]
+    assert container["image"] == "trainer:1"
+    config = json.loads(next(e["value"] for e in container["env"] if e["name"] == "MLOPS_CONFIG"))
+    assert config["name"] == "iris-rf" and config["params"] == {"n_estimators": 100}
+    assert config["spec"]["estimator"]["class"] == "RandomForestClassifier"
+
+
+def test_bad_input_and_failed_verification_fail_the_job_at_once() -> None:
+    obj, spec = tj()
+    rules = build.training_job(obj, spec, SETTINGS)["spec"]["podFailurePolicy"]["rules"]
+    fail = next(r for r in rules if r["action"] == "FailJob")
+    assert fail["onExitCodes"]["operator"] == "In" and sorted(fail["onExitCodes"]["values"]) == [2, 3]
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
+
+
+def test_pods_are_restricted() -> None:
+    obj, spec = tj()
+    p = pod(build.training_job(obj, spec, SETTINGS))
+    assert p["securityContext"]["runAsNonRoot"] is True and p["securityContext"]["runAsUser"] == 10001
+    assert p["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert p["automountServiceAccountToken"] is False and p["restartPolicy"] == "Never"
+    sc = p["containers"][0]["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_data_claims_are_read_only_and_the_output_claim_writable() -> None:
+    obj, spec = tj(data={"source": {"uri": "pvc://datasets/iris.csv"}, "target": "species",
+                         "extraSources": [{"uri": "pvc://feedback/log", "format": "jsonl"}]})  # fmt: skip
+    assert mounts(build.training_job(obj, spec, SETTINGS)) == {
+        "datasets": ("/mnt/pvc/datasets", True),
+        "feedback": ("/mnt/pvc/feedback", True),
+        "models": ("/mnt/pvc/models", False),
+    }
+
+
+def test_the_baseline_artifact_claim_is_mounted_read_only() -> None:
+    baseline = {"modelVersion": "iris-v1", "uri": "pvc://registry/iris/v1", "sha256": SHA}
+    obj, spec = tj(evaluation={"baseline": baseline})
+    assert mounts(build.training_job(obj, spec, SETTINGS))["registry"] == ("/mnt/pvc/registry", True)
+
+
+def test_a_baseline_on_the_output_claim_keeps_it_writable() -> None:
+    baseline = {"modelVersion": "iris-v1", "uri": "pvc://models/out/iris/v1", "sha256": SHA}
+    obj, spec = tj(evaluation={"baseline": baseline})
+    assert mounts(build.training_job(obj, spec, SETTINGS)) == {
+        "datasets": ("/mnt/pvc/datasets", True),
+        "models": ("/mnt/pvc/models", False),
+    }
+
+
+def test_credentials_come_from_the_named_secret() -> None:
+    obj, spec = tj(data={"source": {"uri": "s3://bucket/iris.csv", "secretRef": {"name": "s3-creds"}},
+                         "target": "species"})  # fmt: skip
+    container = pod(build.training_job(obj, spec, SETTINGS))["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+
+
+@pytest.mark.parametrize(("trials", "parallelism", "expected"), [(6, 3, 3), (2, 4, 2)])
+def test_tuning_is_an_indexed_job(trials: int, parallelism: int, expected: int) -> None:
+    space = {"n_estimators": [10, 50, 100], "max_depth": [3, None]}
+    obj, spec = tj(tuning={"space": space, "maxTrials": 6, "parallelism": parallelism})
+    job = build.tuning_job(obj, spec, SETTINGS, trials)
+    assert job["metadata"]["name"] == "iris-rf-tune"
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (trials, expected)
+    assert pod(job)["containers"][0]["args"][0] == "trial"
+
+
+def test_long_names_stay_valid_and_distinct() -> None:
+    a, b = build.train_job_name("x" * 70), build.train_job_name("x" * 69 + "y")
+    assert len(a) <= 63 and len(b) <= 63 and a != b and a.endswith("-train")
+
+
+def test_verification_job_mounts_the_artifact_read_only() -> None:
+    spec = ModelVersionSpec.model_validate(
+        {"model": "iris", "version": 3, "artifact": {"uri": "pvc://models/iris/run", "sha256": SHA}}
+    )
+    mv = {
+        "apiVersion": "mlops.dev/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": "iris-v3", "namespace": "ml", "uid": "u"},
+    }
+    job = mv_build.verification_job(mv, spec, SETTINGS)
+    assert job["metadata"]["name"] == "iris-v3-verify"
+    assert pod(job)["containers"][0]["args"] == [
+        "verify",
+        "--artifact",
+        "pvc://models/iris/run",
+        "--sha256",
+        SHA,
+    ]
+    assert mounts(job) == {"models": ("/mnt/pvc/models", True)}
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "ModelVersion"
+
+
+def test_the_modelversion_records_metrics_lineage_and_the_baseline() -> None:
+    obj, spec = tj(evaluation={"gates": [{"metric": "accuracy", "threshold": 0.9}]})
+    result = {
+        "artifactUri": "pvc://models/out/iris/iris-rf",
+        "sha256": SHA,
+        "metrics": {"accuracy": 0.97, "f1": 0.96},
+        "primaryMetric": "accuracy",
+        "dataDigest": "sha256:" + "c" * 64,
+        "params": {"n_estimators": 50},
+        "baseline": {"modelVersion": "iris-v1", "metrics": {"accuracy": 0.81, "f1": 0.8}},
+    }
+    body = model_version_manifest(obj, spec, result, 2, "trainer:1")
+    assert body["metadata"]["name"] == "iris-v2"
+    assert "ownerReferences" not in body["metadata"]  # it outlives the TrainingJob
+    mv = ModelVersionSpec.model_validate(body["spec"])
+    assert mv.version == 2 and mv.artifact.sha256 == SHA
+    assert mv.source is not None and mv.source.training_job == "iris-rf"
+    assert mv.baseline is not None and mv.baseline.model_version == "iris-v1"
+    assert mv.baseline.metrics == {"accuracy": 0.81, "f1": 0.8}
+    assert body["spec"]["gates"] == [{"metric": "accuracy", "op": ">=", "threshold": 0.9}]
