@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from mlops_operator.api.common import API_VERSION
 from mlops_operator.kube import Kube
 from waiting import wait_for  # the cluster tests import it from here too
 
@@ -96,28 +97,22 @@ def load_sample(name: str) -> dict[str, Any]:
     return doc
 
 
-def run_pod_locally(kube: Kube, namespace: str, pod: dict[str, Any], pvc_root: Path) -> tuple[int, str]:
-    """Act as the kubelet for a simulated pod: run its container's real program here, with the
-    pod's command, args and env (pvc:// volumes mapped under `pvc_root`), then end the pod with
-    the program's exit code and termination message. Returns (exit code, message)."""
-    import os
+def run_program_locally(
+    program: str, args: list[str], env_vars: dict[str, str], pvc_root: Path
+) -> tuple[int, str, str]:
+    """Run one of the project's container programs (mlops-trainer, mlops-server) here, as its
+    container would, with pvc:// volumes mapped under `pvc_root`. Returns (exit code, result
+    message, stderr)."""
     import sys
     import tempfile
 
-    container = pod["spec"]["containers"][0]
     env = {
         k: v
         for k, v in os.environ.items()
         if k in ("PATH", "HOME", "LANG", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
     }
-    for item in container.get("env") or []:
-        if "value" in item:
-            env[item["name"]] = item["value"]
+    env.update(env_vars)
     env["MLOPS_PVC_ROOT"] = str(pvc_root)
-    index = (pod["metadata"].get("annotations") or {}).get("batch.kubernetes.io/job-completion-index")
-    if index is not None:
-        env["JOB_COMPLETION_INDEX"] = index
-    program = container["command"][0]
     module = {"mlops-trainer": "mlops_trainer", "mlops-server": "mlops_server"}[program]
     with tempfile.NamedTemporaryFile("r", suffix=".json") as result:
         env["MLOPS_RESULT_PATH"] = result.name
@@ -125,16 +120,30 @@ def run_pod_locally(kube: Kube, namespace: str, pod: dict[str, Any], pvc_root: P
             str(ROOT / p) for p in ("operator", "images/trainer", "images/server")
         )
         proc = subprocess.run(
-            [sys.executable, "-m", module, *container.get("args", [])],
+            [sys.executable, "-m", module, *args],
             env=env,
             capture_output=True,
             text=True,
             timeout=300,
             check=False,
         )
-        message = Path(result.name).read_text()
-    finish_pod(kube, namespace, pod, proc.returncode, message or proc.stderr[-2000:])
-    return proc.returncode, message
+        return proc.returncode, Path(result.name).read_text(), proc.stderr
+
+
+def run_pod_locally(kube: Kube, namespace: str, pod: dict[str, Any], pvc_root: Path) -> tuple[int, str]:
+    """Act as the kubelet for a simulated pod: run its container's real program here, with the
+    pod's command, args and env (pvc:// volumes mapped under `pvc_root`), then end the pod with
+    the program's exit code and termination message. Returns (exit code, message)."""
+    container = pod["spec"]["containers"][0]
+    env = {item["name"]: item["value"] for item in container.get("env") or [] if "value" in item}
+    index = (pod["metadata"].get("annotations") or {}).get("batch.kubernetes.io/job-completion-index")
+    if index is not None:
+        env["JOB_COMPLETION_INDEX"] = index
+    code, message, stderr = run_program_locally(
+        container["command"][0], container.get("args", []), env, pvc_root
+    )
+    finish_pod(kube, namespace, pod, code, message or stderr[-2000:])
+    return code, message
 
 
 def pods_of(
@@ -171,3 +180,115 @@ def wait_ready(kube: Kube, kind: str, namespace: str, name: str, timeout: float 
         what=f"{kind} {name} Ready",
     )
     return status
+
+
+# --- The model lifecycle, driven for real (the trainer program run here) ---------------------
+def create(kube: Kube, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """POST one of our custom resources; returns the stored object."""
+    created: dict[str, Any] = kube.request(
+        "POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/{obj['kind'].lower()}s", body=obj
+    )
+    return created
+
+
+def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
+    """A small, quick TrainingJob (iris, logistic regression, an accuracy gate it passes)."""
+    base: dict[str, Any] = {
+        "model": "iris",
+        "data": {"source": {"uri": "builtin:iris"}},
+        "estimator": {"class": "LogisticRegression", "params": {"max_iter": 200}},
+        "evaluation": {"gates": [{"metric": "accuracy", "threshold": 0.8}]},
+        "output": {"uri": "pvc://artifacts/models"},
+    }
+    base.update(spec)
+    return {"apiVersion": API_VERSION, "kind": "TrainingJob", "metadata": {"name": name}, "spec": base}
+
+
+def run_verification(kube: Kube, namespace: str, mv: str, pvc_root: Path) -> list[tuple[int, str]]:
+    """Run a ModelVersion's verification pod with the real `mlops-trainer verify`."""
+    labels = {"mlops.dev/model-version": mv, "app.kubernetes.io/component": "verifier"}
+    pods = wait_for(
+        lambda: pods_of(kube, namespace, labels), timeout=120, what=f"verification pod of {mv} Running"
+    )
+    return [run_pod_locally(kube, namespace, pods[0], pvc_root)]
+
+
+def train_version(kube: Kube, namespace: str, name: str, artifacts: Path, **spec: Any) -> str:
+    """A real TrainingJob → ModelVersion → verification, the pods run by the real trainer.
+    Returns the ModelVersion's name once it is Verified."""
+    create(kube, namespace, trainingjob(name, **spec))
+    labels = {"mlops.dev/training-job": name, "mlops.dev/step": "train"}
+    pod = wait_for(lambda: pods_of(kube, namespace, labels), timeout=120, what="training pod")[0]
+    run_pod_locally(kube, namespace, pod, artifacts)
+    mv = wait_for(
+        lambda: status_of(kube, "TrainingJob", namespace, name).get("modelVersion"),
+        timeout=120,
+        what="ModelVersion",
+    )
+    run_verification(kube, namespace, mv, artifacts)
+    wait_for(
+        lambda: status_of(kube, "ModelVersion", namespace, mv).get("phase") == "Verified",
+        what=f"{mv} Verified",
+    )
+    return str(mv)
+
+
+def train_locally(pvc_root: Path, name: str, **spec: Any) -> dict[str, Any]:
+    """Train with the real trainer here, outside the cluster (a model "trained elsewhere"), into
+    the claim `artifacts` under `pvc_root`. Returns the trainer's result (artifactUri, sha256, …)."""
+    config = {"name": name, "spec": trainingjob(name, **spec)["spec"]}
+    code, message, stderr = run_program_locally(
+        "mlops-trainer", ["train"], {"MLOPS_CONFIG": json.dumps(config)}, pvc_root
+    )
+    assert code == 0, stderr[-2000:]
+    result: dict[str, Any] = json.loads(message)
+    return result
+
+
+def modelversion(name: str, version: int, artifact_uri: str, sha256: str, **spec: Any) -> dict[str, Any]:
+    """A ModelVersion as a user registers one by hand (no TrainingJob)."""
+    body: dict[str, Any] = {
+        "model": "iris",
+        "version": version,
+        "artifact": {"uri": artifact_uri, "format": "skops", "sha256": sha256},
+    }
+    body.update(spec)
+    return {"apiVersion": API_VERSION, "kind": "ModelVersion", "metadata": {"name": name}, "spec": body}
+
+
+def inferenceservice(name: str, **spec: Any) -> dict[str, Any]:
+    """An InferenceService of iris (policy latest, 2 replicas); a field given as None is left out."""
+    body: dict[str, Any] = {"model": "iris", "policy": {"select": "latest"}, "replicas": 2}
+    body.update(spec)
+    body = {k: v for k, v in body.items() if v is not None}
+    return {"apiVersion": API_VERSION, "kind": "InferenceService", "metadata": {"name": name}, "spec": body}
+
+
+def reconciled_now(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    """A barrier: change an InferenceService's spec (one more replica) and wait until the
+    operator has reconciled that generation, so its status reflects everything that existed
+    before this call. Returns that status."""
+    obj = kube.get("InferenceService", namespace, name)
+    assert obj is not None
+    patched = kube.request(
+        "PATCH",
+        f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices/{name}",
+        body={"spec": {"replicas": int(obj["spec"].get("replicas", 1)) + 1}},
+        content_type="application/merge-patch+json",
+    )
+    generation = patched["metadata"]["generation"]
+    status: dict[str, Any] = wait_for(
+        lambda: (
+            (s := status_of(kube, "InferenceService", namespace, name)).get("observedGeneration")
+            == generation
+            and s
+        ),
+        what=f"{name} reconciled at generation {generation}",
+    )
+    return status
+
+
+def served(kube: Kube, namespace: str, deployment: str) -> str | None:
+    """The ModelVersion a Deployment's pod template serves, or None without a Deployment."""
+    d = kube.get("Deployment", namespace, deployment)
+    return d["spec"]["template"]["metadata"]["labels"].get("mlops.dev/model-version") if d else None

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
+import shutil
 import subprocess
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import kubectl, wait_for
+from clusterkit import kubectl, train_locally, wait_for
 
 from mlops_operator.kube import Kube, KubeError
 from mlops_operator.settings import Settings
@@ -134,22 +137,33 @@ class OperatorRunner:
         stop_flag = self.stop_flag
         self.memo = kopf.Memo(settings=self.settings, scraper=self.scraper)
 
+        async def operate() -> None:
+            await kopf.operator(
+                namespaces=[self.namespace],
+                standalone=self.peering is None,
+                peering_name=self.peering,
+                priority=self.priority,
+                memo=self.memo,
+                ready_flag=ready,
+                stop_flag=stop_flag,
+            )
+            # kopf has closed its aiohttp session; the TLS shutdown of its connections finishes
+            # in the background on this loop. Give it a moment before asyncio.run closes the loop.
+            await asyncio.sleep(0.5)
+
         def main() -> None:
             try:
-                asyncio.run(
-                    kopf.operator(
-                        namespaces=[self.namespace],
-                        standalone=self.peering is None,
-                        peering_name=self.peering,
-                        priority=self.priority,
-                        memo=self.memo,
-                        ready_flag=ready,
-                        stop_flag=stop_flag,
-                    )
-                )
+                asyncio.run(operate())
             except BaseException as e:  # surfaced by stop()
                 self.error = e
                 ready.set()
+            finally:
+                # A connection whose TLS shutdown outlived the loop is never closed; left to the
+                # garbage collector, its ResourceWarning would fail whichever test runs then
+                # (filterwarnings = error). Collect it here, while stop() waits for this thread.
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="unclosed", category=ResourceWarning)
+                    gc.collect()
 
         self.thread = threading.Thread(target=main, name=f"operator-{self.namespace}", daemon=True)
         self.thread.start()
@@ -232,3 +246,21 @@ def operator(namespace: str, kubeconfig: str, test_settings: Settings) -> Iterat
     runner = OperatorRunner(namespace, test_settings).start()
     yield runner
     runner.stop()
+
+
+@pytest.fixture(scope="session")
+def trained_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One iris model trained once per session by the real trainer outside the cluster:
+    (its pvc root, the trainer's result). Tests install a copy with `iris_artifact`."""
+    root = tmp_path_factory.mktemp("elsewhere")
+    (root / "artifacts").mkdir()
+    return root, train_locally(root, "elsewhere")
+
+
+@pytest.fixture
+def iris_artifact(trained_elsewhere: tuple[Path, dict[str, Any]], artifacts: Path) -> dict[str, Any]:
+    """The session's model copied into this test's `artifacts` claim, at the same pvc:// URI;
+    returns the trainer's result (artifactUri, sha256, metrics, signature, …)."""
+    root, result = trained_elsewhere
+    shutil.copytree(root / "artifacts", artifacts / "artifacts", dirs_exist_ok=True)
+    return result

@@ -132,23 +132,26 @@ def test_server_refuses_invalid_specs(
     assert message in result.stderr, result.stderr
 
 
-def test_modelversion_spec_is_immutable(kubeconfig: str, namespace: str) -> None:
+@pytest.mark.parametrize(
+    "patch",
+    [
+        '{"spec": {"metrics": {"accuracy": 0.99}}}',
+        '{"spec": {"artifact": {"sha256": "' + "0" * 64 + '"}}}',
+        '{"spec": {"version": 2}}',
+    ],
+    ids=["metrics", "sha256", "version"],
+)
+def test_modelversion_spec_is_immutable(kubeconfig: str, namespace: str, patch: str) -> None:
     doc = load_sample("modelversion.yaml")
     apply_yaml(kubeconfig, namespace, yaml.safe_dump(doc))
+    name = doc["metadata"]["name"]
     result = kubectl(
-        kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "mv",
-        doc["metadata"]["name"],
-        "--type=merge",
-        "-p",
-        '{"spec": {"metrics": {"accuracy": 0.99}}}',
-        check=False,
+        kubeconfig, "-n", namespace, "patch", "mv", name, "--type=merge", "-p", patch, check=False
     )
     assert result.returncode != 0
     assert "ModelVersion spec is immutable" in result.stderr
+    # Metadata stays editable: approval for manual promotion is an annotation.
+    kubectl(kubeconfig, "-n", namespace, "annotate", "mv", name, "mlops.dev/approved-by=alice")
 
 
 def test_trainingjob_spec_is_immutable(kubeconfig: str, namespace: str) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import condition, events_for, kubectl, pods_of, run_pod_locally, status_of, wait_for
+from clusterkit import condition, events_for, kubectl, served, status_of, train_version, wait_for
+from clusterkit import inferenceservice as isvc
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from conftest import OperatorRunner
-from mlops_operator.api.common import API_VERSION
 from mlops_operator.kube import Kube
 from mlops_operator.settings import Settings
 
@@ -43,51 +43,6 @@ def isvc_operator(namespace: str, test_settings: Settings) -> Iterator[OperatorR
     runner = OperatorRunner(namespace, test_settings, scraper=scraper).start()
     yield runner
     runner.stop()
-
-
-def train_version(kube: Kube, namespace: str, name: str, artifacts: Path) -> str:
-    """A real TrainingJob → ModelVersion → verification, the pods run by the real trainer."""
-    tj = {
-        "apiVersion": API_VERSION,
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "model": "iris",
-            "data": {"source": {"uri": "builtin:iris"}},
-            "estimator": {"class": "LogisticRegression", "params": {"max_iter": 200}},
-            "output": {"uri": "pvc://artifacts/models"},
-        },
-    }
-    kube.request("POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/trainingjobs", body=tj)
-    labels = {"mlops.dev/training-job": name, "mlops.dev/step": "train"}
-    pod = wait_for(lambda: pods_of(kube, namespace, labels), what="training pod")[0]
-    run_pod_locally(kube, namespace, pod, artifacts)
-    mv = wait_for(
-        lambda: status_of(kube, "TrainingJob", namespace, name).get("modelVersion"), what="ModelVersion"
-    )
-    vpod = wait_for(
-        lambda: pods_of(
-            kube, namespace, {"mlops.dev/model-version": mv, "app.kubernetes.io/component": "verifier"}
-        ),
-        what="verification pod",
-    )[0]
-    run_pod_locally(kube, namespace, vpod, artifacts)
-    wait_for(
-        lambda: status_of(kube, "ModelVersion", namespace, mv).get("phase") == "Verified",
-        what=f"{mv} Verified",
-    )
-    return str(mv)
-
-
-def isvc(name: str, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": "iris", "policy": {"select": "latest"}, "replicas": 2}
-    body.update(spec)
-    return {"apiVersion": API_VERSION, "kind": "InferenceService", "metadata": {"name": name}, "spec": body}
-
-
-def served(kube: Kube, namespace: str, deployment: str) -> str | None:
-    d = kube.get("Deployment", namespace, deployment)
-    return d["spec"]["template"]["metadata"]["labels"].get("mlops.dev/model-version") if d else None
 
 
 def test_rollout_scale_update_and_delete(

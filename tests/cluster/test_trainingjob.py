@@ -5,39 +5,24 @@ exactly one ModelVersion, failures, invalid specs, and an operator restarted mid
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from clusterkit import (
     condition,
+    create,
     events_for,
     finish_pod,
     pods_of,
     run_pod_locally,
+    run_verification,
     status_of,
+    trainingjob,
     wait_for,
 )
 
 from conftest import OperatorRunner
-from mlops_operator.api.common import API_VERSION
 from mlops_operator.kube import Kube
 from mlops_operator.settings import Settings
-
-
-def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "model": "iris",
-        "data": {"source": {"uri": "builtin:iris"}},
-        "estimator": {"class": "LogisticRegression", "params": {"max_iter": 200}},
-        "evaluation": {"gates": [{"metric": "accuracy", "threshold": 0.8}]},
-        "output": {"uri": "pvc://artifacts/models"},
-    }
-    base.update(spec)
-    return {"apiVersion": API_VERSION, "kind": "TrainingJob", "metadata": {"name": name}, "spec": base}
-
-
-def create(kube: Kube, namespace: str, obj: dict[str, Any]) -> None:
-    kube.request("POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/{obj['kind'].lower()}s", body=obj)
 
 
 def run_step(
@@ -96,12 +81,6 @@ def test_success_yields_succeeded_and_exactly_one_verified_modelversion(
     assert mv_status["stage"] == "Candidate"
     reasons = {e["reason"] for e in events_for(kube, namespace, "lr")}
     assert {"TrainingStarted", "ModelRegistered", "Succeeded"} <= reasons
-
-
-def run_verification(kube: Kube, namespace: str, mv: str, pvc_root: Path) -> list[tuple[int, str]]:
-    labels = {"mlops.dev/model-version": mv, "app.kubernetes.io/component": "verifier"}
-    pods = wait_for(lambda: pods_of(kube, namespace, labels), what="verification pod Running")
-    return [run_pod_locally(kube, namespace, pods[0], pvc_root)]
 
 
 def test_failure_reports_the_trainers_message(

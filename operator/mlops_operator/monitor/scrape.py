@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -52,8 +53,10 @@ Buckets = tuple[tuple[float, float], ...]  # (upper bound `le`, cumulative count
 SIGNIFICANT_DIGITS: Final = 3
 MAX_DECIMALS: Final = 4
 COUNT_FIELDS: Final = frozenset({"requests", "labelled_samples", "drift_breaches"})
-# Fields `changed` ignores: the scrape time itself.
-VOLATILE_FIELDS: Final = frozenset({"last_scrape"})
+# Fields `changed` ignores: the scrape time itself, and the drift trigger's breach count, which
+# status.metrics carries but a scrape never produces (comparing it would make every scrape of a
+# service with retraining look like a change: a status write per interval, issue #8).
+VOLATILE_FIELDS: Final = frozenset({"last_scrape", "drift_breaches"})
 
 _GAUGES: Final = frozenset(
     {
@@ -347,8 +350,20 @@ def rounded(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def due(now: datetime, interval_seconds: float, *previous: datetime | None) -> bool:
+    """Whether the next scrape is due: `interval_seconds` (less 10% for timer jitter) have passed
+    since the latest of the `previous` scrape times (None entries ignored; none known: due).
+
+    Pass the time kept in memory as well as status.metrics.lastScrape: the status records only
+    scrapes that changed a value, so on its own every reconcile of an idle service would scrape
+    (and a drift breach, counted per scrape, would be counted on every wake-up).
+    """
+    known = [t for t in previous if t is not None]
+    return not known or (now - max(known)).total_seconds() >= interval_seconds * 0.9
+
+
 def changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
-    """Whether `new` differs from `old` once both are rounded (last_scrape ignored)."""
+    """Whether `new` differs from `old` once both are rounded (VOLATILE_FIELDS ignored)."""
 
     def comparable(m: Mapping[str, Any] | None) -> dict[str, Any]:
         return {k: v for k, v in rounded(m).items() if k not in VOLATILE_FIELDS}

@@ -49,6 +49,9 @@ class Context:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     # Counter totals of the last scrape per (namespace, name, track), for per-interval rates.
     scrape_totals: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    # When each (namespace, name)'s pods were last scraped; status.metrics.lastScrape only
+    # moves when a value changed, so it cannot pace the scrapes on its own.
+    scraped_at: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
     # Serialises version-number assignment per (namespace, model).
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     # Wakes an object's reconcile loop: (kind, namespace, name) -> event.

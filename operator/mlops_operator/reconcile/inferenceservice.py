@@ -211,9 +211,12 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
 
     # --- monitoring ------------------------------------------------------------------------
     metrics_status = dict(old.get("metrics") or {})
-    due = parse_time(metrics_status.get("lastScrape"))
     scraped: dict[str, Any] | None = None
-    if serving and (due is None or (now_dt - due).total_seconds() >= spec.monitoring.interval_seconds * 0.9):
+    last_scrape = parse_time(metrics_status.get("lastScrape"))
+    if serving and scrape.due(
+        now_dt, spec.monitoring.interval_seconds, last_scrape, ctx.scraped_at.get((ns, name))
+    ):
+        ctx.scraped_at[(ns, name)] = now_dt
         key = (ns, name, "all")
         aggregated, totals = scrape.aggregate(await _samples(ctx, _running(pods)), ctx.scrape_totals.get(key))
         ctx.scrape_totals[key] = totals

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from mlops_operator.monitor.scrape import (
     aggregate,
     canary_stats,
     changed,
+    due,
     merge_buckets,
     parse,
     quantile,
@@ -433,6 +435,8 @@ CHANGED_CASES: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None, boo
     ("value-appears", {"requests": 5}, {"requests": 5, "accuracy": 0.9}, True),
     ("value-disappears", {"requests": 5, "error_rate": 0.0}, {"requests": 5}, True),
     ("scrape-time-alone-is-no-change", {"requests": 5, "lastScrape": "a"}, {"requests": 5, "last_scrape": "b"}, False),
+    # status.metrics carries the drift trigger's count; a scrape never does (issue #8: no idle writes).
+    ("trigger-bookkeeping-is-no-scrape-change", {"requests": 5, "driftBreaches": 0, "lastScrape": "a"}, {"requests": 5}, False),
     ("none-and-empty", None, {}, False),
     ("first-metrics", None, {"requests": 0}, True),
     ("small-count-change", {"requests": 10}, {"requests": 11}, True),
@@ -444,3 +448,28 @@ CHANGED_CASES: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None, boo
 @pytest.mark.parametrize(("name", "old", "new", "expected"), CHANGED_CASES, ids=[c[0] for c in CHANGED_CASES])
 def test_changed(name: str, old: dict[str, Any] | None, new: dict[str, Any] | None, expected: bool) -> None:
     assert changed(old, new) is expected
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def ago(seconds: float) -> datetime:
+    return T0 - timedelta(seconds=seconds)
+
+
+DUE_CASES: list[tuple[str, list[datetime | None], bool]] = [
+    ("never-scraped", [], True),
+    ("nothing-known", [None, None], True),
+    ("interval-passed", [ago(30)], True),
+    ("within-jitter-slack", [ago(27)], True),
+    ("too-soon", [ago(10)], False),
+    # An idle service's status keeps an old lastScrape; the scrape kept in memory paces it.
+    ("status-old-but-scraped-just-now", [ago(300), ago(1)], False),
+    ("after-restart-status-only", [ago(300), None], True),
+    ("memory-old-status-recent", [ago(60), ago(5)], False),
+]
+
+
+@pytest.mark.parametrize(("name", "previous", "expected"), DUE_CASES, ids=[c[0] for c in DUE_CASES])
+def test_due(name: str, previous: list[datetime | None], expected: bool) -> None:
+    assert due(T0, 30, *previous) is expected
