@@ -369,3 +369,20 @@ def run_outcome(
     if gates.get("status") == "False":
         return f"{job} produced {mv}, which did not pass its gates: {gates.get('message') or ''}".rstrip(": ")
     return f"{job} produced {mv}, not rolled out: {resolution}"
+
+
+def retraining_condition(retraining: Mapping[str, Any] | None) -> tuple[bool, str, str]:
+    """The InferenceService's Retraining condition from status.retraining: (status, reason, message).
+
+    True while a retraining run is active (reason: its trigger); False when idle (reason
+    NoRunYet or LastRunFinished, message: the last run's outcome).
+    """
+    r = retraining or {}
+    active = list(r.get("activeJobs") or [])
+    if active:
+        trigger = str(r.get("lastTrigger") or "unknown")
+        reason = f"{trigger[:1].upper()}{trigger[1:]}Trigger"
+        return True, reason, f"{', '.join(active)} running: {r.get('lastReason') or 'retraining'}"
+    if not r.get("count"):
+        return False, "NoRunYet", "no retraining run so far"
+    return False, "LastRunFinished", str(r.get("lastOutcome") or f"{r.get('count')} run(s) so far")

@@ -352,6 +352,9 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
                 f"drift {metrics_status['drift']} vs threshold {threshold}",
             )
         )
+    if spec.retraining is not None:
+        running, why, what = triggers.retraining_condition(retraining_status)
+        conds.append(Cond("Retraining", tf(running), why, what))
     serving_mv = by_name.get(serving or "")
     status: dict[str, Any] = {
         "observedGeneration": generation,

@@ -19,6 +19,7 @@ from mlops_operator.monitor.triggers import (
     evaluate,
     format_time,
     parse_time,
+    retraining_condition,
     retraining_job_name,
     retraining_spec,
     retraining_status,
@@ -597,3 +598,27 @@ def test_retraining_spec_scores_the_served_version_as_its_baseline() -> None:
         "sha256": "ab" * 32,
     }
     assert "baseline" not in (retraining_spec(isvc_spec(), TEMPLATE, None).get("evaluation") or {})
+
+
+@pytest.mark.parametrize(
+    ("retraining", "expected"),
+    [
+        (None, (False, "NoRunYet", "no retraining run so far")),
+        ({"count": 0, "activeJobs": []}, (False, "NoRunYet", "no retraining run so far")),
+        (
+            {
+                "count": 1,
+                "activeJobs": ["iris-retrain-1"],
+                "lastTrigger": "drift",
+                "lastReason": "drift 0.4 > 0.2",
+            },
+            (True, "DriftTrigger", "iris-retrain-1 running: drift 0.4 > 0.2"),
+        ),
+        (
+            {"count": 1, "activeJobs": [], "lastOutcome": "iris-retrain-1 produced iris-v2, now serving"},
+            (False, "LastRunFinished", "iris-retrain-1 produced iris-v2, now serving"),
+        ),
+    ],
+)
+def test_retraining_condition(retraining: dict[str, Any] | None, expected: tuple[bool, str, str]) -> None:
+    assert retraining_condition(retraining) == expected
