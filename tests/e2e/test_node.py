@@ -53,8 +53,18 @@ def test_pod_answers_http_through_its_service_cluster_ip(cluster: Cluster, names
         namespace,
         "client",
         f"""
-        import socket, urllib.request
-        body = urllib.request.urlopen("http://{cluster_ip}/os-release", timeout=10).read().decode()
+        import socket, time, urllib.request
+        # A new Service routes once kube-proxy has programmed it (eventually consistent): retry.
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                body = urllib.request.urlopen("http://{cluster_ip}/os-release", timeout=5).read().decode()
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                print("retrying:", exc)
+                time.sleep(1)
         print(socket.gethostname(), "got", body.splitlines()[0])
         """,
     )
