@@ -11,6 +11,7 @@ KServe V1:
     POST /v1/models/{m}:predict                 {"instances": [...]} -> {"predictions": [...]}
 Ours:
     POST /v2/models/{m}/feedback                {"id": ..., "labels": [...]} -> rolling accuracy / rmse
+                                                (202 for an id another replica served: logged for retraining)
     GET  /metrics                               Prometheus exposition
 
 Error mapping: `RequestError` -> its status (400/404/405/409/503); `ModelInputError` (the model
@@ -354,7 +355,24 @@ class App:
             labels = [doc["label"]]
         else:
             raise RequestError("feedback needs 'labels' (one per row) or 'label' (for a one-row request)")
-        served = store.label(request_id, labels)
+        try:
+            served = store.label(request_id, labels)
+        except FeedbackError as e:
+            if e.status != 404 or self.predlog is None:
+                raise
+            # Another replica answered this id (or it left this pod's memory): keep the labels
+            # for training, joined by id with the prediction log; not in this pod's accuracy.
+            store.check_labels(labels)
+            self.predlog.relayed(request_id, labels)
+            relayed = {
+                "id": request_id,
+                "model": model.name,
+                "version": model.version,
+                "counted": False,
+                "message": "request not served by this replica; labels kept in the prediction log for retraining",
+            }
+            respond(Response(202, orjson.dumps(relayed)))
+            return
         quality = store.quality
         metrics.set_feedback(store.samples, quality)
         if self.predlog is not None:

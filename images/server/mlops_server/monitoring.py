@@ -333,22 +333,28 @@ class FeedbackStore:
             raise FeedbackError(
                 f"request '{request_id}' had {len(served.labels)} rows; got {len(labels)} labels", 400
             )
+        self.check_labels(labels)
         outcomes: list[float] = []
         if self.classification:
-            for label in labels:
-                if not isinstance(label, (str, int, float, bool)):
-                    raise FeedbackError(f"label {label!r} is not a class (string or number)", 400)
             for predicted, label in zip(served.labels.tolist(), labels, strict=True):
                 outcomes.append(1.0 if drift._category_key(predicted) == drift._category_key(label) else 0.0)
         else:
-            for label in labels:
-                if not isinstance(label, (int, float)) or isinstance(label, bool) or not math.isfinite(label):
-                    raise FeedbackError(f"label {label!r} is not a finite number", 400)
             for predicted, label in zip(served.labels.tolist(), labels, strict=True):
                 outcomes.append((float(predicted) - float(label)) ** 2)
         served.labelled = True
         self._outcomes.extend(outcomes)
         return served
+
+    def check_labels(self, labels: Sequence[Any]) -> None:
+        """Each label must be a class (string or number) or, for regression, a finite number."""
+        if not labels:
+            raise FeedbackError("labels must not be empty", 400)
+        for label in labels:
+            if self.classification:
+                if not isinstance(label, (str, int, float, bool)):
+                    raise FeedbackError(f"label {label!r} is not a class (string or number)", 400)
+            elif not isinstance(label, (int, float)) or isinstance(label, bool) or not math.isfinite(label):
+                raise FeedbackError(f"label {label!r} is not a finite number", 400)
 
     @property
     def samples(self) -> int:

@@ -2,6 +2,8 @@
 
     DIR/predictions-<hostname>.jsonl  {"id","time","model","version","rows":[{feature: value}],"predictions":[...]}
     DIR/feedback-<hostname>.jsonl     {"id","time","version","features":{feature: value},"prediction":p,"label":y}
+    DIR/labels-<hostname>.jsonl       {"id","time","labels":[...]}  labels for a request another replica
+                                      served; the trainer joins them with that replica's prediction lines
 
 Lines are buffered in memory and appended by `flush()`, which the server calls at least every
 second and on shutdown; one file per pod (hostname) so replicas never interleave writes.
@@ -42,6 +44,7 @@ class PredictionLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.predictions_path = self.directory / f"predictions-{host}.jsonl"
         self.feedback_path = self.directory / f"feedback-{host}.jsonl"
+        self.labels_path = self.directory / f"labels-{host}.jsonl"
         self.model = model
         self.version = version
         self.features = list(features)
@@ -51,6 +54,7 @@ class PredictionLog:
         self._random = random.Random()  # noqa: S311 - sampling, not security
         self._predictions: list[bytes] = []
         self._feedback: list[bytes] = []
+        self._labels: list[bytes] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
 
@@ -97,13 +101,24 @@ class PredictionLog:
         with self._lock:
             self._feedback.extend(encoded)
 
+    def relayed(self, request_id: str, truth: Sequence[Any]) -> None:
+        """Labels for a request this pod did not serve (another replica did, or it expired here)."""
+        line = {"id": request_id, "time": rfc3339(time.time()), "labels": list(truth)}
+        with self._lock:
+            self._labels.append(orjson.dumps(line) + b"\n")
+
     def flush(self) -> None:
         """Append buffered lines to the files (safe to call from any thread)."""
         with self._flush_lock:  # one writer at a time, so lines keep their order
             with self._lock:  # swap the buffers; appends never wait for the disk
                 predictions, self._predictions = self._predictions, []
                 feedback, self._feedback = self._feedback, []
-            for path, lines in ((self.predictions_path, predictions), (self.feedback_path, feedback)):
+                relayed, self._labels = self._labels, []
+            for path, lines in (
+                (self.predictions_path, predictions),
+                (self.feedback_path, feedback),
+                (self.labels_path, relayed),
+            ):
                 if lines:
                     with open(path, "ab") as f:
                         f.write(b"".join(lines))

@@ -5,7 +5,9 @@ files or directories (read in place), s3:// and https:// (downloaded into a scra
 Formats: csv, parquet, and jsonl — the inference server's labelled log, one object a line
 `{"id", "time", "version", "features": {name: value}, "prediction", "label"}`, turned into the
 feature columns plus the target; lines without a label are skipped. A directory is read whole
-(csv: *.csv, parquet: *.parquet / *.pq, jsonl: feedback-*.jsonl; hidden files skipped).
+(csv: *.csv, parquet: *.parquet / *.pq, jsonl: feedback-*.jsonl; hidden files skipped). A jsonl
+directory's labels-*.jsonl (labels a replica received for a request another replica served) are
+joined by request id with the predictions-*.jsonl lines holding those rows' features.
 
 Extra sources are aligned with the main one (same feature and target columns; numbers in the
 main table stay numbers) and appended. Every problem with the data is a `BadInput` whose
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -42,6 +44,10 @@ SUFFIXES: Final[dict[str, tuple[str, ...]]] = {
     "jsonl": (".jsonl",),
 }
 JSONL_DIR_PREFIX: Final = "feedback-"
+# Labels one replica received for a request another replica served, and the prediction lines
+# (features) they are joined with by request id.
+RELAYED_PREFIX: Final = "labels-"
+PREDICTIONS_PREFIX: Final = "predictions-"
 MAX_LISTED: Final = 20
 
 
@@ -122,26 +128,74 @@ def _files(path: Path, fmt: str) -> list[Path]:
     return sorted(found)
 
 
-def _read_jsonl(path: Path, target: str) -> pd.DataFrame:
-    rows: list[dict[str, Any]] = []
-    unlabelled = 0
+def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line; invalid JSON is bad input."""
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                entry = json.loads(line)
+                yield lineno, json.loads(line)
             except ValueError as e:
                 raise BadInput(f"{path.name}:{lineno}: not valid JSON ({e})") from e
-            if not isinstance(entry, dict) or not isinstance(entry.get("features"), dict):
-                raise BadInput(f"{path.name}:{lineno}: expected an object with a 'features' object")
-            if entry.get("label") is None:
-                unlabelled += 1
-                continue
-            rows.append({**entry["features"], target: entry["label"]})
+
+
+def _read_jsonl(path: Path, target: str) -> pd.DataFrame:
+    rows: list[dict[str, Any]] = []
+    unlabelled = 0
+    for lineno, entry in _json_lines(path):
+        if not isinstance(entry, dict) or not isinstance(entry.get("features"), dict):
+            raise BadInput(f"{path.name}:{lineno}: expected an object with a 'features' object")
+        if entry.get("label") is None:
+            unlabelled += 1
+            continue
+        rows.append({**entry["features"], target: entry["label"]})
     if unlabelled:
         log("Skipped unlabelled log lines", file=path.name, lines=unlabelled)
     return pd.DataFrame(rows) if rows else pd.DataFrame({target: []})
+
+
+def _log_entries(path: Path) -> Iterator[dict[str, Any]]:
+    return (entry for _, entry in _json_lines(path) if isinstance(entry, dict))
+
+
+def _log_files(directory: Path, prefix: str) -> list[Path]:
+    return sorted(
+        p for p in directory.rglob(f"{prefix}*.jsonl") if p.is_file() and not p.name.startswith(".")
+    )
+
+
+def _relayed_rows(directory: Path, target: str) -> pd.DataFrame | None:
+    """Rows labelled through a replica that did not serve them: labels-*.jsonl joined by request
+    id with the predictions-*.jsonl line that holds the rows' features. Ids already labelled in
+    a feedback-*.jsonl (by the serving replica) are skipped, so no row counts twice."""
+    relayed_files = _log_files(directory, RELAYED_PREFIX)
+    if not relayed_files:
+        return None
+    labelled = {
+        entry.get("id") for path in _log_files(directory, JSONL_DIR_PREFIX) for entry in _log_entries(path)
+    }
+    pending: dict[str, list[Any]] = {}
+    for path in relayed_files:
+        for entry in _log_entries(path):
+            request_id, labels = entry.get("id"), entry.get("labels")
+            if isinstance(request_id, str) and isinstance(labels, list) and request_id not in labelled:
+                pending.setdefault(request_id, labels)
+    wanted = len(pending)
+    rows: list[dict[str, Any]] = []
+    for path in _log_files(directory, PREDICTIONS_PREFIX):
+        for entry in _log_entries(path):
+            labels = pending.pop(str(entry.get("id")), None)
+            served = entry.get("rows")
+            if labels is None or not isinstance(served, list) or len(served) != len(labels):
+                continue
+            rows.extend({**row, target: label} for row, label in zip(served, labels, strict=True))
+    log(
+        "Joined relayed labels with the prediction log",
+        requests=wanted - len(pending),
+        unmatched=len(pending),
+    )
+    return pd.DataFrame(rows) if rows else None
 
 
 def _read_file(path: Path, fmt: str, target: str) -> pd.DataFrame:
@@ -157,6 +211,9 @@ def read_path(path: Path, fmt: str, target: str, uri: str) -> pd.DataFrame:
     if not path.exists():
         raise BadInput(f"data source {uri} does not exist ({path} not found)")
     files = _files(path, fmt)
+    relayed = _relayed_rows(path, target) if fmt == "jsonl" and path.is_dir() else None
+    if not files and relayed is not None:
+        return relayed
     if not files:
         pattern = (
             f"{JSONL_DIR_PREFIX}*.jsonl" if fmt == "jsonl" else " or ".join(f"*{s}" for s in SUFFIXES[fmt])
@@ -178,6 +235,8 @@ def read_path(path: Path, fmt: str, target: str, uri: str) -> pd.DataFrame:
                 f"[{listing(tables[0].columns)}], {file.name} has [{listing(table.columns)}]"
             )
         tables.append(table)
+    if relayed is not None:
+        tables.append(relayed)
     filled = [t for t in tables if len(t)]
     if len(filled) <= 1:
         return filled[0] if filled else tables[0]

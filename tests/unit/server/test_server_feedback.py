@@ -144,3 +144,37 @@ def test_feedback_memory_is_bounded_in_bytes(start_server: StartServer, iris: Ar
     c.infer(v2_matrix(rows[:100], id="large"))
     assert c.post("/v2/models/iris/feedback", {"id": "small", "labels": [0, 0]}).status == 404
     assert c.post("/v2/models/iris/feedback", {"id": "large", "labels": [0] * 100}).status == 200
+
+
+def test_feedback_through_another_replica_is_kept_for_retraining(
+    start_server: StartServer, iris: Artifact, log_dir: Path
+) -> None:
+    """Two replicas share the log directory; a label reaching the one that did not serve the
+    request is accepted (202, not in its accuracy) and the trainer joins it with the serving
+    replica's prediction line."""
+    from mlops_trainer.data import read_path
+
+    serving = start_server(iris, prediction_log=str(log_dir))
+    other = start_server(iris, prediction_log=str(log_dir))
+    rows = iris.X.to_numpy()[[0, 100]]
+    serving.client().infer(v2_matrix(rows, id="across-1"))
+
+    answer = other.client().post("/v2/models/iris/feedback", {"id": "across-1", "labels": [0, 2]})
+    assert answer.status == 202, answer.body
+    assert answer.json["counted"] is False and answer.json["id"] == "across-1"
+    assert metric(other.client().metrics(), "mlops_feedback_samples") == 0
+    bad = other.client().post("/v2/models/iris/feedback", {"id": "across-2", "labels": [{"x": 1}]})
+    assert bad.status == 400
+    serving.stop()
+    other.stop()
+
+    table = read_path(log_dir, "jsonl", "target", "pvc://artifacts/predictions")
+    assert table["target"].tolist() == [0, 2]
+    assert table[iris.names].to_numpy().tolist() == rows.tolist()
+
+
+def test_without_a_prediction_log_an_unknown_id_is_still_404(
+    start_server: StartServer, iris: Artifact
+) -> None:
+    answer = start_server(iris).client().post("/v2/models/iris/feedback", {"id": "nobody", "labels": [0]})
+    assert answer.status == 404

@@ -467,3 +467,38 @@ def test_a_baseline_that_cannot_be_scored_is_a_warning_not_a_failure(trainer: Tr
     assert any("baseline demo-v1 not scored: sha256 mismatch" in w for w in meta["warnings"]), meta[
         "warnings"
     ]
+
+
+def test_relayed_labels_join_the_prediction_log_once(tmp_path: Any) -> None:
+    from mlops_trainer.data import read_path
+
+    def write(name: str, *lines: dict[str, Any]) -> None:
+        (tmp_path / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    row = {"a": 1.0, "b": 2.0}
+    write(
+        "predictions-pod-a.jsonl",
+        {"id": "p1", "rows": [row, {"a": 3.0, "b": 4.0}], "predictions": [0, 1]},
+        {"id": "p2", "rows": [row], "predictions": [1]},
+        {"id": "p4", "rows": [row], "predictions": [1]},
+    )
+    write("feedback-pod-a.jsonl", {"id": "p2", "features": row, "prediction": 1, "label": 1})
+    write(
+        "labels-pod-b.jsonl",
+        {"id": "p1", "labels": [1, 1]},  # joined: two rows
+        {"id": "p2", "labels": [0]},  # already labelled by the serving pod: skipped
+        {"id": "p3", "labels": [1]},  # its prediction was not sampled into the log: dropped
+        {"id": "p4", "labels": [0, 1]},  # row count does not match: dropped
+    )
+    table = read_path(tmp_path, "jsonl", "y", "pvc://logs/iris")
+    got = sorted(zip(table["a"], table["b"], table["y"], strict=True))
+    assert got == [(1.0, 2.0, 1), (1.0, 2.0, 1), (3.0, 4.0, 1)]
+
+
+def test_a_log_directory_with_only_relayed_labels_is_read(tmp_path: Any) -> None:
+    from mlops_trainer.data import read_path
+
+    (tmp_path / "predictions-a.jsonl").write_text(json.dumps({"id": "q", "rows": [{"a": 5.0}]}) + "\n")
+    (tmp_path / "labels-b.jsonl").write_text(json.dumps({"id": "q", "labels": ["setosa"]}) + "\n")
+    table = read_path(tmp_path, "jsonl", "y", "pvc://logs/iris")
+    assert table.to_dict("records") == [{"a": 5.0, "y": "setosa"}]
