@@ -16,6 +16,8 @@ import loop
 import pytest
 from e2ekit import Cluster
 
+from waiting import wait_for
+
 pytestmark = pytest.mark.e2e
 
 ISVC = "iris"
@@ -118,7 +120,12 @@ def test_retrained_version_is_better_and_rolls_out(cluster: Cluster, namespace: 
     loop.wait_served_only_by(cluster, namespace, ISVC, "iris-v2", timeout=300)
     assert cluster.condition(namespace, "inferenceservice", ISVC, "Ready")["status"] == "True"
     assert cluster.status(namespace, "modelversion", "iris-v2")["stage"] == "Production"
-    assert cluster.status(namespace, "modelversion", "iris-v1")["stage"] == "Archived"
+    # The ModelVersions learn who serves them from their own reconcile: eventually consistent.
+    wait_for(
+        lambda: cluster.status(namespace, "modelversion", "iris-v1").get("stage") == "Archived",
+        timeout=120,
+        what="iris-v1 Archived",
+    )
 
 
 def test_new_version_sees_no_drift_in_the_shifted_traffic(cluster: Cluster, namespace: str) -> None:

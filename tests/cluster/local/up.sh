@@ -69,7 +69,8 @@ wait_healthy() {
   shift 2
   t0=$(now_us)
   until "$@"; do
-    pid_of "$name" >/dev/null || fail "$name" "$name exited while starting"
+    # Read twice: while setsid/nohup exec the program, its /proc cmdline can read empty.
+    pid_of "$name" >/dev/null || { sleep 0.3 && pid_of "$name" >/dev/null; } || fail "$name" "$name exited while starting"
     (($(now_us) - t0 < timeout * 1000000)) || fail "$name" "$name not healthy after ${timeout}s (check: $*)"
     sleep 0.2
   done
