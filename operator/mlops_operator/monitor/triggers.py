@@ -36,6 +36,7 @@ from mlops_operator.api.common import ANNOTATION_RETRAIN
 from mlops_operator.api.inferenceservice import InferenceServiceSpec, Metrics, Retraining, RetrainingStatus
 from mlops_operator.api.trainingjob import TrainingJobSpec
 from mlops_operator.monitor import cron
+from mlops_operator.status import conditions
 
 Trigger = Literal["drift", "accuracy", "schedule", "manual"]
 
@@ -320,10 +321,7 @@ def retraining_spec(
 
 
 def _condition(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any]:
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == ctype:
-            return dict(cond)
-    return {}
+    return conditions.get(status.get("conditions"), ctype) or {}
 
 
 def run_outcome(

@@ -230,8 +230,9 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
     if spec.retraining is not None:
         state = triggers.TriggerState.from_status(old)
         active = []
+        fetched: dict[str, dict[str, Any] | None] = {}  # read once per pass, reused for lastOutcome
         for job in state.active_jobs:
-            tj = await ctx.kube.get("TrainingJob", ns, job)
+            tj = fetched[job] = await ctx.kube.get("TrainingJob", ns, job)
             if tj and (tj.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
                 active.append(job)
         state = dataclasses.replace(state, active_jobs=tuple(active))
@@ -278,7 +279,9 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
         retraining_status = triggers.retraining_status(old.get("retraining"), new_state, verdict)
         if new_state.count:
             last_job = triggers.retraining_job_name(name, new_state.count)
-            last_tj = await ctx.kube.get("TrainingJob", ns, last_job)
+            last_tj = (
+                fetched[last_job] if last_job in fetched else await ctx.kube.get("TrainingJob", ns, last_job)
+            )
             produced = ((last_tj or {}).get("status") or {}).get("modelVersion")
             progressing = canary_status and canary_status.get("phase") == "Progressing"
             in_canary = canary_status.get("modelVersion") if canary_status and progressing else None

@@ -36,6 +36,7 @@ from typing import Any, Final
 from mlops_operator.api.common import ANNOTATION_APPROVED_BY
 from mlops_operator.api.inferenceservice import InferenceServiceSpec, Policy
 from mlops_operator.estimators import HIGHER_IS_BETTER
+from mlops_operator.status import conditions
 
 # Float noise must not turn "better by exactly minImprovement" into "not better".
 EPSILON: Final = 1e-9
@@ -87,8 +88,7 @@ def is_verified(mv: ModelVersion) -> bool:
 
 
 def condition_true(mv: ModelVersion, type_: str) -> bool:
-    conditions = (mv.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == type_ and c.get("status") == "True" for c in conditions)
+    return conditions.is_true((mv.get("status") or {}).get("conditions"), type_)
 
 
 def gates_passed(mv: ModelVersion) -> bool:
