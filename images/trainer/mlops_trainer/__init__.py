@@ -2,6 +2,7 @@
 
 Subcommands (see `__main__`): `train` fits, evaluates and writes the artifact; `trial` runs one
 cross-validated tuning trial of an Indexed Job; `verify` checks an artifact loads and predicts.
-`checks.check_spec` and `tuning.trial_count` / `tuning.trial_params` are pure functions the
-operator imports; they never touch data.
+`checks.check_spec` is a pure function the operator imports (with
+`mlops_operator.api.trainingjob.trial_count`, which `tuning` re-exports); it never touches data
+and never imports scikit-learn, so the operator process stays free of it.
 """

@@ -1,8 +1,9 @@
 """Checks of a TrainingJob spec that need no data: what the CRD schema cannot express.
 
 `check_spec` is pure and cheap: the operator calls it before launching any pod, and the trainer
-calls it first too. It imports only the one estimator's scikit-learn module, lazily, to read the
-estimator's parameter names; it never touches data, storage or the network.
+calls it first too. It never imports scikit-learn (the estimators' parameter names and when they
+offer predict_proba are in the allow-list table, mlops_operator.estimators) and never touches
+data, storage or the network.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ PROBABILITY_METRICS = ("roc_auc", "log_loss")
 
 
 def estimator_class(class_name: str) -> Any:
-    """The allow-listed estimator class; KeyError for anything else."""
+    """The allow-listed estimator class; KeyError for anything else. For the trainer: imports scikit-learn."""
     info = ESTIMATORS[class_name]
     return getattr(importlib.import_module(info.module), info.name)
 
 
 def estimator_param_names(class_name: str) -> list[str]:
-    return sorted(estimator_class(class_name)().get_params(deep=False))
+    """The estimator's constructor parameters, sorted, from the allow-list table (no import)."""
+    return list(ESTIMATORS[class_name].params)
 
 
 def unknown_param_problems(class_name: str, names: Iterable[str], where: str) -> list[str]:
@@ -55,11 +57,10 @@ def metrics_for(task: Task) -> tuple[str, ...]:
 
 def has_predict_proba(class_name: str, params: dict[str, Any]) -> bool:
     """Whether the estimator built with `params` offers predict_proba (SVC needs probability=True)."""
-    try:
-        estimator = estimator_class(class_name)(**params)
-    except TypeError:
+    info = ESTIMATORS[class_name]
+    if not set(params) <= set(info.params):
         return True  # unknown parameters are reported separately
-    return hasattr(estimator, "predict_proba")
+    return info.has_predict_proba(params)
 
 
 def _metric_problems(spec: TrainingJobSpec, task: Task) -> list[str]:

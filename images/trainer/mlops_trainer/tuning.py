@@ -1,7 +1,8 @@
 """Hyperparameter tuning: one cross-validated trial per pod of an Indexed Job.
 
 A trial's parameters are a pure function of (space, strategy, maxTrials, seed, index), so the
-operator sizes the Job with `trial_count` and every pod computes its own parameters from
+operator sizes the Job with `trial_count` (mlops_operator.api.trainingjob, re-exported here: it
+needs neither scikit-learn nor pandas) and every pod computes its own parameters from
 JOB_COMPLETION_INDEX without coordination:
 
 - grid: the index-th combination of ParameterGrid(space) (keys sorted), the first maxTrials;
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlops_operator.api.trainingjob import Tuning
+from mlops_operator.api.trainingjob import Tuning, trial_count
 from mlops_operator.estimators import HIGHER_IS_BETTER, Task
 from mlops_trainer.checks import check_spec, primary_metric
 from mlops_trainer.config import TrainerConfig
@@ -28,20 +29,6 @@ from mlops_trainer.errors import BadInput
 from mlops_trainer.logs import log, phase
 from mlops_trainer.metrics import scorer
 from mlops_trainer.pipeline import build_model, resolve_params, run_estimator
-
-
-def _combinations(tuning: Tuning) -> int:
-    from sklearn.model_selection import ParameterGrid
-
-    try:
-        return len(ParameterGrid(tuning.space))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"invalid tuning.space: {e}") from e
-
-
-def trial_count(tuning: Tuning) -> int:
-    """Number of trials: min(maxTrials, combinations of the space)."""
-    return min(tuning.max_trials, _combinations(tuning))
 
 
 def trial_params(tuning: Tuning, index: int) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from pydantic import ConfigDict, Field
@@ -177,6 +179,33 @@ class Tuning(Spec):
     )
     cv: int = Field(3, ge=2, le=20, description="Cross-validation folds per trial.")
     seed: int = Field(42, ge=0, description="Seed of random search.")
+
+
+def grid_size(space: Mapping[str, Any]) -> int:
+    """Number of combinations of `space`: len(sklearn's ParameterGrid(space)), without importing it.
+
+    ValueError("invalid tuning.space: ...") with ParameterGrid's message where it raises (a value
+    that is a string or not a list, an empty list). Unlike ParameterGrid it takes no numpy arrays:
+    a space from the API holds lists only.
+    """
+    for key, values in space.items():
+        if isinstance(values, str) or not isinstance(values, Sequence):
+            raise ValueError(
+                f"invalid tuning.space: Parameter grid for parameter {key!r} needs to be a list or a numpy"
+                f" array, but got {values!r} (of type {type(values).__name__}) instead. Single values need to"
+                " be wrapped in a list with one element."
+            )
+        if len(values) == 0:
+            raise ValueError(
+                f"invalid tuning.space: Parameter grid for parameter {key!r} need to be a non-empty sequence,"
+                f" got: {values!r}"
+            )
+    return math.prod(len(values) for values in space.values())
+
+
+def trial_count(tuning: Tuning) -> int:
+    """Number of trials: min(maxTrials, combinations of the space). The operator sizes the tuning Job with it."""
+    return min(tuning.max_trials, grid_size(tuning.space))
 
 
 class Baseline(Spec):

@@ -149,8 +149,8 @@ async def missing_claims(ctx: Context, ns: str, spec: TrainingJobSpec) -> list[s
 
 async def observe_and_act(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any]:
     """Create what is missing; return the facts the status is computed from."""
+    from mlops_operator.api.trainingjob import trial_count
     from mlops_trainer.checks import check_spec
-    from mlops_trainer.tuning import trial_count
 
     meta = tj["metadata"]
     ns, name = meta["namespace"], meta["name"]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from trainer_factories import Trainer, make_config, make_spec, mixed_frame
 
-from mlops_operator.api.trainingjob import Tuning
+from mlops_operator.api.trainingjob import Tuning, grid_size
 from mlops_trainer.tuning import trial_count, trial_params
 
 SPACE: dict[str, list[Any]] = {
@@ -33,6 +33,40 @@ def tuning(**fields: Any) -> Tuning:
 )
 def test_trial_count(fields: dict[str, Any], count: int) -> None:
     assert trial_count(tuning(**fields)) == count
+
+
+GRID_SPACES: list[tuple[str, dict[str, Any]]] = [
+    ("the-test-space", SPACE),
+    ("no-parameters", {}),
+    ("single-values", {"alpha": [0.1], "fit_intercept": [True]}),
+    ("none-values", {"max_depth": [None], "max_features": [None, "sqrt", None]}),
+    ("mixed-types", {"C": [0.1, 1, "x", None, [1, 2], {"a": 1}, True]}),
+    ("large", {f"p{i}": list(range(i + 1)) for i in range(8)}),
+    ("an-empty-list", {"alpha": [0.1, 1.0], "max_depth": []}),
+    ("empty-list-first", {"max_depth": [], "alpha": []}),
+    ("a-string-instead-of-a-list", {"solver": "lbfgs"}),
+    ("a-number-instead-of-a-list", {"alpha": 0.1}),
+    ("none-instead-of-a-list", {"alpha": None}),
+    ("a-dict-instead-of-a-list", {"alpha": {"a": 1}}),
+    ("a-tuple", {"alpha": (0.1, 1.0)}),
+]
+
+
+@pytest.mark.parametrize("space", [pytest.param(c[1], id=c[0]) for c in GRID_SPACES])
+def test_grid_size_is_the_length_of_parameter_grid(space: dict[str, Any]) -> None:
+    """grid_size counts without scikit-learn; it must give ParameterGrid's count or its error."""
+    from sklearn.model_selection import ParameterGrid
+
+    try:
+        expected: int | str = len(ParameterGrid(space))
+    except (TypeError, ValueError) as e:
+        expected = f"invalid tuning.space: {e}"
+    try:
+        got: int | str = grid_size(space)
+    except ValueError as e:
+        got = str(e)
+
+    assert got == expected
 
 
 def test_grid_trials_walk_the_grid_in_sorted_key_order() -> None:

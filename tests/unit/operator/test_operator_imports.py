@@ -1,0 +1,53 @@
+"""The operator process stays light: it never imports scikit-learn, scipy, pandas, pyarrow or numpy.
+
+They are the trainer's and the server's; loaded by the operator's spec checks they cost it
+~190 MiB of RSS (issue #10). The check runs in a fresh interpreter, so what other tests imported does
+not count.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+HEAVY = ("sklearn", "scipy", "pandas", "pyarrow", "numpy")
+
+
+def test_the_operator_imports_no_data_science_libraries() -> None:
+    code = textwrap.dedent(
+        """
+        import ast, inspect, sys
+        import mlops_operator.__main__, mlops_operator.handlers, mlops_operator.reconcile.trainingjob as rtj
+        from mlops_operator.api.trainingjob import TrainingJobSpec
+
+        # Run the lazy imports of observe_and_act exactly as written there.
+        fn = ast.parse(textwrap.dedent(inspect.getsource(rtj.observe_and_act))).body[0]
+        imports = [node for node in fn.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        assert imports, "observe_and_act no longer imports anything lazily: adapt this test"
+        scope = {}
+        exec(compile(ast.Module(body=imports, type_ignores=[]), "observe_and_act", "exec"), scope)
+        check_spec, trial_count = scope["check_spec"], scope["trial_count"]
+
+        for estimator, metric in [
+            ({"class": "SVC", "params": {"probability": True}}, "roc_auc"),
+            ({"class": "SGDClassifier", "params": {"loss": "hinge", "alpah": 1}}, "log_loss"),
+            ({"class": "RandomForestClassifier"}, "accuracy"),
+        ]:
+            spec = TrainingJobSpec.model_validate(
+                {
+                    "model": "m",
+                    "data": {"source": {"uri": "builtin:iris"}},
+                    "estimator": estimator,
+                    "evaluation": {"primaryMetric": metric},
+                    "tuning": {"space": {"C": [0.1, 1.0], "kernel": ["rbf", None]}, "maxTrials": 3},
+                }
+            )
+            check_spec(spec)
+            assert trial_count(spec.tuning) == 3
+        loaded = sorted({m.split(".")[0] for m in sys.modules} & set(HEAVY))
+        assert loaded == [], f"the operator imported {loaded}"
+        """
+    )
+    prelude = f"import textwrap\nHEAVY = {HEAVY!r}\n"
+    subprocess.run([sys.executable, "-W", "error", "-c", prelude + code], check=True, timeout=60)
