@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(json_format=args.log_format == "json", verbose=args.verbose)
     settings = Settings.from_env()
+    if args.namespace:
+        settings = dataclasses.replace(settings, namespaces=tuple(args.namespace))
     if args.metrics_port is not None:
         settings = dataclasses.replace(settings, metrics_port=args.metrics_port)
     asyncio.run(

@@ -1,9 +1,12 @@
 """Every kopf decorator of the operator. Each handler is a thin adapter over `reconcile`.
 
-Shape: one daemon per custom resource runs its level-triggered loop (reconcile/runner.py);
-stateless `on.event` handlers on the resources and on their children (Jobs, Deployments)
-only wake the right loop. No change handlers: kopf keeps no diff-base or progress on our
-objects, so GitOps tools see nothing but our status.
+Shape: stateless kopf handlers only, no daemons, timers or change handlers, so kopf writes
+nothing onto our objects (no finalizer, no annotations) and keeps no per-object task or body.
+An index function per watched kind feeds the store (kopf calls them for every object of the
+initial listings before any handler runs, so the store is complete from the first pass); the
+`on.event` handlers drop deleted objects and enqueue the key of the object, or of the
+custom resource owning a child, into the controller's work queue, which runs the passes
+(reconcile/controller.py).
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from typing import Any
 import kopf
 import prometheus_client
 
+from mlops_operator import pausing
 from mlops_operator.api.common import GROUP, LABEL_MANAGED_BY, MANAGER, VERSION
 from mlops_operator.kube import AsyncKube, Kube, load_api_client
-from mlops_operator.reconcile import inferenceservice, modelversion, runner, trainingjob
+from mlops_operator.reconcile import inferenceservice, modelversion, trainingjob
 from mlops_operator.reconcile.context import Context
+from mlops_operator.reconcile.controller import Controller, Kind
 from mlops_operator.settings import Settings
+from mlops_operator.store import Store, StoreKube
 
 log = logging.getLogger("mlops_operator")
 MANAGED = {LABEL_MANAGED_BY: MANAGER}
@@ -64,16 +70,42 @@ def in_cluster_server(env: Mapping[str, str]) -> str | None:
     return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
+KINDS: dict[str, Kind] = {
+    # A finished TrainingJob is never looked at again unless it changes.
+    "TrainingJob": Kind(trainingjob.reconcile, resync_when_done=False),
+    "ModelVersion": Kind(modelversion.reconcile),
+    "InferenceService": Kind(inferenceservice.reconcile, interval=inferenceservice.interval),
+}
+# Label selectors of the children the store holds (the operator creates them with these labels).
+CHILD_SELECTORS: dict[str, Mapping[str, str]] = {"Job": MANAGED, "Deployment": MANAGED}
+
+pausing.install()
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     ours: Settings = memo.get("settings") or Settings.from_env()
     configure(settings, ours)
     if "ctx" not in memo:
-        kube = AsyncKube(Kube(load_api_client(ours.api_workers)), ours.api_workers)
-        memo["ctx"] = Context(
-            kube=kube, settings=ours, scraper=memo.get("scraper") or inferenceservice.http_scraper
+        store = Store()
+        kube = StoreKube(AsyncKube(Kube(load_api_client(ours.api_workers)), ours.api_workers), store)
+        ctx = Context(
+            kube=kube,
+            settings=ours,
+            scraper=memo.get("scraper") or inferenceservice.http_scraper,
+            store=store,
         )
-    ctx: Context = memo["ctx"]
+        ctx.controller = Controller(
+            ctx,
+            KINDS,
+            workers=ours.workers,
+            relist=lambda: kube.relist(ours.namespaces, CHILD_SELECTORS),
+        )
+        memo["ctx"] = ctx
+    ctx = memo["ctx"]
+    assert ctx.controller is not None
+    ctx.controller.pause = pausing.toggle_for(settings)
+    ctx.controller.start()
     ctx.metrics.track_active(ctx.active)
     if ours.metrics_port and "metrics_server" not in memo:
         server, _thread = prometheus_client.start_http_server(
@@ -87,75 +119,104 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 
 @kopf.on.cleanup()
-async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+async def cleanup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     server = memo.get("metrics_server")
     if server is not None:
         server.shutdown()
         server.server_close()
     ctx: Context | None = memo.get("ctx")
     if ctx is not None:
+        if ctx.controller is not None:
+            await ctx.controller.stop()
         ctx.kube.close()
+    pausing.forget(settings)
 
 
-# --- TrainingJob ------------------------------------------------------------------------------
-@kopf.daemon(GROUP, VERSION, "trainingjobs", id="reconcile", cancellation_timeout=2.0)
-async def trainingjob_loop(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await runner.run(memo["ctx"], "TrainingJob", body, stopped, trainingjob.reconcile)
+def _store(memo: kopf.Memo) -> Store:
+    store: Store | None = memo["ctx"].store
+    assert store is not None
+    return store
+
+
+def _observe(kind: str, type_: str | None, body: kopf.Body, memo: kopf.Memo) -> None:
+    """Drop a deleted object from the store (index functions store the others)."""
+    if type_ == "DELETED":
+        ctx: Context = memo["ctx"]
+        _store(memo).drop(kind, body)
+        meta = body["metadata"]
+        if ctx.controller is not None:
+            ctx.controller.forget(kind, meta["namespace"], meta["name"])
+
+
+# --- Our kinds: index (store), then enqueue -----------------------------------------------------
+@kopf.index(GROUP, VERSION, "trainingjobs", id="store")
+def trainingjob_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _store(memo).put("TrainingJob", body)
 
 
 @kopf.on.event(GROUP, VERSION, "trainingjobs", id="kick")
-def trainingjob_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+def trainingjob_event(type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    _observe("TrainingJob", type, body, memo)
     ctx: Context = memo["ctx"]
     ctx.kick("TrainingJob", meta["namespace"], meta["name"])
     kick_owner(meta, ctx)  # a retraining run wakes its InferenceService
 
 
-# --- ModelVersion -----------------------------------------------------------------------------
-@kopf.daemon(GROUP, VERSION, "modelversions", id="reconcile", cancellation_timeout=2.0)
-async def modelversion_loop(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await runner.run(memo["ctx"], "ModelVersion", body, stopped, modelversion.reconcile)
+@kopf.index(GROUP, VERSION, "modelversions", id="store")
+def modelversion_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _store(memo).put("ModelVersion", body)
 
 
 @kopf.on.event(GROUP, VERSION, "modelversions", id="kick")
-def modelversion_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+def modelversion_event(type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    _observe("ModelVersion", type, body, memo)
     ctx: Context = memo["ctx"]
     ctx.kick("ModelVersion", meta["namespace"], meta["name"])
-    # A new or newly verified version may change what InferenceServices serve.
-    ctx.kick_namespace("InferenceService", meta["namespace"])
+    # A new or newly verified version may change what the model's InferenceServices serve.
+    model = (body.get("spec") or {}).get("model")
+    if model:
+        ctx.kick_model("InferenceService", meta["namespace"], str(model))
 
 
-# --- InferenceService -----------------------------------------------------------------------
-@kopf.daemon(GROUP, VERSION, "inferenceservices", id="reconcile", cancellation_timeout=2.0)
-async def inferenceservice_loop(
-    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any
-) -> None:
-    await runner.run(
-        memo["ctx"],
-        "InferenceService",
-        body,
-        stopped,
-        inferenceservice.reconcile,
-        interval=inferenceservice.interval,
-    )
+@kopf.index(GROUP, VERSION, "inferenceservices", id="store")
+def inferenceservice_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _store(memo).put("InferenceService", body)
 
 
 @kopf.on.event(GROUP, VERSION, "inferenceservices", id="kick")
-def inferenceservice_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+def inferenceservice_event(
+    type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
+) -> None:
+    _observe("InferenceService", type, body, memo)
+    if type == "DELETED":
+        inferenceservice.forget(memo["ctx"], meta["namespace"], meta["name"])
     memo["ctx"].kick("InferenceService", meta["namespace"], meta["name"])
 
 
-# --- Children: wake the owner's loop --------------------------------------------------------
+# --- Children: store, then wake the owner -----------------------------------------------------
 def kick_owner(meta: kopf.Meta, ctx: Context) -> None:
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller") and str(ref.get("apiVersion", "")).startswith(GROUP):
             ctx.kick(ref["kind"], meta["namespace"], ref["name"])
 
 
+@kopf.index("batch", "v1", "jobs", labels=MANAGED, id="store")
+def job_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _store(memo).put("Job", body)
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="kick-owner")
-def job_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+def job_event(type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    _observe("Job", type, body, memo)
     kick_owner(meta, memo["ctx"])
 
 
+@kopf.index("apps", "v1", "deployments", labels=MANAGED, id="store")
+def deployment_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _store(memo).put("Deployment", body)
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, id="kick-owner")
-def deployment_event(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+def deployment_event(type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    _observe("Deployment", type, body, memo)
     kick_owner(meta, memo["ctx"])

@@ -65,10 +65,12 @@ class KubeError(Exception):
         self.body = body
 
 
-def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+def path(kind: str, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+    """The resource path; `namespace=None` addresses the kind across all namespaces (lists only)."""
     api_version = API_VERSIONS[kind]
     prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    out = f"{prefix}/namespaces/{namespace}/{PLURALS[kind]}"
+    scope = f"/namespaces/{namespace}" if namespace is not None else ""
+    out = f"{prefix}{scope}/{PLURALS[kind]}"
     if name:
         out += f"/{name}"
     if subresource:
@@ -137,8 +139,9 @@ class Kube:
         return obj
 
     def list(
-        self, kind: str, namespace: str, labels: Mapping[str, str] | None = None
+        self, kind: str, namespace: str | None, labels: Mapping[str, str] | None = None
     ) -> list[dict[str, Any]]:
+        """Objects of `kind` in `namespace` (None: every namespace) carrying `labels`."""
         query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
         result = self.request("GET", path(kind, namespace), query=query)
         items: list[dict[str, Any]] = result.get("items", [])
@@ -250,12 +253,13 @@ class AsyncKube:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
 
-    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    async def get(self, kind: str, namespace: str, name: str, *, fresh: bool = True) -> dict[str, Any] | None:
+        """GET the object (`fresh` is for StoreKube's signature: every read here is fresh)."""
         result: dict[str, Any] | None = await self._run(self.sync.get, kind, namespace, name)
         return result
 
     async def list(
-        self, kind: str, namespace: str, labels: Mapping[str, str] | None = None
+        self, kind: str, namespace: str | None, labels: Mapping[str, str] | None = None, *, fresh: bool = True
     ) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._run(self.sync.list, kind, namespace, labels)
         return result

@@ -23,7 +23,8 @@ class Settings:
     image_pull_policy: str = "IfNotPresent"
     # Where the programs see pvc://<claim>/... : /mnt/pvc/<claim>/...
     pvc_root: str = "/mnt/pvc"
-    # Seconds between level-triggered re-checks of an object when nothing kicked it.
+    # Seconds between level-triggered re-checks of an object when nothing kicked it (passes
+    # read the store, so a resync costs API calls only when it finds work).
     resync_seconds: float = 300.0
     # ModelVersions kept per model (never deleting a served or pinned one).
     retention_keep: int = 20
@@ -33,6 +34,8 @@ class Settings:
     # Non-root identity of every pod the operator creates.
     run_as_user: int = 10001
     api_workers: int = 16
+    # Reconcile passes running at once (each waits mostly on API calls).
+    workers: int = 8
     # Port of the operator's own Prometheus /metrics; 0 = not served (the default in tests).
     metrics_port: int = 0
 
@@ -49,5 +52,6 @@ class Settings:
             retention_keep=int(e.get("MLOPS_RETENTION_KEEP", "20")),
             namespaces=namespaces,
             api_workers=int(e.get("MLOPS_API_WORKERS", "16")),
+            workers=int(e.get("MLOPS_WORKERS", "8")),
             metrics_port=int(e.get("MLOPS_METRICS_PORT", "0")),
         )

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from mlops_operator.kube import AsyncKube
 from mlops_operator.metrics import OperatorMetrics
+from mlops_operator.reconcile.controller import Controller
 from mlops_operator.settings import Settings
 from mlops_operator.status.conditions import READY, Cond, kstatus, merge, status_patch
+from mlops_operator.store import Store, StoreKube
 
 log = logging.getLogger("mlops_operator")
 
@@ -40,7 +46,7 @@ async def _no_scraper(pod: Mapping[str, Any]) -> str | None:
 
 @dataclass
 class Context:
-    kube: AsyncKube
+    kube: AsyncKube | StoreKube
     settings: Settings
     clock: Callable[[], dt.datetime] = utc_now
     # Reads a serving pod's /metrics text (HTTP to the pod IP in production).
@@ -54,8 +60,15 @@ class Context:
     scraped_at: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
     # Serialises version-number assignment per (namespace, model).
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    # Wakes an object's reconcile loop: (kind, namespace, name) -> event.
-    _kicks: dict[tuple[str, str, str], asyncio.Event] = field(default_factory=dict)
+    # The watched objects (None: every read goes to the API server) and the work queue that
+    # runs the passes (None: nothing is kicked, as in unit tests that call reconcile directly).
+    store: Store | None = None
+    controller: Controller | None = None
+    # What this process last applied, per child: (manifest digest, the child's generation then,
+    # monotonic time). See `apply`.
+    _applied: dict[tuple[str, str, str], tuple[str, int | None, float]] = field(default_factory=dict)
+    # Children known not to exist (checked or deleted by this process), so they are not re-read.
+    _absent: set[tuple[str, str, str]] = field(default_factory=set)
 
     def now(self) -> str:
         return rfc3339(self.clock())
@@ -63,26 +76,82 @@ class Context:
     def model_lock(self, namespace: str, model: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, model), asyncio.Lock())
 
-    def kick_event(self, kind: str, namespace: str, name: str) -> asyncio.Event:
-        return self._kicks.setdefault((kind, namespace, name), asyncio.Event())
-
     def kick(self, kind: str, namespace: str, name: str) -> None:
-        """Ask an object's loop to reconcile now (no-op for objects without a running loop)."""
-        event = self._kicks.get((kind, namespace, name))
-        if event is not None:
-            event.set()
+        """Ask for a pass over an object (no-op for objects this replica does not hold)."""
+        if self.controller is None:
+            return
+        if self.store is None or self.store.has(kind, namespace, name):
+            self.controller.enqueue(kind, namespace, name)
 
-    def kick_namespace(self, kind: str, namespace: str) -> None:
-        for (k, ns, _), event in list(self._kicks.items()):
-            if k == kind and ns == namespace:
-                event.set()
+    def kick_model(self, kind: str, namespace: str, model: str) -> None:
+        """Ask for a pass over every object of `kind` in `namespace` about `model` (spec.model)."""
+        if self.controller is None or self.store is None:
+            return
+        for name in self.store.names_of_model(kind, namespace, model):
+            self.controller.enqueue(kind, namespace, name)
+
+    async def of_model(self, kind: str, namespace: str, model: str) -> list[dict[str, Any]]:
+        """The objects of `kind` in `namespace` whose spec.model is `model` (from the store when held)."""
+        if self.store is not None and kind in self.store.kinds:
+            return self.store.list(kind, namespace, model=model)
+        return [
+            o for o in await self.kube.list(kind, namespace) if (o.get("spec") or {}).get("model") == model
+        ]
 
     def active(self, kind: str) -> int:
-        """How many objects of `kind` have a running reconcile loop here."""
-        return sum(1 for k, _, _ in list(self._kicks) if k == kind)
+        """How many objects of `kind` this replica holds (and reconciles when not paused)."""
+        return self.store.count(kind) if self.store is not None else 0
 
-    def forget(self, kind: str, namespace: str, name: str) -> None:
-        self._kicks.pop((kind, namespace, name), None)
+    async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Server-side apply a child, skipping the request when this process applied the same
+        manifest before and nothing changed its spec since (the store's generation for cached
+        kinds); every `resync_seconds` it is applied anyway, which repairs edits to children the
+        store does not hold. Returns the child (from the store when skipped; None when skipped
+        for a kind the store does not hold)."""
+        meta = obj["metadata"]
+        key = (str(obj["kind"]), str(meta["namespace"]), str(meta["name"]))
+        digest = hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        last = self._applied.get(key)
+        cached = self.store.get(*key) if self.store is not None and key[0] in self.store.kinds else None
+        if (
+            last is not None
+            and last[0] == digest
+            and time.monotonic() - last[2] < self.settings.resync_seconds
+        ):
+            if cached is not None and cached["metadata"].get("generation") == last[1]:
+                return cached
+            if self.store is None or key[0] not in self.store.kinds:
+                return None
+        result = await self.kube.apply(obj)
+        self._applied[key] = (digest, result["metadata"].get("generation"), time.monotonic())
+        self._absent.discard(key)
+        return result
+
+    async def delete_child(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete a child; True if it existed. Remembered as absent, so `child_exists` needs no read."""
+        key = (kind, namespace, name)
+        self._applied.pop(key, None)
+        deleted = await self.kube.delete(kind, namespace, name)
+        self._absent.add(key)
+        return deleted
+
+    async def child_exists(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether a child exists: from the store, from what this process did, or by one read."""
+        key = (kind, namespace, name)
+        if key in self._absent:
+            return False
+        if key in self._applied:
+            return True
+        if await self.kube.get(kind, namespace, name) is None:
+            self._absent.add(key)
+            return False
+        return True
+
+    def forget_children(self, namespace: str, names: set[str]) -> None:
+        """Drop the bookkeeping of an owner's children (the owner is gone)."""
+        for key in [k for k in (*self._applied, *self._absent) if k[1] == namespace and k[2] in names]:
+            self._applied.pop(key, None)
+            self._absent.discard(key)
 
     async def write_status(self, body: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
         """Merge-patch the status when it differs from the body's; True if written."""

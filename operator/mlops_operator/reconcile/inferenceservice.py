@@ -90,7 +90,7 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
         await ctx.write_invalid_spec(isvc, str(e))
         return True
 
-    mvs = [m for m in await ctx.kube.list("ModelVersion", ns) if m["spec"].get("model") == spec.model]
+    mvs = await ctx.of_model("ModelVersion", ns, spec.model)
     by_name = {m["metadata"]["name"]: m for m in mvs}
     stable = await ctx.kube.get("Deployment", ns, build.deployment_name(name, "stable"))
     canary_deploy = await ctx.kube.get("Deployment", ns, build.deployment_name(name, "canary"))
@@ -105,20 +105,21 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
     if choice.name is None:
         messages.append(choice.message)
 
-    await ctx.kube.apply(build.service(isvc, spec))
+    await ctx.apply(build.service(isvc, spec))
     hpa = build.hpa(isvc, spec)
     if hpa:
-        await ctx.kube.apply(hpa)
-    elif await ctx.kube.get("HorizontalPodAutoscaler", ns, build.deployment_name(name, "stable")):
+        await ctx.apply(hpa)
+    elif await ctx.child_exists("HorizontalPodAutoscaler", ns, build.deployment_name(name, "stable")):
         # Autoscaling was turned off: replicas belong to spec.replicas again.
-        await ctx.kube.delete("HorizontalPodAutoscaler", ns, build.deployment_name(name, "stable"))
+        await ctx.delete_child("HorizontalPodAutoscaler", ns, build.deployment_name(name, "stable"))
 
-    pods = await ctx.kube.list("Pod", ns, {LABEL_INFERENCE_SERVICE: name})
+    # Pods are read only when something is (to be) served: scraping and canaries need them.
+    pods = await ctx.kube.list("Pod", ns, {LABEL_INFERENCE_SERVICE: name}) if desired or serving else []
     try:
         if desired is None:
             pass
         elif stable is None or serving is None or serving not in by_name:
-            stable = await ctx.kube.apply(
+            stable = await ctx.apply(
                 build.deployment(
                     isvc, spec, by_name[desired], ctx.settings, track="stable", replicas=spec.replicas
                 )
@@ -126,7 +127,7 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
             await ctx.event(isvc, "RolledOut", f"Serving {desired}")
             serving = desired
         elif desired != serving and spec.canary is None:
-            stable = await ctx.kube.apply(
+            stable = await ctx.apply(
                 build.deployment(
                     isvc, spec, by_name[desired], ctx.settings, track="stable", replicas=spec.replicas
                 )
@@ -147,12 +148,12 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
                     "CanaryStarted",
                     f"Canary {desired} gets {spec.canary.traffic_percent}% of traffic for {spec.canary.duration_seconds}s",
                 )
-            canary_deploy = await ctx.kube.apply(
+            canary_deploy = await ctx.apply(
                 build.deployment(
                     isvc, spec, by_name[desired], ctx.settings, track="canary", replicas=canary_n
                 )
             )
-            await ctx.kube.apply(
+            await ctx.apply(
                 build.deployment(
                     isvc, spec, by_name[serving], ctx.settings, track="stable", replicas=stable_n
                 )
@@ -176,18 +177,18 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
                 }
             )
             if decision.action == "promote":
-                stable = await ctx.kube.apply(
+                stable = await ctx.apply(
                     build.deployment(
                         isvc, spec, by_name[desired], ctx.settings, track="stable", replicas=spec.replicas
                     )
                 )
-                await ctx.kube.delete("Deployment", ns, build.deployment_name(name, "canary"))
+                await ctx.delete_child("Deployment", ns, build.deployment_name(name, "canary"))
                 canary_status.update(phase="Promoted")
                 await ctx.event(isvc, "CanaryPromoted", f"Promoted {desired}: {decision.message}")
                 serving = desired
             elif decision.action == "rollback":
-                await ctx.kube.delete("Deployment", ns, build.deployment_name(name, "canary"))
-                await ctx.kube.apply(
+                await ctx.delete_child("Deployment", ns, build.deployment_name(name, "canary"))
+                await ctx.apply(
                     build.deployment(
                         isvc, spec, by_name[serving], ctx.settings, track="stable", replicas=spec.replicas
                     )
@@ -198,13 +199,13 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
                 )
         else:
             # Steady state: keep the stable Deployment as built (replicas follow spec / the scale subresource).
-            stable = await ctx.kube.apply(
+            stable = await ctx.apply(
                 build.deployment(
                     isvc, spec, by_name[serving], ctx.settings, track="stable", replicas=spec.replicas
                 )
             )
             if canary_deploy is not None:
-                await ctx.kube.delete("Deployment", ns, build.deployment_name(name, "canary"))
+                await ctx.delete_child("Deployment", ns, build.deployment_name(name, "canary"))
                 canary_deploy = None
     except build.UnservableArtifact as e:
         messages.append(str(e))
@@ -381,6 +382,16 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
             ctx.kick("ModelVersion", ns, str(mv_name))
     await ctx.write_status(isvc, status)
     return False
+
+
+def forget(ctx: Context, namespace: str, name: str) -> None:
+    """Drop what this process remembers of a deleted InferenceService (scrape totals, children)."""
+    for track in ("all", "canary", "stable"):
+        ctx.scrape_totals.pop((namespace, name, track), None)
+    ctx.scraped_at.pop((namespace, name), None)
+    ctx.forget_children(
+        namespace, {name, build.deployment_name(name, "stable"), build.deployment_name(name, "canary")}
+    )
 
 
 def interval(isvc: Mapping[str, Any]) -> float:

@@ -118,8 +118,8 @@ async def reconcile(ctx: Context, mv: Mapping[str, Any]) -> bool:
         await ctx.write_invalid_spec(mv, str(e), phase="Failed")
         return True
 
-    siblings = [m for m in await ctx.kube.list("ModelVersion", ns) if m["spec"].get("model") == spec.model]
-    services = await ctx.kube.list("InferenceService", ns)
+    siblings = await ctx.of_model("ModelVersion", ns, spec.model)
+    services = await ctx.of_model("InferenceService", ns, spec.model)
     status: dict[str, Any] = {"observedGeneration": generation}
     verified: str = "Unknown"
     verify_reason, verify_message = "Pending", "verification not started"

@@ -63,17 +63,17 @@ async def _ensure_model_version(
     """Find or create this run's ModelVersion -> (name, created)."""
     meta = tj["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    existing = await ctx.kube.list("ModelVersion", ns, {LABEL_TRAINING_JOB: name})
+    # Read from the API server, not the store: a watch that lags must never let one run
+    # register its model twice.
+    existing = await ctx.kube.list("ModelVersion", ns, {LABEL_TRAINING_JOB: name}, fresh=True)
     if existing:
         return existing[0]["metadata"]["name"], False
     async with ctx.model_lock(ns, spec.model):
-        existing = await ctx.kube.list("ModelVersion", ns, {LABEL_TRAINING_JOB: name})
+        existing = await ctx.kube.list("ModelVersion", ns, {LABEL_TRAINING_JOB: name}, fresh=True)
         if existing:
             return existing[0]["metadata"]["name"], False
         versions = [
-            int(m["spec"].get("version", 0))
-            for m in await ctx.kube.list("ModelVersion", ns)
-            if m["spec"].get("model") == spec.model
+            int(m["spec"].get("version", 0)) for m in await ctx.of_model("ModelVersion", ns, spec.model)
         ]
         version = max(versions, default=0) + 1
         for _ in range(MAX_VERSION_ATTEMPTS):

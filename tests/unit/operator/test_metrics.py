@@ -12,9 +12,10 @@ from prometheus_client import generate_latest
 from mlops_operator.__main__ import _parser
 from mlops_operator.kube import KubeError
 from mlops_operator.metrics import OperatorMetrics
-from mlops_operator.reconcile import runner
 from mlops_operator.reconcile.context import Context
+from mlops_operator.reconcile.controller import Controller, Kind
 from mlops_operator.settings import Settings
+from mlops_operator.store import Store, StoreKube
 
 
 def value(m: OperatorMetrics, name: str, **labels: str) -> float | None:
@@ -65,43 +66,37 @@ def test_each_operator_has_its_own_registry() -> None:
     assert value(b, "mlops_operator_retraining_triggers_total", trigger="manual") is None
 
 
-class FakeKube:
-    """Just the read the loop makes."""
-
-    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        return {"kind": kind, "metadata": {"namespace": namespace, "name": name}}
-
-
-class Stop:
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def __bool__(self) -> bool:
-        return self.stopped
-
-
-async def test_the_reconcile_loop_records_passes_errors_and_active_objects() -> None:
-    ctx = Context(kube=FakeKube(), settings=Settings(resync_seconds=0.01))  # type: ignore[arg-type]
+async def test_reconcile_passes_record_outcomes_and_the_active_gauge_counts_held_objects() -> None:
+    store = Store()
+    ctx = Context(kube=StoreKube(None, store), settings=Settings(resync_seconds=0.01), store=store)  # type: ignore[arg-type]
     ctx.metrics.track_active(ctx.active)
-    stop = Stop()
+    body = {"kind": "ModelVersion", "metadata": {"namespace": "ns", "name": "mv", "resourceVersion": "1"}}
+    store.put("ModelVersion", body)
     seen: list[float | None] = []
     outcomes = iter([KubeError(409, "Conflict", ""), RuntimeError("boom"), None, None])
+    four = asyncio.Event()
 
-    async def reconcile(c: Context, body: Mapping[str, Any]) -> bool:
+    async def reconcile(c: Context, obj: Mapping[str, Any]) -> bool:
         seen.append(value(c.metrics, "mlops_operator_active_resources", kind="ModelVersion"))
-        error = next(outcomes)
-        if error is None and len(seen) >= 4:
-            stop.stopped = True
+        if len(seen) == 4:
+            four.set()
+        error = next(outcomes, None)
         if error is not None:
             raise error
         return True
 
-    body = {"kind": "ModelVersion", "metadata": {"namespace": "ns", "name": "mv"}}
-    await asyncio.wait_for(runner.run(ctx, "ModelVersion", body, stop, reconcile), timeout=30)
+    controller = ctx.controller = Controller(ctx, {"ModelVersion": Kind(reconcile)}, workers=1)
+    controller.start()
+    try:
+        ctx.kick("ModelVersion", "ns", "mv")  # errors retry after 1 s, then 2 s; successes resync
+        await asyncio.wait_for(four.wait(), timeout=30)
+    finally:
+        await controller.stop()
+    store.drop("ModelVersion", body)
     m = ctx.metrics
-    assert seen[0] == 1  # the loop counts as active while it runs
+    assert seen[0] == 1  # the object counts as active while the store holds it
     assert value(m, "mlops_operator_active_resources", kind="ModelVersion") == 0  # and not after
-    assert value(m, "mlops_operator_reconciles_total", kind="ModelVersion", outcome="success") == 2
+    assert value(m, "mlops_operator_reconciles_total", kind="ModelVersion", outcome="success") >= 2  # type: ignore[operator]
     assert value(m, "mlops_operator_reconciles_total", kind="ModelVersion", outcome="error") == 2
     assert value(m, "mlops_operator_reconcile_errors_total", kind="ModelVersion", error="api_409") == 1
     assert value(m, "mlops_operator_reconcile_errors_total", kind="ModelVersion", error="RuntimeError") == 1
