@@ -1,6 +1,7 @@
 """Every kopf decorator of the operator. Each handler is a thin adapter over `reconcile`.
 
-Shape: stateless kopf handlers only, no daemons, timers or change handlers, so kopf writes
+Shape: stateless kopf handlers only (all `async def`: kopf runs plain functions in a thread
+pool, and the store and the queue belong to the event loop), no daemons, timers or change handlers, so kopf writes
 nothing onto our objects (no finalizer, no annotations) and keeps no per-object task or body.
 An index function per watched kind feeds the store (kopf calls them for every object of the
 initial listings before any handler runs, so the store is complete from the first pass); the
@@ -22,7 +23,7 @@ import prometheus_client
 
 from mlops_operator import pausing
 from mlops_operator.api.common import GROUP, LABEL_MANAGED_BY, MANAGER, VERSION
-from mlops_operator.kube import AsyncKube, Kube, load_api_client
+from mlops_operator.kube import AsyncKube
 from mlops_operator.reconcile import inferenceservice, modelversion, trainingjob
 from mlops_operator.reconcile.context import Context
 from mlops_operator.reconcile.controller import Controller, Kind
@@ -49,7 +50,7 @@ def configure(settings: kopf.OperatorSettings, ours: Settings) -> None:
     settings.watching.client_timeout = 330
     settings.watching.inactivity_timeout = 600
     settings.networking.request_timeout = 60
-    settings.execution.max_workers = ours.api_workers
+    settings.execution.max_workers = 2  # only the login handler is synchronous
 
 
 @kopf.on.login()
@@ -72,12 +73,12 @@ def in_cluster_server(env: Mapping[str, str]) -> str | None:
 
 KINDS: dict[str, Kind] = {
     # A finished TrainingJob is never looked at again unless it changes.
-    "TrainingJob": Kind(trainingjob.reconcile, resync_when_done=False),
+    "TrainingJob": Kind(trainingjob.reconcile, interval=trainingjob.interval, resync_when_done=False),
     "ModelVersion": Kind(modelversion.reconcile),
     "InferenceService": Kind(inferenceservice.reconcile, interval=inferenceservice.interval),
 }
 # Label selectors of the children the store holds (the operator creates them with these labels).
-CHILD_SELECTORS: dict[str, Mapping[str, str]] = {"Job": MANAGED, "Deployment": MANAGED}
+CHILD_SELECTORS: dict[str, Mapping[str, str]] = {"Job": MANAGED, "Deployment": MANAGED, "Service": MANAGED}
 
 pausing.install()
 
@@ -88,7 +89,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     configure(settings, ours)
     if "ctx" not in memo:
         store = Store()
-        kube = StoreKube(AsyncKube(Kube(load_api_client(ours.api_workers)), ours.api_workers), store)
+        kube = StoreKube(AsyncKube(settings), store)
         ctx = Context(
             kube=kube,
             settings=ours,
@@ -150,12 +151,14 @@ def _observe(kind: str, type_: str | None, body: kopf.Body, memo: kopf.Memo) -> 
 
 # --- Our kinds: index (store), then enqueue -----------------------------------------------------
 @kopf.index(GROUP, VERSION, "trainingjobs", id="store")
-def trainingjob_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def trainingjob_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _store(memo).put("TrainingJob", body)
 
 
 @kopf.on.event(GROUP, VERSION, "trainingjobs", id="kick")
-def trainingjob_event(type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def trainingjob_event(
+    type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
+) -> None:
     _observe("TrainingJob", type, body, memo)
     ctx: Context = memo["ctx"]
     ctx.kick("TrainingJob", meta["namespace"], meta["name"])
@@ -163,12 +166,14 @@ def trainingjob_event(type: str | None, body: kopf.Body, meta: kopf.Meta, memo: 
 
 
 @kopf.index(GROUP, VERSION, "modelversions", id="store")
-def modelversion_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def modelversion_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _store(memo).put("ModelVersion", body)
 
 
 @kopf.on.event(GROUP, VERSION, "modelversions", id="kick")
-def modelversion_event(type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def modelversion_event(
+    type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
+) -> None:
     _observe("ModelVersion", type, body, memo)
     ctx: Context = memo["ctx"]
     ctx.kick("ModelVersion", meta["namespace"], meta["name"])
@@ -179,12 +184,12 @@ def modelversion_event(type: str | None, body: kopf.Body, meta: kopf.Meta, memo:
 
 
 @kopf.index(GROUP, VERSION, "inferenceservices", id="store")
-def inferenceservice_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def inferenceservice_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _store(memo).put("InferenceService", body)
 
 
 @kopf.on.event(GROUP, VERSION, "inferenceservices", id="kick")
-def inferenceservice_event(
+async def inferenceservice_event(
     type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 ) -> None:
     _observe("InferenceService", type, body, memo)
@@ -200,23 +205,21 @@ def kick_owner(meta: kopf.Meta, ctx: Context) -> None:
             ctx.kick(ref["kind"], meta["namespace"], ref["name"])
 
 
-@kopf.index("batch", "v1", "jobs", labels=MANAGED, id="store")
-def job_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _store(memo).put("Job", body)
+def watch_children(group: str, version: str, plural: str, kind: str) -> None:
+    """Store the operator's children of one kind (by its managed-by label) and wake their owner."""
+
+    @kopf.index(group, version, plural, labels=MANAGED, id="store")
+    async def child_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        _store(memo).put(kind, body)
+
+    @kopf.on.event(group, version, plural, labels=MANAGED, id="kick-owner")
+    async def child_event(
+        type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
+    ) -> None:
+        _observe(kind, type, body, memo)
+        kick_owner(meta, memo["ctx"])  # a changed, or edited or deleted, child gets its owner a pass
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="kick-owner")
-def job_event(type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    _observe("Job", type, body, memo)
-    kick_owner(meta, memo["ctx"])
-
-
-@kopf.index("apps", "v1", "deployments", labels=MANAGED, id="store")
-def deployment_store(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _store(memo).put("Deployment", body)
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED, id="kick-owner")
-def deployment_event(type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    _observe("Deployment", type, body, memo)
-    kick_owner(meta, memo["ctx"])
+watch_children("batch", "v1", "jobs", "Job")
+watch_children("apps", "v1", "deployments", "Deployment")
+watch_children("", "v1", "services", "Service")

@@ -33,7 +33,6 @@ class Settings:
     field_manager: str = FIELD_MANAGER
     # Non-root identity of every pod the operator creates.
     run_as_user: int = 10001
-    api_workers: int = 16
     # Reconcile passes running at once (each waits mostly on API calls).
     workers: int = 8
     # Port of the operator's own Prometheus /metrics; 0 = not served (the default in tests).
@@ -51,7 +50,6 @@ class Settings:
             resync_seconds=float(e.get("MLOPS_RESYNC_SECONDS", "300")),
             retention_keep=int(e.get("MLOPS_RETENTION_KEEP", "20")),
             namespaces=namespaces,
-            api_workers=int(e.get("MLOPS_API_WORKERS", "16")),
             workers=int(e.get("MLOPS_WORKERS", "8")),
             metrics_port=int(e.get("MLOPS_METRICS_PORT", "0")),
         )

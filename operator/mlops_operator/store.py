@@ -27,7 +27,9 @@ from mlops_operator.kube import API_VERSIONS, AsyncKube, KubeError
 log = logging.getLogger("mlops_operator")
 
 # Kinds the operator caches: its own, and the children it creates and watches.
-CACHED_KINDS: Final = frozenset({"TrainingJob", "ModelVersion", "InferenceService", "Job", "Deployment"})
+CACHED_KINDS: Final = frozenset(
+    {"TrainingJob", "ModelVersion", "InferenceService", "Job", "Deployment", "Service"}
+)
 
 
 Entry = tuple[int | None, dict[str, str], Any, bytes]
@@ -134,10 +136,6 @@ class StoreKube:
     def __init__(self, kube: AsyncKube, store: Store) -> None:
         self.api = kube
         self.store = store
-
-    @property
-    def sync(self) -> Any:
-        return self.api.sync
 
     async def get(
         self, kind: str, namespace: str, name: str, *, fresh: bool = False

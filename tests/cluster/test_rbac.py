@@ -56,7 +56,7 @@ EXPECTED = {
     "inferenceservices.mlops.dev/status": "patch",
     "jobs.batch": "get list watch create",
     "deployments.apps": "get list watch create patch delete",
-    "services": "create patch",
+    "services": "list watch create patch",
     "horizontalpodautoscalers.autoscaling": "get create patch delete",
     "pods": "list",
     "persistentvolumeclaims": "get",

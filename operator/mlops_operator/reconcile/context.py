@@ -37,6 +37,14 @@ def parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _version(obj: Mapping[str, Any]) -> str:
+    """What changes when someone else changes a child: its spec generation, else its resourceVersion."""
+    meta = obj.get("metadata") or {}
+    if meta.get("generation") is not None:
+        return f"g{meta['generation']}"
+    return f"rv{meta.get('resourceVersion')}"
+
+
 Scraper = Callable[[Mapping[str, Any]], Awaitable[str | None]]
 
 
@@ -66,7 +74,7 @@ class Context:
     controller: Controller | None = None
     # What this process last applied, per child: (manifest digest, the child's generation then,
     # monotonic time). See `apply`.
-    _applied: dict[tuple[str, str, str], tuple[str, int | None, float]] = field(default_factory=dict)
+    _applied: dict[tuple[str, str, str], tuple[str, str, float]] = field(default_factory=dict)
     # Children known not to exist (checked or deleted by this process), so they are not re-read.
     _absent: set[tuple[str, str, str]] = field(default_factory=set)
 
@@ -103,27 +111,24 @@ class Context:
         return self.store.count(kind) if self.store is not None else 0
 
     async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Server-side apply a child, skipping the request when this process applied the same
-        manifest before and nothing changed its spec since (the store's generation for cached
-        kinds); every `resync_seconds` it is applied anyway, which repairs edits to children the
-        store does not hold. Returns the child (from the store when skipped; None when skipped
-        for a kind the store does not hold)."""
+        """Server-side apply a child, unless this process applied the same manifest before and
+        the child is unchanged since: for kinds the store holds, the same generation (kinds
+        with a spec generation) or resourceVersion (Services), so an edit or a deletion is
+        repaired at the next pass; for other kinds, re-applied every `resync_seconds`.
+        Returns the child (from the store when skipped; None when skipped for other kinds)."""
         meta = obj["metadata"]
         key = (str(obj["kind"]), str(meta["namespace"]), str(meta["name"]))
         digest = hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()
         last = self._applied.get(key)
-        cached = self.store.get(*key) if self.store is not None and key[0] in self.store.kinds else None
-        if (
-            last is not None
-            and last[0] == digest
-            and time.monotonic() - last[2] < self.settings.resync_seconds
-        ):
-            if cached is not None and cached["metadata"].get("generation") == last[1]:
-                return cached
-            if self.store is None or key[0] not in self.store.kinds:
+        if last is not None and last[0] == digest:
+            if self.store is not None and key[0] in self.store.kinds:
+                cached = self.store.get(*key)
+                if cached is not None and _version(cached) == last[1]:
+                    return cached
+            elif time.monotonic() - last[2] < self.settings.resync_seconds:
                 return None
         result = await self.kube.apply(obj)
-        self._applied[key] = (digest, result["metadata"].get("generation"), time.monotonic())
+        self._applied[key] = (digest, _version(result), time.monotonic())
         self._absent.discard(key)
         return result
 

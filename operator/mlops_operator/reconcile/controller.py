@@ -48,8 +48,9 @@ class Pause(Protocol):
 @dataclass(frozen=True)
 class Kind:
     reconcile: Reconcile
-    # Seconds until the next pass when nothing happens; None: the resync period.
-    interval: Callable[[Mapping[str, Any]], float] | None = None
+    # Seconds until the next pass when nothing happens, from the body after the pass (None:
+    # the resync period).
+    interval: Callable[[Mapping[str, Any]], float | None] | None = None
     # Whether a pass that reports the object finished (returns True) still schedules a resync.
     resync_when_done: bool = True
 
@@ -171,7 +172,9 @@ class Controller:
             if done and not spec.resync_when_done:
                 delay = None
             else:
-                delay = spec.interval(body) if spec.interval else self.ctx.settings.resync_seconds
+                after = (await self.ctx.kube.get(kind, ns, name) or body) if spec.interval else body
+                wanted = spec.interval(after) if spec.interval else None
+                delay = wanted if wanted is not None else self.ctx.settings.resync_seconds
         except asyncio.CancelledError:
             raise
         except KubeError as e:

@@ -394,9 +394,19 @@ def forget(ctx: Context, namespace: str, name: str) -> None:
     )
 
 
-def interval(isvc: Mapping[str, Any]) -> float:
-    """How long the loop sleeps between passes: the scrape interval (or the canary's pace)."""
+def interval(isvc: Mapping[str, Any]) -> float | None:
+    """Seconds until the next pass when nothing happens: the scrape interval (at most 30 s)
+    while a version is served, a canary runs or a retraining schedule is set; otherwise None
+    (the resync period: with nothing to scrape or time, only events bring work)."""
     spec = isvc.get("spec") or {}
+    status = isvc.get("status") or {}
+    timed = (
+        status.get("modelVersion")
+        or (status.get("canary") or {}).get("phase") == "Progressing"
+        or ((spec.get("retraining") or {}).get("triggers") or {}).get("schedule")
+    )
+    if not timed:
+        return None
     seconds = float(((spec.get("monitoring") or {}).get("intervalSeconds")) or 30)
     return max(1.0, min(seconds, 30.0))
 

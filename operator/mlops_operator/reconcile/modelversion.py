@@ -18,7 +18,7 @@ from mlops_operator.api.modelversion import ModelVersionSpec
 from mlops_operator.build import modelversion as build
 from mlops_operator.build.trainingjob import CONTAINER, EXIT_VERIFY_FAILED
 from mlops_operator.reconcile.context import Context
-from mlops_operator.reconcile.pods import failure_message, job_condition, last_failure, pod_result, succeeded
+from mlops_operator.reconcile.pods import failure_message, job_condition, last_failure, results, succeeded
 from mlops_operator.status.conditions import READY, Cond, is_true, kstatus, merge, tf
 
 
@@ -138,12 +138,8 @@ async def reconcile(ctx: Context, mv: Mapping[str, Any]) -> bool:
             if created:
                 await ctx.event(mv, "VerificationStarted", f"Created Job {build.verify_job_name(name)}")
         status["verificationJob"] = build.verify_job_name(name)
-        pods = [
-            pod_result(p, CONTAINER)
-            for p in await ctx.kube.list(
-                "Pod", ns, {LABEL_MODEL_VERSION: name, LABEL_COMPONENT: build.COMPONENT}
-            )
-        ]
+
+        selector = {LABEL_MODEL_VERSION: name, LABEL_COMPONENT: build.COMPONENT}
         if job_condition(job, "Complete"):
             verified, verify_reason, verify_message = (
                 "True",
@@ -151,12 +147,12 @@ async def reconcile(ctx: Context, mv: Mapping[str, Any]) -> bool:
                 "sha256 matched; the model loaded and predicted",
             )
             status["verifiedAt"] = now
-            ok = succeeded(pods)
+            ok = succeeded(await results(ctx.kube, ns, selector, CONTAINER))
             await ctx.event(
                 mv, "Verified", f"Artifact {spec.artifact.uri} verified" + (f" by {ok[-1].pod}" if ok else "")
             )
         elif job_condition(job, "Failed"):
-            failure = last_failure(pods)
+            failure = last_failure(await results(ctx.kube, ns, selector, CONTAINER))
             verified = "False"
             verify_reason = (
                 "VerificationFailed"

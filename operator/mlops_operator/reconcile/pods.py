@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,21 @@ class PodResult:
     result: dict[str, Any] | None
     text: str
     index: int | None
+
+
+class Lister(Protocol):
+    async def list(
+        self, kind: str, namespace: str, labels: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]: ...
+
+
+async def results(
+    kube: Lister, namespace: str, selector: Mapping[str, str], container: str
+) -> list[PodResult]:
+    """What the pods matching `selector` report, oldest first."""
+    pods = await kube.list("Pod", namespace, selector)
+    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
+    return [pod_result(p, container) for p in pods]
 
 
 def pod_result(pod: Mapping[str, Any], container: str) -> PodResult:

@@ -24,10 +24,10 @@ from mlops_operator.reconcile.pods import (
     failure_message,
     job_condition,
     last_failure,
-    pod_result,
+    results,
     succeeded,
 )
-from mlops_operator.status.conditions import READY, Cond, kstatus, merge, tf
+from mlops_operator.status.conditions import READY, Cond, get, kstatus, merge, tf
 
 TERMINAL: Final = ("Succeeded", "Failed")
 MAX_VERSION_ATTEMPTS: Final = 5
@@ -38,9 +38,7 @@ def _fail(reason: str, message: str) -> dict[str, Any]:
 
 
 async def _pods(ctx: Context, ns: str, tj: str, step: str) -> list[PodResult]:
-    pods = await ctx.kube.list("Pod", ns, {LABEL_TRAINING_JOB: tj, build.LABEL_STEP: step})
-    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
-    return [pod_result(p, build.CONTAINER) for p in pods]
+    return await results(ctx.kube, ns, {LABEL_TRAINING_JOB: tj, build.LABEL_STEP: step}, build.CONTAINER)
 
 
 def best_trial(results: list[PodResult]) -> PodResult | None:
@@ -310,6 +308,16 @@ def compute_status(tj: Mapping[str, Any], facts: Mapping[str, Any], now: str) ->
     if phase in TERMINAL and "completionTime" not in status:
         status["completionTime"] = old.get("completionTime") or now
     return {k: v for k, v in status.items() if v is not None}
+
+
+STORAGE_RECHECK_SECONDS: Final = 15.0
+
+
+def interval(tj: Mapping[str, Any]) -> float | None:
+    """A TrainingJob waiting for its PersistentVolumeClaim looks again every 15 s (nothing wakes
+    it when the claim appears); otherwise only events and the resync bring passes."""
+    ready = get((tj.get("status") or {}).get("conditions"), READY) or {}
+    return STORAGE_RECHECK_SECONDS if ready.get("reason") == "StorageNotFound" else None
 
 
 async def reconcile(ctx: Context, tj: Mapping[str, Any]) -> bool:

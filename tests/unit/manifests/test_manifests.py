@@ -29,7 +29,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     **{("mlops.dev", f"{k}/status"): {"patch"} for k in OUR_KINDS},
     ("batch", "jobs"): {"get", "list", "watch", "create"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"create", "patch"},
+    ("", "services"): {"list", "watch", "create", "patch"},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
     ("", "pods"): {"list"},
     ("", "persistentvolumeclaims"): {"get"},

@@ -18,7 +18,9 @@ class Api:
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(("apply", obj["kind"], obj["metadata"]["name"]))
-        meta = {**obj["metadata"], "generation": self.generation, "resourceVersion": str(len(self.calls))}
+        meta = {**obj["metadata"], "resourceVersion": str(len(self.calls))}
+        if obj["kind"] != "Service":  # like the API server: Services carry no generation
+            meta["generation"] = self.generation
         return {**obj, "metadata": meta}
 
     async def get(self, kind: str, namespace: str, name: str, *, fresh: bool = True) -> dict[str, Any] | None:
@@ -48,14 +50,25 @@ def service() -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "ns"}, "spec": {}}
 
 
+def hpa() -> dict[str, Any]:
+    """A kind the store does not hold."""
+    return {"kind": "HorizontalPodAutoscaler", "metadata": {"name": "h", "namespace": "ns"}, "spec": {}}
+
+
 async def test_an_unchanged_child_is_applied_once() -> None:
     api = Api()
     ctx = context(api)
     first = await ctx.apply(deployment())
     again = await ctx.apply(deployment())
-    assert await ctx.apply(service()) is not None
-    assert await ctx.apply(service()) is None  # skipped; the store does not hold Services
-    assert api.calls == [("apply", "Deployment", "d"), ("apply", "Service", "s")]
+    await ctx.apply(service())
+    await ctx.apply(service())
+    assert await ctx.apply(hpa()) is not None
+    assert await ctx.apply(hpa()) is None  # skipped; the store does not hold HPAs
+    assert api.calls == [
+        ("apply", "Deployment", "d"),
+        ("apply", "Service", "s"),
+        ("apply", "HorizontalPodAutoscaler", "h"),
+    ]
     assert again == first  # read back from the store
 
 
@@ -75,11 +88,27 @@ async def test_a_changed_manifest_or_spec_is_applied_again() -> None:
     assert len(api.calls) == 3
 
 
-async def test_the_resync_period_applies_unchanged_children_again() -> None:
+async def test_an_edited_or_deleted_service_is_applied_again() -> None:
+    api = Api()
+    ctx = context(api)
+    assert ctx.store is not None
+    await ctx.apply(service())
+    edited = ctx.store.get("Service", "ns", "s")
+    assert edited is not None
+    edited["metadata"]["resourceVersion"] = "99"  # Services have no generation: any change counts
+    ctx.store.put("Service", edited)
+    await ctx.apply(service())
+    assert ctx.store.drop("Service", {"metadata": {"name": "s", "namespace": "ns", "resourceVersion": "100"}})
+    await ctx.apply(service())
+    await ctx.apply(service())
+    assert api.calls == [("apply", "Service", "s")] * 3
+
+
+async def test_the_resync_period_applies_unchanged_children_the_store_does_not_hold() -> None:
     api = Api()
     ctx = context(api, resync=0.0)
-    await ctx.apply(service())
-    await ctx.apply(service())
+    await ctx.apply(hpa())
+    await ctx.apply(hpa())
     assert len(api.calls) == 2
 
 

@@ -186,3 +186,26 @@ async def test_a_paused_replica_does_nothing_and_relists_when_resumed() -> None:
         assert passes.names == ["a"] and relists == 1
     finally:
         await controller.stop()
+
+
+def test_every_watch_handler_runs_on_the_event_loop() -> None:
+    """kopf runs plain functions in a thread pool; the store and the queue are not thread-safe."""
+    import kopf
+
+    from mlops_operator import handlers  # noqa: F401  # registers the handlers
+
+    registry = kopf.get_default_registry()
+    fns = [h.fn for h in (*registry._indexing.get_all_handlers(), *registry._watching.get_all_handlers())]
+    assert len(fns) >= 12
+    assert [f.__name__ for f in fns if not asyncio.iscoroutinefunction(f)] == []
+
+
+def test_only_a_trainingjob_waiting_for_its_claim_is_rechecked_on_a_timer() -> None:
+    from mlops_operator.reconcile import trainingjob
+
+    def tj(reason: str) -> dict[str, Any]:
+        return {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": reason}]}}
+
+    assert trainingjob.interval(tj("StorageNotFound")) == trainingjob.STORAGE_RECHECK_SECONDS
+    assert trainingjob.interval(tj("Training")) is None
+    assert trainingjob.interval({}) is None
