@@ -19,7 +19,15 @@ from mlops_operator.build import modelversion as build
 from mlops_operator.build.trainingjob import CONTAINER, EXIT_VERIFY_FAILED
 from mlops_operator.reconcile.context import Context
 from mlops_operator.reconcile.pods import failure_message, job_condition, last_failure, results, succeeded
-from mlops_operator.status.conditions import READY, Cond, is_true, kstatus, merge, tf
+from mlops_operator.status.conditions import READY, Cond, get, is_true, kstatus, merge, tf
+
+VERIFICATION_FAILURES = ("VerificationFailed", "VerificationError")
+
+
+def verification_failed(status: Mapping[str, Any]) -> bool:
+    """Whether the status already records a failed verification (final: the spec is immutable)."""
+    cond = get(status.get("conditions"), "ArtifactVerified") or {}
+    return cond.get("status") == "False" and cond.get("reason") in VERIFICATION_FAILURES
 
 
 def gates_result(spec: ModelVersionSpec) -> tuple[bool, str]:
@@ -130,6 +138,15 @@ async def reconcile(ctx: Context, mv: Mapping[str, Any]) -> bool:
     elif is_true(old.get("conditions"), "ArtifactVerified"):
         verified, verify_reason, verify_message = "True", "Verified", "artifact verified"
         status["verifiedAt"] = old.get("verifiedAt")
+        status["verificationJob"] = old.get("verificationJob")
+    elif verification_failed(old):
+        # Settled: the failure was read from the pods once; a resync reads nothing again.
+        cond = get(old.get("conditions"), "ArtifactVerified") or {}
+        verified, verify_reason, verify_message = (
+            "False",
+            str(cond.get("reason")),
+            str(cond.get("message") or ""),
+        )
         status["verificationJob"] = old.get("verificationJob")
     else:
         job = await ctx.kube.get("Job", ns, build.verify_job_name(name))

@@ -209,3 +209,16 @@ def test_only_a_trainingjob_waiting_for_its_claim_is_rechecked_on_a_timer() -> N
     assert trainingjob.interval(tj("StorageNotFound")) == trainingjob.STORAGE_RECHECK_SECONDS
     assert trainingjob.interval(tj("Training")) is None
     assert trainingjob.interval({}) is None
+
+
+def test_a_recorded_verification_failure_is_final_and_nothing_else_is() -> None:
+    from mlops_operator.reconcile.modelversion import verification_failed
+
+    def status(state: str, reason: str) -> dict[str, Any]:
+        return {"conditions": [{"type": "ArtifactVerified", "status": state, "reason": reason}]}
+
+    assert verification_failed(status("False", "VerificationFailed"))
+    assert verification_failed(status("False", "VerificationError"))
+    assert not verification_failed(status("False", "DuplicateVersion"))  # re-checked every pass
+    assert not verification_failed(status("Unknown", "Verifying"))
+    assert not verification_failed({})
