@@ -377,11 +377,21 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
         "message": message,
     }
     status = {k: v for k, v in status.items() if v is not None}
-    if status.get("modelVersion") != old.get("modelVersion"):
-        for mv_name in {status.get("modelVersion"), old.get("modelVersion")} - {None}:
-            ctx.kick("ModelVersion", ns, str(mv_name))
     await ctx.write_status(isvc, status)
+    # The versions whose stage or retention depends on this status get a pass, after the write,
+    # so the pass reads the new status from the store.
+    before, after = versions_named(old), versions_named(status)
+    if before != after:
+        for mv_name in before | after:
+            ctx.kick("ModelVersion", ns, mv_name)
     return False
+
+
+def versions_named(status: Mapping[str, Any]) -> set[str]:
+    """The ModelVersions an InferenceService status serves, rolls out or routes traffic to."""
+    named = {status.get("modelVersion"), status.get("desiredModelVersion")}
+    named |= {t.get("modelVersion") for t in status.get("traffic") or []}
+    return {str(n) for n in named if n}
 
 
 def forget(ctx: Context, namespace: str, name: str) -> None:

@@ -222,3 +222,15 @@ def test_a_recorded_verification_failure_is_final_and_nothing_else_is() -> None:
     assert not verification_failed(status("False", "DuplicateVersion"))  # re-checked every pass
     assert not verification_failed(status("Unknown", "Verifying"))
     assert not verification_failed({})
+
+
+def test_an_inferenceservice_names_the_versions_it_serves_routes_to_or_rolls_out() -> None:
+    from mlops_operator.reconcile.inferenceservice import versions_named
+
+    status = {
+        "modelVersion": "m-v1",
+        "desiredModelVersion": "m-v2",
+        "traffic": [{"modelVersion": "m-v1", "percent": 90}, {"modelVersion": "m-v2", "percent": 10}],
+    }
+    assert versions_named(status) == {"m-v1", "m-v2"}
+    assert versions_named({}) == set()
