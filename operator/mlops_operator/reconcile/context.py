@@ -141,7 +141,7 @@ class Context:
         return deleted
 
     async def child_exists(self, kind: str, namespace: str, name: str) -> bool:
-        """Whether a child exists: from the store, from what this process did, or by one read."""
+        """Whether a child exists: from what this process applied or deleted, else by one read."""
         key = (kind, namespace, name)
         if key in self._absent:
             return False
