@@ -147,10 +147,10 @@ def load_model_bytes(blob: bytes) -> Any:
         raise ArtifactError(f"model file failed to load: {e}") from e
 
 
-def load_verified(
+def read_verified(
     directory: str | os.PathLike[str], expected_sha256: str | None = None
-) -> tuple[Any, dict[str, Any]]:
-    """Load the model of an artifact after checking its sha256.
+) -> tuple[bytes, dict[str, Any]]:
+    """The bytes of an artifact's model file and its metadata, after checking its sha256.
 
     `expected_sha256` is the digest recorded elsewhere (the ModelVersion spec); when given,
     both the file and the metadata must match it.
@@ -166,4 +166,12 @@ def load_verified(
         raise ArtifactError(f"sha256 mismatch: {path} has {actual}, metadata says {meta.get('sha256')}")
     if expected_sha256 is not None and actual != expected_sha256:
         raise ArtifactError(f"sha256 mismatch: {path} has {actual}, expected {expected_sha256}")
+    return blob, meta
+
+
+def load_verified(
+    directory: str | os.PathLike[str], expected_sha256: str | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """Load the model of an artifact after checking its sha256 (see `read_verified`)."""
+    blob, meta = read_verified(directory, expected_sha256)
     return load_model_bytes(blob), meta

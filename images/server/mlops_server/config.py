@@ -22,6 +22,7 @@ class Settings:
     model_name: str | None = None
     sha256: str | None = None
     model_version: str | None = None
+    runtime: str = "auto"
     host: str = "0.0.0.0"  # noqa: S104 - a server in a pod listens on all interfaces
     port: int = 8080
     max_batch_size: int = 64
@@ -122,6 +123,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     add(
         "--model-version",
         "version label for metrics, logs and metadata (default: first 12 hex of the sha256)",
+    )
+    add(
+        "--runtime",
+        "auto: run numeric pipelines of supported parts from their arrays, without importing "
+        "scikit-learn (fast start, small process), else with scikit-learn; sklearn: always scikit-learn",
+        default=_DEFAULTS.runtime,
+        choices=("auto", "sklearn"),
     )
     add("--host", "address to listen on", default=_DEFAULTS.host)
     add("--port", "TCP port to listen on (0 picks a free one)", default=_DEFAULTS.port, type=_port)

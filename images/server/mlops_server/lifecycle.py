@@ -38,10 +38,13 @@ FLUSH_INTERVAL: Final = 1.0
 
 
 def load_model(settings: Settings) -> ServedModel:
-    # Imported here so pandas and scikit-learn load on the model thread, after the port is open.
+    # Imported here so numpy (and pandas and scikit-learn, when the model needs them) load on the
+    # model thread, after the port is open.
     from mlops_server.model import ServedModel
 
-    return ServedModel.load(settings.artifact, settings.sha256, settings.model_name, settings.model_version)
+    return ServedModel.load(
+        settings.artifact, settings.sha256, settings.model_name, settings.model_version, settings.runtime
+    )
 
 
 class Server:
@@ -135,6 +138,7 @@ class Server:
                     "sha256": model.sha256,
                     "task": model.signature.task,
                     "features": len(model.signature.features),
+                    "runtime": model.runtime,
                     "load_seconds": round(model.load_seconds, 4),
                     "ready_seconds": round(time.perf_counter() - self.started, 4),
                 }

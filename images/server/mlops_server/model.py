@@ -1,9 +1,19 @@
 """The served model: a verified scikit-learn Pipeline plus its signature, predicting whole batches.
 
-`ServedModel.load` checks the artifact's sha256 (`mlops_operator.artifact.load_verified`), refuses
-untrusted types, checks the signature against the pipeline, and runs one warm-up prediction so
-the first request pays no lazy-import cost. `predict` takes a frame (see `mlops_server.codec`)
-of any number of rows and builds exactly one DataFrame for it.
+`ServedModel.load` checks the artifact's sha256 (`mlops_operator.artifact.read_verified`), then
+runs the model one of two ways (`runtime`):
+
+- `arrays` (issue #10, cold start): when every feature is numeric and the pipeline is made of
+  parts `mlops_operator.arrayplan` knows, the fitted arrays are read from the verified file and
+  the model runs on numpy alone. scikit-learn, scipy, skops and pandas are never imported, so
+  the server is ready in a fraction of the time and memory. The verify Job has already checked
+  that this plan predicts what scikit-learn predicts for this very file.
+- `sklearn`: otherwise (or with `--runtime sklearn`), skops loads the pipeline, refusing
+  untrusted types, and `predict` builds exactly one DataFrame per batch (or uses the numeric
+  fast path below).
+
+Either way the signature is checked against the pipeline and one warm-up prediction runs before
+readiness. `predict` takes a frame (see `mlops_server.codec`) of any number of rows.
 
 Classifiers whose `predict` is by definition the arg-max of `predict_proba` (see
 `_LABELS_FROM_PROBA`) get one model pass per batch instead of two.
@@ -25,9 +35,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple
 
 import numpy as np
-import pandas as pd
 
-from mlops_operator import artifact
+from mlops_operator import arrayplan, artifact
 from mlops_server import logs
 from mlops_server.codec import OUTPUT_PREDICT, OUTPUT_PROBA, Array, ModelInputError, Prediction
 from mlops_server.signature import Kind, Signature, SignatureError
@@ -54,6 +63,8 @@ _LABELS_FROM_PROBA: Final = frozenset(
 )
 
 _PANDAS_DTYPE: Final = {Kind.FLOAT: "float64", Kind.INT: "int64", Kind.BOOL: "bool", Kind.CATEGORY: "object"}
+
+RUNTIMES: Final = ("auto", "sklearn")
 
 
 class _Methods(NamedTuple):
@@ -93,7 +104,6 @@ class ServedModel:
                 f"signature features ({', '.join(sig.names)}) differ from the pipeline's input columns "
                 f"({', '.join(map(str, fitted_names))})"
             )
-        self.columns = pd.Index(sig.names)
         if sig.numeric:
             # float64 matrices become one float block; integer features are cast back to int64.
             self._casts = {f.name: "int64" for f in sig.features if f.kind is Kind.INT}
@@ -108,14 +118,18 @@ class ServedModel:
             if classes is None:
                 raise artifact.ArtifactError("signature says classification but the model has no classes_")
             self.classes = np.asarray(classes)
-            self.has_proba = hasattr(pipeline, "predict_proba")
-            final = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
-            cls = type(final)
-            self.labels_from_proba = (
-                self.has_proba
-                and cls.__module__.startswith("sklearn.")
-                and cls.__name__ in _LABELS_FROM_PROBA
-            )
+            if isinstance(pipeline, arrayplan.Plan):
+                self.has_proba = pipeline.has_proba
+                self.labels_from_proba = self.has_proba and pipeline.estimator in _LABELS_FROM_PROBA
+            else:
+                self.has_proba = hasattr(pipeline, "predict_proba")
+                final = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+                cls = type(final)
+                self.labels_from_proba = (
+                    self.has_proba
+                    and cls.__module__.startswith("sklearn.")
+                    and cls.__name__ in _LABELS_FROM_PROBA
+                )
         self.outputs: tuple[str, ...] = (
             (OUTPUT_PREDICT, OUTPUT_PROBA) if self.has_proba else (OUTPUT_PREDICT,)
         )
@@ -123,19 +137,40 @@ class ServedModel:
         self.n_features = len(sig.features)
         self._frame_methods = _Methods(pipeline.predict, pipeline.predict_proba if self.has_proba else None)
         self._matrix: _Methods | None = None  # see the module docstring: set by enable_fast_path()
+        self._columns: Any = None  # a pandas Index, made on first use (the arrays runtime never needs one)
+        self.runtime = "arrays" if isinstance(pipeline, arrayplan.Plan) else "sklearn"
+        if self.runtime == "arrays":
+            self._matrix = self._frame_methods  # a plan takes float64 matrices in signature order
 
     @classmethod
     def load(
-        cls, directory: str, expected_sha256: str | None, name: str | None, version: str | None
+        cls,
+        directory: str,
+        expected_sha256: str | None,
+        name: str | None,
+        version: str | None,
+        runtime: str = "auto",
     ) -> ServedModel:
-        """Load and verify an artifact; raises `artifact.ArtifactError` for anything unservable."""
+        """Load and verify an artifact; raises `artifact.ArtifactError` for anything unservable.
+
+        `runtime` "auto" runs the model from its arrays when `arrayplan` supports it, else with
+        scikit-learn; "sklearn" always loads it with skops and scikit-learn.
+        """
         started = time.perf_counter()
-        pipeline, meta = artifact.load_verified(directory, expected_sha256)
+        blob, meta = artifact.read_verified(directory, expected_sha256)
+        pipeline: Any = None
+        if runtime == "auto":
+            pipeline, reason = _plan(blob, meta)
+            if pipeline is None:
+                log.info("Running the model with scikit-learn", extra={"fields": {"reason": reason}})
+        if pipeline is None:
+            pipeline = artifact.load_model_bytes(blob)
         model_name = name or str(meta.get("model") or "model")
         model_version = version or str(meta.get("sha256", ""))[:12]
         model = cls(pipeline, meta, model_name, model_version)
         model.warm_up()
-        model.enable_fast_path()
+        if model.runtime == "sklearn":
+            model.enable_fast_path()
         model.load_seconds = time.perf_counter() - started
         return model
 
@@ -285,6 +320,8 @@ class ServedModel:
                 if all(isinstance(v, (int, type(None))) for v in (columns.start, columns.stop, columns.step))
                 else None
             )
+        import pandas as pd  # loaded already: the pipeline is scikit-learn's
+
         values = list(columns) if isinstance(columns, (list, tuple, np.ndarray, pd.Index)) else None
         if values is None:
             return None
@@ -296,8 +333,12 @@ class ServedModel:
             return [int(v) for v in values]
         return None
 
-    def dataframe(self, frame: Array) -> pd.DataFrame:
-        df = pd.DataFrame(frame, columns=self.columns, copy=False)
+    def dataframe(self, frame: Array) -> Any:
+        import pandas as pd  # only the scikit-learn runtime builds DataFrames
+
+        if self._columns is None:
+            self._columns = pd.Index(self.signature.names)
+        df = pd.DataFrame(frame, columns=self._columns, copy=False)
         if self._casts:
             try:
                 df = df.astype(self._casts)
@@ -358,8 +399,27 @@ class ServedModel:
             "platform": "sklearn",
             "inputs": [{"name": f.name, "datatype": f.datatype, "shape": [-1]} for f in sig.features],
             "outputs": outputs,
-            "parameters": {"task": sig.task, "sha256": self.sha256, "content_type": "pd"},
+            "parameters": {
+                "task": sig.task,
+                "sha256": self.sha256,
+                "content_type": "pd",
+                "runtime": self.runtime,
+            },
         }
         if self.classes is not None:
             doc["parameters"]["classes"] = self.classes.tolist()
         return doc
+
+
+def _plan(blob: bytes, meta: Mapping[str, Any]) -> tuple[arrayplan.Plan | None, str]:
+    """The array plan of a verified model file, or None and why scikit-learn must run it."""
+    try:
+        signature = Signature.from_metadata(meta)
+    except SignatureError as e:
+        return None, str(e)
+    if not signature.numeric:
+        return None, "not every feature is numeric"
+    try:
+        return arrayplan.compile_blob(blob, signature.names), ""
+    except arrayplan.Unsupported as e:
+        return None, str(e)

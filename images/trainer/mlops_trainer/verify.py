@@ -5,6 +5,12 @@ metadata; skops loads only trusted types), then a few sample rows built from the
 the training reference statistics (row 0: means / most frequent categories, row 1: minima /
 second categories, row 2: maxima / third), predicted; the predictions must be one per row, and
 in the signature's classes (classification) or finite (regression).
+
+Then the array plan (`mlops_operator.arrayplan`): when the inference server would run this file
+from its arrays instead of scikit-learn, the plan must predict what scikit-learn predicts on the
+sample rows and on rows spread over each feature's training range (labels equal, probabilities
+and values to 1e-9 relative), or the artifact fails verification. The result says which runtime
+the server will use.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from mlops_operator import artifact, storage
+from mlops_operator import arrayplan, artifact, storage
 from mlops_trainer.errors import BadInput, Transient, VerificationFailed
 from mlops_trainer.logs import log, phase
 
 SAMPLE_ROWS: Final = 3
+PLAN_ROWS: Final = 64
+PLAN_TOLERANCE: Final = 1e-9
 
 
 def _numeric_value(ref: Mapping[str, Any] | None, row: int) -> float:
@@ -105,7 +113,8 @@ def run_verify(artifact_location: str, sha256: str, env: Mapping[str, str]) -> d
         directory = local_artifact(artifact_location, Path(scratch), env)
         with phase("load", artifact=artifact_location):
             try:
-                model, meta = artifact.load_verified(directory, sha256.lower())
+                blob, meta = artifact.read_verified(directory, sha256.lower())
+                model = artifact.load_model_bytes(blob)
             except artifact.ArtifactError as e:
                 raise VerificationFailed(str(e)) from e
     signature = meta.get("signature")
@@ -122,5 +131,63 @@ def run_verify(artifact_location: str, sha256: str, env: Mapping[str, str]) -> d
             raise VerificationFailed(
                 f"model failed to predict on sample rows: {type(e).__name__}: {e}"
             ) from e
-    log("Verified artifact", artifact=artifact_location, sha256=meta["sha256"])
-    return {"ok": True, "sha256": meta["sha256"], "signature": signature, "predictions": predictions}
+    with phase("array plan"):
+        runtime = check_array_plan(model, blob, signature, references)
+    log("Verified artifact", artifact=artifact_location, sha256=meta["sha256"], runtime=runtime)
+    return {
+        "ok": True,
+        "sha256": meta["sha256"],
+        "signature": signature,
+        "predictions": predictions,
+        "runtime": runtime,
+    }
+
+
+def plan_input(
+    signature: Mapping[str, Any], references: Mapping[str, Any], rows: int = PLAN_ROWS
+) -> pd.DataFrame:
+    """The sample rows, then rows drawn evenly over each numeric feature's training [min, max]."""
+    sample = sample_input(signature, references)
+    rng = np.random.default_rng(0)
+    spread: dict[str, Any] = {}
+    for name in sample.columns:
+        ref = references.get(name) or {}
+        low, high = float(ref.get("min", -1.0)), float(ref.get("max", 1.0))
+        values = rng.uniform(low, high, rows - len(sample)) if math.isfinite(high - low) else np.zeros(rows)
+        kind = sample[name].dtype.kind
+        spread[name] = np.round(values).astype(sample[name].dtype) if kind in "iu" else values
+    return pd.concat([sample, pd.DataFrame(spread)], ignore_index=True)
+
+
+def check_array_plan(
+    model: Any, blob: bytes, signature: Mapping[str, Any], references: Mapping[str, Any]
+) -> str:
+    """ "arrays" when the server may run this file from its arrays (checked here), else "sklearn"."""
+    names = [str(f["name"]) for f in signature["features"]]
+    try:
+        plan = arrayplan.compile_blob(blob, names)
+    except arrayplan.Unsupported as e:
+        log("The server will run this model with scikit-learn", reason=str(e))
+        return "sklearn"
+    X = plan_input(signature, references)
+    try:
+        matrix = X.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        return "sklearn"  # text features: the server never uses a plan for them
+    expected, got = np.asarray(model.predict(X)), plan.predict(matrix)
+    checks = [("predictions", expected, got)]
+    if plan.has_proba and hasattr(model, "predict_proba"):
+        checks.append(("probabilities", np.asarray(model.predict_proba(X)), plan.predict_proba(matrix)))
+    for what, theirs, ours in checks:
+        if theirs.shape != ours.shape:
+            same = False
+        elif what == "predictions" and plan.classes_ is not None:
+            same = bool(np.array_equal(theirs, ours))
+        else:
+            same = bool(np.allclose(theirs, ours, rtol=PLAN_TOLERANCE, atol=1e-12))
+        if not same:
+            raise VerificationFailed(
+                f"the inference server's array runtime gives other {what} than scikit-learn for this model "
+                f"({plan.estimator}); this is a bug of mlops-operator, please report it"
+            )
+    return "arrays"

@@ -298,11 +298,15 @@ def test_regression(start_server: StartServer, diabetes: Artifact) -> None:
     )
 
 
+@pytest.mark.parametrize("runtime,expected", [("auto", "arrays"), ("sklearn", "sklearn")])
 def test_column_transformer_pipeline_uses_the_matrix_path(
-    start_server: StartServer, iris_ct: Artifact
+    start_server: StartServer, iris_ct: Artifact, runtime: str, expected: str
 ) -> None:
-    server = start_server(iris_ct)
-    assert server.server.app.model.matrix_input  # type: ignore[union-attr]
+    # auto: the trainer's layout runs from its arrays; sklearn: scikit-learn's steps on a matrix.
+    server = start_server(iris_ct, runtime=runtime)
+    model = server.server.app.model
+    assert model is not None and model.matrix_input and model.runtime == expected
+    assert server.client().get("/v2/models/iris").json["parameters"]["runtime"] == expected
     rows = iris_ct.X.to_numpy()[[2, 62, 122]]
     _assert_iris_outputs(server.client().infer(v2_matrix(rows)), iris_ct, rows)
 

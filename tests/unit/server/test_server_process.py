@@ -282,3 +282,29 @@ assert hasattr(model, "predict_proba")
 """
     done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr.decode()
+
+
+def _mapped_packages(pid: int) -> set[str]:
+    """Which of the heavy packages have a shared library mapped into the process."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {name for name in ("sklearn", "scipy", "pandas") if f"/{name}/" in maps}
+
+
+@pytest.mark.parametrize(
+    ("runtime", "mapped"), [("auto", set()), ("sklearn", {"sklearn", "scipy", "pandas"})]
+)
+def test_a_numeric_model_runs_without_scikit_learn_in_the_process(
+    iris_ct: Artifact, runtime: str, mapped: set[str]
+) -> None:
+    # Issue #10 (cold start): the arrays runtime never imports scikit-learn, scipy or pandas.
+    proc = _server("--artifact", str(iris_ct.directory), "--sha256", iris_ct.sha256, "--runtime", runtime)
+    stderr = _Stderr(proc)
+    try:
+        loaded = stderr.wait_for("Loaded model", timeout=60)
+        assert loaded["runtime"] == ("arrays" if runtime == "auto" else "sklearn")
+        assert _mapped_packages(proc.pid) == mapped
+    finally:
+        proc.kill()
+        proc.wait(10)
+        assert proc.stderr is not None
+        proc.stderr.close()

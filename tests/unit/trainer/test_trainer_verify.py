@@ -42,8 +42,10 @@ def test_verify_ok(trainer: Trainer, mixed: pd.DataFrame, case: str) -> None:
     )
 
     assert run.code == 0, run.result
-    assert set(run.result) == {"ok", "sha256", "signature", "predictions"}
+    assert set(run.result) == {"ok", "sha256", "signature", "predictions", "runtime"}
     assert run.result["sha256"] == sha
+    # The server runs numeric pipelines from their arrays (checked against scikit-learn here).
+    assert run.result["runtime"] == ("sklearn" if case == "mixed-csv" else "arrays")
     predictions = run.result["predictions"]
     assert len(predictions) == 3
     signature = run.result["signature"]
@@ -159,3 +161,25 @@ def test_sample_input_follows_signature_and_reference() -> None:
         "unseen": [0.0, 0.0, 0.0],
     }
     assert [str(t) for t in frame.dtypes] == ["float64", "int64", "object", "int64", "float64"]
+
+
+def test_verify_refuses_an_array_plan_that_disagrees_with_scikit_learn() -> None:
+    # The plan of one fitted model checked against another model: what a wrong plan would look like.
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_operator import artifact
+    from mlops_trainer.errors import VerificationFailed
+    from mlops_trainer.verify import check_array_plan
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    other = LogisticRegression(max_iter=500).fit(X, (y + 1) % 3)
+    signature = {"task": "classification", "features": [{"name": c, "dtype": "float64"} for c in X.columns]}
+    references = {
+        c: {"min": float(X[c].min()), "max": float(X[c].max()), "mean": float(X[c].mean()), "count": 150}
+        for c in X.columns
+    }
+    assert check_array_plan(model, artifact.dump_model(model), signature, references) == "arrays"
+    with pytest.raises(VerificationFailed, match="array runtime gives other predictions"):
+        check_array_plan(model, artifact.dump_model(other), signature, references)
