@@ -23,8 +23,11 @@ runs on it. What it does:
    at 1 and at 16 connections, and a 100-row request at 1 connection. RSS (the process tree's)
    is read after the load. Rounds interleave the servers so noise from other work on the
    machine hits all of them; the table shows medians over rounds.
-4. The in-process predict floor (our ServedModel.predict, and the plain numpy Pipeline's
-   predict that the competitors call) for 1 and 100 rows, on the server core.
+4. The in-process predict floor (our ServedModel.predict with each runtime, and the plain numpy
+   Pipeline's predict that the competitors call) for 1 and 100 rows, on the server core.
+
+Ours runs twice: "ours" as deployed (runtime arrays for these numeric pipelines: numpy only, no
+scikit-learn import) and "ours-sklearn" (--runtime sklearn: skops + scikit-learn).
 
 Output: a Markdown table on stdout, raw JSON (every sample, 1-min loadavg before/after each
 measurement) in tests/benchmarks/results/serving-<date>-<time>.json. Needs wrk and taskset.
@@ -59,7 +62,10 @@ MLSERVER_VERSION = "1.7.1"
 KSERVE_VERSION = "0.21.0"
 MODEL_NAME = "iris"
 ROW = [5.1, 3.5, 1.4, 0.2]
-SERVERS = ("ours", "mlserver", "kserve")
+SERVERS = ("ours", "ours-sklearn", "mlserver", "kserve")
+# Our server with each runtime (mlops_server.model): "ours" as deployed (arrays: numpy only, for
+# these numeric pipelines), "ours-sklearn" with --runtime sklearn (skops + scikit-learn).
+RUNTIMES = {"ours": "auto", "ours-sklearn": "sklearn"}
 
 MODELS: dict[str, dict[str, Any]] = {
     "logistic": {"class": "LogisticRegression", "params": {"max_iter": 1000}},
@@ -213,6 +219,8 @@ def train(work: Path, kind: str) -> tuple[Path, Path]:
 class Floor:
     ours_1: float
     ours_100: float
+    ours_sklearn_1: float
+    ours_sklearn_100: float
     plain_1: float
     plain_100: float
 
@@ -241,12 +249,15 @@ def predict_floor(ours: Path, theirs: Path, core: str) -> Floor:
     previous = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {int(c) for c in core.split(",")})
     try:
-        served = ServedModel.load(str(ours), None, None, None)
+        served = ServedModel.load(str(ours), None, None, None, runtime="auto")
+        with_sklearn = ServedModel.load(str(ours), None, None, None, runtime="sklearn")
         plain = joblib.load(theirs / "model.joblib")
         one, hundred = np.array([ROW]), np.array([ROW] * 100)
         return Floor(
             ours_1=time_call(lambda: served.predict(one, want_proba=False)),
             ours_100=time_call(lambda: served.predict(hundred, want_proba=False)),
+            ours_sklearn_1=time_call(lambda: with_sklearn.predict(one, want_proba=False)),
+            ours_sklearn_100=time_call(lambda: with_sklearn.predict(hundred, want_proba=False)),
             plain_1=time_call(lambda: plain.predict(one)),
             plain_100=time_call(lambda: plain.predict(hundred)),
         )
@@ -267,7 +278,7 @@ def command(
 ) -> list[str]:
     ours, theirs = model
     http_port, grpc_port, metrics_port = ports(port)[server]
-    if server == "ours":
+    if server in RUNTIMES:
         return [
             sys.executable,
             "-m",
@@ -280,6 +291,8 @@ def command(
             str(http_port),
             "--log-level",
             "WARNING",
+            "--runtime",
+            RUNTIMES[server],
         ]
     if server == "mlserver":
         root = work / f"mlserver-{theirs.name}"
@@ -463,18 +476,17 @@ def table(summary: dict[str, dict[str, dict[str, float]]], floors: dict[str, Flo
             )
     lines += [
         "",
-        "| model | vs | c16 req/s ours/theirs | c16 p99 ours/theirs | c1 req/s ours/theirs "
+        "| model | ours | vs | c16 req/s ours/theirs | c16 p99 ours/theirs | c1 req/s ours/theirs "
         "| cold start ours/theirs | RSS ours/theirs |",
-        "|---|---|--:|--:|--:|--:|--:|",
+        "|---|---|---|--:|--:|--:|--:|--:|",
     ]
     for kind, servers in summary.items():
-        ours = servers.get("ours")
-        for server in ("mlserver", "kserve"):
-            theirs = servers.get(server)
+        for mine, server in [(m, t) for m in RUNTIMES for t in ("mlserver", "kserve")]:
+            ours, theirs = servers.get(mine), servers.get(server)
             if ours is None or theirs is None:
                 continue
             lines.append(
-                f"| {kind} | {server} | {ours['c16_rps'] / theirs['c16_rps']:.2f}x "
+                f"| {kind} | {mine} | {server} | {ours['c16_rps'] / theirs['c16_rps']:.2f}x "
                 f"| {ours['c16_p99_ms'] / theirs['c16_p99_ms']:.2f} "
                 f"| {ours['c1_rps'] / theirs['c1_rps']:.2f}x "
                 f"| {ours['cold_start_s'] / theirs['cold_start_s']:.2f} "
@@ -482,15 +494,19 @@ def table(summary: dict[str, dict[str, dict[str, float]]], floors: dict[str, Flo
             )
     lines += [
         "",
-        "| model | predict 1 row ms (ours / plain numpy Pipeline) | predict 100 rows ms (ours / plain) "
-        "| our batch-100 p50 over our predict(100) ms |",
+        "| model | predict 1 row ms (ours / ours-sklearn / plain numpy Pipeline) "
+        "| predict 100 rows ms (ours / ours-sklearn / plain) "
+        "| batch-100 p50 over predict(100) ms (ours / ours-sklearn) |",
         "|---|--:|--:|--:|",
     ]
     for kind, f in floors.items():
-        ours = summary.get(kind, {}).get("ours")
-        overhead = f"{ours['batch100_p50_ms'] - f.ours_100:.2f}" if ours else "-"
+        overheads = []
+        for mine, floor in (("ours", f.ours_100), ("ours-sklearn", f.ours_sklearn_100)):
+            measured = summary.get(kind, {}).get(mine)
+            overheads.append(f"{measured['batch100_p50_ms'] - floor:.2f}" if measured else "-")
         lines.append(
-            f"| {kind} | {f.ours_1:.3f} / {f.plain_1:.3f} | {f.ours_100:.3f} / {f.plain_100:.3f} | {overhead} |"
+            f"| {kind} | {f.ours_1:.3f} / {f.ours_sklearn_1:.3f} / {f.plain_1:.3f} "
+            f"| {f.ours_100:.3f} / {f.ours_sklearn_100:.3f} / {f.plain_100:.3f} | {' / '.join(overheads)} |"
         )
     return "\n".join(lines)
 

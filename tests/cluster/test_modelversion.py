@@ -230,6 +230,7 @@ def test_user_registered_version_is_verified_and_a_duplicate_version_refused(
     assert condition(status, "GatesPassed")["status"] == "True"  # no gates recorded: nothing to miss
     assert condition(status, "Ready")["status"] == "True"
     assert status["verificationJob"] == "byo-verify"
+    assert status["servingRuntime"] == "arrays"  # numeric iris: the server needs no scikit-learn
     assert "Verified" in {e["reason"] for e in events_for(kube, namespace, "byo")}
 
     # The same version number of the same model again: refused, never verified or served.

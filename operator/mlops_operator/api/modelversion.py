@@ -141,6 +141,11 @@ class ModelVersionStatus(Status):
         None, description="When verification succeeded.", json_schema_extra={"format": "date-time"}
     )
     verification_job: str | None = Field(None, description="Name of the verification Job.")
+    serving_runtime: Literal["arrays", "sklearn"] | None = Field(
+        None,
+        description="How the inference server runs this model, as found by verification: arrays (numpy "
+        "only, fast start; verification checked it predicts what scikit-learn predicts) or sklearn.",
+    )
     approved_by: str | None = Field(
         None, description="Who approved promotion (from the mlops.dev/approved-by annotation)."
     )

@@ -139,6 +139,7 @@ async def reconcile(ctx: Context, mv: Mapping[str, Any]) -> bool:
         verified, verify_reason, verify_message = "True", "Verified", "artifact verified"
         status["verifiedAt"] = old.get("verifiedAt")
         status["verificationJob"] = old.get("verificationJob")
+        status["servingRuntime"] = old.get("servingRuntime")
     elif verification_failed(old):
         # Settled: the failure was read from the pods once; a resync reads nothing again.
         cond = get(old.get("conditions"), "ArtifactVerified") or {}
@@ -165,8 +166,14 @@ async def reconcile(ctx: Context, mv: Mapping[str, Any]) -> bool:
             )
             status["verifiedAt"] = now
             ok = succeeded(await results(ctx.kube, ns, selector, CONTAINER))
+            runtime = ok[-1].result.get("runtime") if ok and ok[-1].result else None
+            status["servingRuntime"] = runtime if runtime in ("arrays", "sklearn") else None
             await ctx.event(
-                mv, "Verified", f"Artifact {spec.artifact.uri} verified" + (f" by {ok[-1].pod}" if ok else "")
+                mv,
+                "Verified",
+                f"Artifact {spec.artifact.uri} verified"
+                + (f" by {ok[-1].pod}" if ok else "")
+                + (f"; the server will run it with runtime {runtime}" if runtime else ""),
             )
         elif job_condition(job, "Failed"):
             failure = last_failure(await results(ctx.kube, ns, selector, CONTAINER))
