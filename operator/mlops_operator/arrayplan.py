@@ -206,7 +206,7 @@ def read_blob(blob: bytes) -> Any:
     with archive:
         try:
             return _Reader(archive).node(schema)
-        except (KeyError, TypeError, AttributeError) as e:
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError) as e:
             raise Unsupported(f"malformed skops schema: {type(e).__name__}: {e}") from e
 
 
@@ -715,4 +715,11 @@ def compile_tree(root: Any, feature_names: Sequence[str]) -> Plan:
 
 def compile_blob(blob: bytes, feature_names: Sequence[str]) -> Plan:
     """`read_blob` then `compile_tree`; raises `Unsupported` for anything else."""
-    return compile_tree(read_blob(blob), feature_names)
+    root = read_blob(blob)
+    try:
+        return compile_tree(root, feature_names)
+    except Unsupported:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+        # Attributes of unexpected shapes: skops and scikit-learn get to judge the file instead.
+        raise Unsupported(f"unexpected model state: {type(e).__name__}: {e}") from e

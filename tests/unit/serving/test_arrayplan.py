@@ -345,3 +345,23 @@ def test_the_plan_module_imports_no_scikit_learn() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_malformed_state_is_unsupported_not_a_crash() -> None:
+    X, y = _data("classification", 2)
+    blob = artifact.dump_model(_trainer(LogisticRegression()).fit(X, y))
+
+    def steps_not_pairs(schema: dict[str, Any], _: zipfile.ZipFile) -> None:
+        steps = _find(schema, lambda n: n.get("__loader__") == "ListNode" and len(n.get("content", [])) == 2)
+        steps["content"] = [
+            {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "content": "3"}
+        ]
+
+    with pytest.raises(arrayplan.Unsupported):
+        arrayplan.compile_blob(_rewrite(blob, steps_not_pairs), NAMES)
+
+    def bad_json(schema: dict[str, Any], _: zipfile.ZipFile) -> None:
+        _find(schema, lambda n: n.get("__loader__") == "JsonNode")["content"] = "{not json"
+
+    with pytest.raises(arrayplan.Unsupported, match="malformed"):
+        arrayplan.compile_blob(_rewrite(blob, bad_json), NAMES)
