@@ -13,7 +13,8 @@ here, or raises `Unsupported` (the caller then loads the file with skops as befo
 - preparation: a ColumnTransformer selecting columns by name or position (`drop` remainder or
   `passthrough` parts allowed, which scikit-learn holds as an identity FunctionTransformer), Pipelines, SimpleImputer (NaN missing values, no indicator),
   StandardScaler, MinMaxScaler, RobustScaler;
-- estimator: LogisticRegression, LinearRegression, Ridge, Lasso, ElasticNet (single target),
+- estimator: LogisticRegression, SGDClassifier (hinge or log_loss), RidgeClassifier,
+  LinearRegression, Ridge, Lasso, ElasticNet (single target),
   DecisionTree, RandomForest and ExtraTrees classifiers and regressors (single output; tree
   models only behind an imputer, so no NaN reaches them: scikit-learn's own NaN routing depends
   on estimator tags this module does not model).
@@ -46,6 +47,7 @@ import numpy as np
 # skops' schema protocol versions this reader understands (skops 0.10-0.16 write 2).
 PROTOCOLS: Final = frozenset({2})
 
+LINEAR_CLASSIFIERS: Final = frozenset({"LogisticRegression", "SGDClassifier", "RidgeClassifier"})
 LINEAR_REGRESSORS: Final = frozenset({"LinearRegression", "Ridge", "Lasso", "ElasticNet"})
 TREES: Final = {
     "DecisionTreeClassifier": ("sklearn.tree.", True, False),
@@ -185,6 +187,10 @@ class _Reader:
         if not isinstance(attrs, dict):
             raise Unsupported(f"{name} state is not a dictionary")
         return Obj(module, name, attrs)
+
+    def _LossNode(self, state: dict[str, Any]) -> TypeRef:
+        # A fitted loss object (e.g. SGDClassifier's): training state, never used to predict.
+        return TypeRef(str(state["__module__"]), str(state["__class__"]))
 
     def _TreeNode(self, state: dict[str, Any]) -> TreeArrays:
         args = self.node(state["__reduce__"]["args"])
@@ -438,13 +444,45 @@ def _classes(step: Obj) -> np.ndarray:
     return classes
 
 
-def _logistic(step: Obj, width: int) -> _Estimator:
-    classes = _classes(step)
-    coef = _array(step.get("coef_"), "coef_", 2)
-    intercept = _array(step.get("intercept_"), "intercept_", 1)
+def _linear_classifier(step: Obj, width: int) -> _Estimator:
+    """LogisticRegression, SGDClassifier (hinge or log_loss) and RidgeClassifier.
+
+    Labels: the decision's sign (two classes) or arg-max. Probabilities: LogisticRegression's
+    expit (two classes) or softmax; SGDClassifier's log_loss expit, normalised over the classes
+    (one-vs-rest); none for the others.
+    """
+    if step.name == "RidgeClassifier":
+        binarizer = step.get("_label_binarizer")
+        if (
+            not isinstance(binarizer, Obj)
+            or step.get("multi_output")
+            or binarizer.get("y_type_") == "multilabel-indicator"
+        ):
+            raise Unsupported("RidgeClassifier with several outputs")
+        classes = _classes(binarizer)
+    else:
+        classes = _classes(step)
     rows = 1 if len(classes) <= 2 else len(classes)
-    if coef.shape != (rows, width) or intercept.shape != (rows,):
-        raise Unsupported(f"LogisticRegression coefficients of shape {coef.shape}")
+    coef = _array(step.get("coef_"), "coef_")
+    if coef.ndim == 1 and rows == 1:
+        coef = coef.reshape((1, -1))
+    intercept = _array(np.atleast_1d(step.get("intercept_")), "intercept_", 1)
+    if coef.shape != (rows, width) or intercept.shape not in ((rows,), (1,)):
+        raise Unsupported(f"{step.name} coefficients of shape {coef.shape}")
+    proba: str | None = None
+    if step.name == "LogisticRegression":
+        multi_class = step.get("multi_class")
+        if rows > 1 and (
+            multi_class == "ovr" or (multi_class == "auto" and step.get("solver") == "liblinear")
+        ):
+            raise Unsupported("one-vs-rest LogisticRegression")
+        proba = "softmax"
+    elif step.name == "SGDClassifier":
+        loss = step.get("loss")
+        if loss == "log_loss":
+            proba = "ovr"
+        elif loss == "modified_huber":
+            raise Unsupported("SGDClassifier with the modified_huber loss")
 
     def decision(X: np.ndarray) -> np.ndarray:
         _finite(X, allow_nan=False)
@@ -457,7 +495,11 @@ def _logistic(step: Obj, width: int) -> _Estimator:
         if scores.ndim == 1:
             positive = _expit(scores)
             return np.stack([1 - positive, positive], axis=1)
-        return _softmax(scores)
+        if proba == "softmax":
+            return _softmax(scores)
+        fractions = _expit(scores.ravel()).reshape(scores.shape)
+        fractions /= fractions.sum(axis=1).reshape((-1, 1))
+        return fractions
 
     def predict(X: np.ndarray) -> np.ndarray:
         scores = decision(X)
@@ -466,7 +508,7 @@ def _logistic(step: Obj, width: int) -> _Estimator:
         ]
         return labels
 
-    return _Estimator(predict, predict_proba, classes)
+    return _Estimator(predict, predict_proba if proba else None, classes)
 
 
 def _linear_regressor(step: Obj, width: int) -> _Estimator:
@@ -624,8 +666,8 @@ def _trees(step: Obj, width: int, classifier: bool, ensemble: bool) -> _Estimato
 def _estimator(step: Any, width: int, imputed: bool) -> _Estimator:
     if not isinstance(step, Obj):
         raise Unsupported(f"final step {step!r}")
-    if step.name == "LogisticRegression" and step.module.startswith("sklearn.linear_model."):
-        return _logistic(step, width)
+    if step.name in LINEAR_CLASSIFIERS and step.module.startswith("sklearn.linear_model."):
+        return _linear_classifier(step, width)
     if step.name in LINEAR_REGRESSORS and step.module.startswith("sklearn.linear_model."):
         return _linear_regressor(step, width)
     if step.name in TREES and step.module.startswith(TREES[step.name][0]):

@@ -27,7 +27,15 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRegression, Ridge
+from sklearn.linear_model import (
+    ElasticNet,
+    Lasso,
+    LinearRegression,
+    LogisticRegression,
+    Ridge,
+    RidgeClassifier,
+    SGDClassifier,
+)
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
@@ -107,6 +115,9 @@ def _same(model: Any, plan: arrayplan.Plan, X: np.ndarray) -> None:
 CLASSIFIERS: list[tuple[str, Callable[[], Any]]] = [
     ("logistic", lambda: LogisticRegression(max_iter=2000)),
     ("logistic-no-intercept", lambda: LogisticRegression(fit_intercept=False, C=0.1, max_iter=2000)),
+    ("sgd-hinge", lambda: SGDClassifier(random_state=0)),
+    ("sgd-log-loss", lambda: SGDClassifier(loss="log_loss", random_state=0)),
+    ("ridge", lambda: RidgeClassifier(alpha=2.0)),
     ("tree", lambda: DecisionTreeClassifier(random_state=0)),
     ("tree-shallow", lambda: DecisionTreeClassifier(max_depth=3, random_state=0)),
     ("forest", lambda: RandomForestClassifier(n_estimators=30, random_state=0)),
@@ -228,7 +239,7 @@ def test_errors_where_scikit_learn_errs() -> None:
             ),
             "imputer",
         ),
-        (lambda: _trainer(GradientBoostingClassifier(n_estimators=3)), "LossNode"),
+        (lambda: _trainer(GradientBoostingClassifier(n_estimators=3)), r"LogitLink|GradientBoosting"),
         (
             lambda: Pipeline(
                 [
