@@ -2,7 +2,19 @@
 
 Objects are plain dicts (as kopf gives them), JSON is parsed with orjson without building
 client models, children are applied with server-side apply under one field manager, and
-status is merge-patched on the status subresource. Two clients with the same calls:
+status is merge-patched on the status subresource.
+
+Every call is written once, without I/O, in two parts:
+
+- a request builder (`get_request`, `apply_request`, …): a pure function that returns the
+  `Request` to send, i.e. method, path, query, body and content type;
+- a call (`get_call`, `create_call`, …): a generator that yields the requests of one
+  operation and receives each answer (or has the `KubeError` raised at its `yield`); it holds
+  the rules for reading answers: a 404 is None or False, a 409 on create returns the existing
+  object, list items get their kind and apiVersion, Events and logs are best effort.
+
+Two transports run the calls; each only sends a `Request` and maps its client's errors to
+`KubeError`:
 
 - `AsyncKube`, what the operator uses: kopf's own aiohttp client, so every request goes out
   with the credentials kopf logged in with (re-authenticating on 401, retrying 429/5xx) on the
@@ -18,9 +30,9 @@ import datetime as dt
 import hashlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 from urllib.parse import urlencode
 
 import orjson
@@ -59,7 +71,10 @@ API_VERSIONS: Final[dict[str, str]] = {
 
 
 JSON: Final = "application/json"
+APPLY_PATCH: Final = "application/apply-patch+yaml"
+MERGE_PATCH: Final = "application/merge-patch+json"
 Query = Mapping[str, str] | None
+T = TypeVar("T")
 
 
 class KubeError(Exception):
@@ -83,143 +98,182 @@ def path(kind: str, namespace: str | None, name: str | None = None, subresource:
     return out
 
 
-def load_api_client(pool_size: int = 16) -> Any:
-    """The official client's ApiClient: in-cluster config in a pod, the kubeconfig otherwise."""
-    from kubernetes import client, config
+# --- Requests: what goes on the wire ---------------------------------------------------------
 
-    cfg = client.Configuration()
+
+@dataclass(frozen=True)
+class Request:
+    """One API request. `raw`: the answer is returned as bytes (a log), not parsed as JSON."""
+
+    method: str
+    path: str
+    query: Query = None
+    body: Any = None
+    content_type: str = JSON
+    raw: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"{self.path}?{urlencode(self.query)}" if self.query else self.path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """A new dict per call: the official client adds its defaults to the one it is given."""
+        return {"Accept": JSON, "Content-Type": self.content_type}
+
+
+def decode(request: Request, data: bytes) -> Any:
+    """The answer's body: bytes for a raw request, else parsed JSON (None when empty)."""
+    if request.raw:
+        return data
+    return orjson.loads(data) if data else None
+
+
+def get_request(kind: str, namespace: str, name: str) -> Request:
+    return Request("GET", path(kind, namespace, name))
+
+
+def list_request(kind: str, namespace: str | None, labels: Mapping[str, str] | None = None) -> Request:
+    query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
+    return Request("GET", path(kind, namespace), query=query)
+
+
+def apply_request(obj: Mapping[str, Any], field_manager: str) -> Request:
+    """Server-side apply under `field_manager` (force: the operator owns its children)."""
+    meta = obj["metadata"]
+    return Request(
+        "PATCH",
+        path(obj["kind"], meta["namespace"], meta["name"]),
+        query={"fieldManager": field_manager, "force": "true"},
+        body=dict(obj),
+        content_type=APPLY_PATCH,
+    )
+
+
+def create_request(obj: Mapping[str, Any]) -> Request:
+    return Request("POST", path(obj["kind"], obj["metadata"]["namespace"]), body=obj)
+
+
+def delete_request(kind: str, namespace: str, name: str, propagation: str = "Background") -> Request:
+    return Request("DELETE", path(kind, namespace, name), body={"propagationPolicy": propagation})
+
+
+def status_request(kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> Request:
+    """A merge patch of the status subresource."""
+    return Request(
+        "PATCH",
+        path(kind, namespace, name, "status"),
+        body={"status": dict(status)},
+        content_type=MERGE_PATCH,
+    )
+
+
+def event_request(event: Mapping[str, Any]) -> Request:
+    return Request("POST", path("Event", event["metadata"]["namespace"]), body=event)
+
+
+def log_request(namespace: str, name: str, lines: int) -> Request:
+    return Request("GET", path("Pod", namespace, name, "log"), query={"tailLines": str(lines)}, raw=True)
+
+
+# --- Calls: the requests of one operation and how their answers are read -----------------------
+
+# Yields requests, is sent each answer (a KubeError is raised at the yield), returns the result.
+Call = Generator[Request, Any, T]
+
+
+@dataclass(frozen=True)
+class Done(Generic[T]):
+    """What a call returned."""
+
+    value: T
+
+
+def advance(call: Call[T], answer: Any) -> Request | Done[T]:
+    """Resume `call` with `answer` (a KubeError is raised inside it; None starts it): its next
+    request, or what it returned. The transports' `run` loops over this."""
     try:
-        config.load_incluster_config(client_configuration=cfg)
-    except config.ConfigException:
-        # The client's default path is read at import time; read KUBECONFIG now.
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
-    cfg.connection_pool_maxsize = pool_size
-    return client.ApiClient(cfg)
+        return call.throw(answer) if isinstance(answer, KubeError) else call.send(answer)
+    except StopIteration as stop:
+        return Done(stop.value)
 
 
-@dataclass
-class Kube:
-    """Synchronous calls. Every method returns plain dicts."""
+def get_call(kind: str, namespace: str, name: str) -> Call[dict[str, Any] | None]:
+    """The object, or None if there is none (404)."""
+    try:
+        obj: dict[str, Any] = yield get_request(kind, namespace, name)
+    except KubeError as e:
+        if e.status == 404:
+            return None
+        raise
+    return obj
 
-    api: Any  # kubernetes.client.ApiClient
-    field_manager: str = MANAGER
 
-    def close(self) -> None:
-        """Close the client: its thread pool (ApiClient.close) and its pooled HTTP connections,
-        which ApiClient.close leaves open until the garbage collector finds them."""
-        self.api.close()
-        self.api.rest_client.pool_manager.clear()
+def list_call(
+    kind: str, namespace: str | None, labels: Mapping[str, str] | None = None
+) -> Call[list[dict[str, Any]]]:
+    """Objects of `kind` in `namespace` (None: every namespace) carrying `labels`."""
+    result = yield list_request(kind, namespace, labels)
+    items: list[dict[str, Any]] = result.get("items", [])
+    for item in items:  # list items lack kind/apiVersion
+        item.setdefault("kind", kind)
+        item.setdefault("apiVersion", API_VERSIONS[kind])
+    return items
 
-    def request(
-        self, method: str, url: str, body: Any = None, query: Query = None, content_type: str = JSON
-    ) -> Any:
-        from kubernetes.client.exceptions import ApiException
 
-        if query:
-            url = f"{url}?{urlencode(query)}"
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        try:
-            resp = self.api.call_api(
-                url,
-                method,
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-            )
-        except ApiException as e:
-            raise KubeError(e.status, str(e.reason), str(e.body)) from None
-        data = resp.data
-        return orjson.loads(data) if data else None
+def apply_call(obj: Mapping[str, Any], field_manager: str) -> Call[dict[str, Any]]:
+    result: dict[str, Any] = yield apply_request(obj, field_manager)
+    return result
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj: dict[str, Any] = self.request("GET", path(kind, namespace, name))
-        except KubeError as e:
-            if e.status == 404:
-                return None
+
+def create_call(obj: Mapping[str, Any]) -> Call[tuple[dict[str, Any], bool]]:
+    """Create; an existing object of the same name is returned instead (409 is success). -> (obj, created)."""
+    meta = obj["metadata"]
+    try:
+        created: dict[str, Any] = yield create_request(obj)
+        return created, True
+    except KubeError as e:
+        if e.status != 409:
             raise
-        return obj
+    existing = yield from get_call(obj["kind"], meta["namespace"], meta["name"])
+    if existing is None:  # deleted in between: let the caller's next pass retry
+        raise KubeError(409, "Conflict", f"{obj['kind']} {meta['name']} exists and vanished")
+    return existing, False
 
-    def list(
-        self, kind: str, namespace: str | None, labels: Mapping[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        """Objects of `kind` in `namespace` (None: every namespace) carrying `labels`."""
-        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
-        result = self.request("GET", path(kind, namespace), query=query)
-        items: list[dict[str, Any]] = result.get("items", [])
-        for item in items:  # list items lack kind/apiVersion
-            item.setdefault("kind", kind)
-            item.setdefault("apiVersion", API_VERSIONS[kind])
-        return items
 
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply under the operator's field manager (force: the operator owns its children)."""
-        meta = obj["metadata"]
-        result: dict[str, Any] = self.request(
-            "PATCH",
-            path(obj["kind"], meta["namespace"], meta["name"]),
-            body=dict(obj),
-            query={"fieldManager": self.field_manager, "force": "true"},
-            content_type="application/apply-patch+yaml",
-        )
-        return result
+def delete_call(kind: str, namespace: str, name: str, propagation: str = "Background") -> Call[bool]:
+    """True if deleted, False if there was nothing to delete (404)."""
+    try:
+        yield delete_request(kind, namespace, name, propagation)
+    except KubeError as e:
+        if e.status == 404:
+            return False
+        raise
+    return True
 
-    def create(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create; an existing object of the same name is returned instead (409 is success). -> (obj, created)."""
-        meta = obj["metadata"]
-        try:
-            created: dict[str, Any] = self.request("POST", path(obj["kind"], meta["namespace"]), body=obj)
-            return created, True
-        except KubeError as e:
-            if e.status != 409:
-                raise
-        existing = self.get(obj["kind"], meta["namespace"], meta["name"])
-        if existing is None:  # deleted in between: let the caller's next pass retry
-            raise KubeError(409, "Conflict", f"{obj['kind']} {meta['name']} exists and vanished")
-        return existing, False
 
-    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> bool:
-        try:
-            self.request("DELETE", path(kind, namespace, name), body={"propagationPolicy": propagation})
-        except KubeError as e:
-            if e.status == 404:
-                return False
-            raise
-        return True
+def patch_status_call(
+    kind: str, namespace: str, name: str, status: Mapping[str, Any]
+) -> Call[dict[str, Any]]:
+    result: dict[str, Any] = yield status_request(kind, namespace, name, status)
+    return result
 
-    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.request(
-            "PATCH",
-            path(kind, namespace, name, "status"),
-            body={"status": dict(status)},
-            content_type="application/merge-patch+json",
-        )
-        return result
 
-    def event(self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
-        """Record a core/v1 Event on `obj` (best effort: a failure is logged, never raised)."""
-        event = event_manifest(obj, reason, message, type_)
-        try:
-            self.request("POST", path("Event", event["metadata"]["namespace"]), body=event)
-        except KubeError as e:
-            log.warning("Failed to record Event %s on %s: %s", reason, event["metadata"]["name"], e)
+def event_call(event: Mapping[str, Any]) -> Call[None]:
+    """Record `event` (best effort: a failure is logged, never raised)."""
+    try:
+        yield event_request(event)
+    except KubeError as e:
+        log.warning("Failed to record Event %s on %s: %s", event["reason"], event["metadata"]["name"], e)
 
-    def pod_log_tail(self, namespace: str, name: str, lines: int = 20) -> str:
-        from kubernetes.client.exceptions import ApiException
 
-        try:
-            resp = self.api.call_api(
-                path("Pod", namespace, name, "log") + f"?tailLines={lines}",
-                "GET",
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-            )
-        except ApiException:
-            return ""
-        return bytes(resp.data).decode(errors="replace")
+def pod_log_tail_call(namespace: str, name: str, lines: int) -> Call[str]:
+    """The last `lines` lines of the pod's log, or "" when it cannot be read."""
+    try:
+        data = yield log_request(namespace, name, lines)
+    except KubeError:
+        return ""
+    return bytes(data).decode(errors="replace")
 
 
 def event_manifest(obj: Mapping[str, Any], reason: str, message: str, type_: str) -> dict[str, Any]:
@@ -253,6 +307,104 @@ def event_manifest(obj: Mapping[str, Any], reason: str, message: str, type_: str
     }
 
 
+# --- Transports ----------------------------------------------------------------------------------
+
+
+def load_api_client(pool_size: int = 16) -> Any:
+    """The official client's ApiClient: in-cluster config in a pod, the kubeconfig otherwise."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        # The client's default path is read at import time; read KUBECONFIG now.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
+    cfg.connection_pool_maxsize = pool_size
+    return client.ApiClient(cfg)
+
+
+@dataclass
+class Kube:
+    """Synchronous calls over the official client's ApiClient. Every method returns plain dicts."""
+
+    api: Any  # kubernetes.client.ApiClient
+    field_manager: str = MANAGER
+
+    def close(self) -> None:
+        """Close the client: its thread pool (ApiClient.close) and its pooled HTTP connections,
+        which ApiClient.close leaves open until the garbage collector finds them."""
+        self.api.close()
+        self.api.rest_client.pool_manager.clear()
+
+    def send(self, request: Request) -> Any:
+        """Send one request: its decoded answer, or KubeError."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            resp = self.api.call_api(
+                request.url,
+                request.method,
+                # A raw (log) request goes without the JSON headers: the log is text.
+                header_params=None if request.raw else request.headers,
+                body=request.body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+            )
+        except ApiException as e:
+            raise KubeError(e.status, str(e.reason), str(e.body)) from None
+        return decode(request, resp.data)
+
+    def run(self, call: Call[T]) -> T:
+        """Send `call`'s requests one after another; its result."""
+        step = advance(call, None)
+        while isinstance(step, Request):
+            step = advance(call, self._answer(step))
+        return step.value
+
+    def _answer(self, request: Request) -> Any:
+        try:
+            return self.send(request)
+        except KubeError as e:
+            return e
+
+    def request(
+        self, method: str, url: str, body: Any = None, query: Query = None, content_type: str = JSON
+    ) -> Any:
+        return self.send(Request(method, url, query, body, content_type))
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.run(get_call(kind, namespace, name))
+
+    def list(
+        self, kind: str, namespace: str | None, labels: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects of `kind` in `namespace` (None: every namespace) carrying `labels`."""
+        return self.run(list_call(kind, namespace, labels))
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the operator's field manager (force: the operator owns its children)."""
+        return self.run(apply_call(obj, self.field_manager))
+
+    def create(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create; an existing object of the same name is returned instead (409 is success). -> (obj, created)."""
+        return self.run(create_call(obj))
+
+    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> bool:
+        return self.run(delete_call(kind, namespace, name, propagation))
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        return self.run(patch_status_call(kind, namespace, name, status))
+
+    def event(self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+        """Record a core/v1 Event on `obj` (best effort: a failure is logged, never raised)."""
+        self.run(event_call(event_manifest(obj, reason, message, type_)))
+
+    def pod_log_tail(self, namespace: str, name: str, lines: int = 20) -> str:
+        return self.run(pod_log_tail_call(namespace, name, lines))
+
+
 # Retries of one call on 429, 5xx, 403 and connection errors (kopf's client): a reconcile pass
 # fails after ~7 s and the work queue retries it with its own backoff.
 BACKOFFS: Final = (1.0, 2.0, 4.0)
@@ -277,6 +429,39 @@ class AsyncKube:
             requester = api.request
         self._requester = requester
 
+    async def send(self, request: Request) -> Any:
+        """Send one request: its decoded answer, or KubeError."""
+        from kopf._cogs.clients import errors
+
+        try:
+            response = await self._requester(
+                request.method,
+                request.url,
+                settings=self.settings,
+                payload=request.body,
+                headers=request.headers,
+                backoffs=BACKOFFS,
+                logger=log,
+            )
+        except errors.APIError as e:
+            raise KubeError(e.status, type(e).__name__, str(e)) from None
+        async with response:
+            data = await response.read()
+        return decode(request, data)
+
+    async def run(self, call: Call[T]) -> T:
+        """Send `call`'s requests one after another; its result."""
+        step = advance(call, None)
+        while isinstance(step, Request):
+            step = advance(call, await self._answer(step))
+        return step.value
+
+    async def _answer(self, request: Request) -> Any:
+        try:
+            return await self.send(request)
+        except KubeError as e:
+            return e
+
     async def request(
         self,
         method: str,
@@ -287,114 +472,40 @@ class AsyncKube:
         *,
         raw: bool = False,
     ) -> Any:
-        from kopf._cogs.clients import errors
-
-        if query:
-            url = f"{url}?{urlencode(query)}"
-        try:
-            response = await self._requester(
-                method,
-                url,
-                settings=self.settings,
-                payload=body,
-                headers={"Accept": "application/json", "Content-Type": content_type},
-                backoffs=BACKOFFS,
-                logger=log,
-            )
-        except errors.APIError as e:
-            raise KubeError(e.status, type(e).__name__, str(e)) from None
-        async with response:
-            data = await response.read()
-        if raw:
-            return data
-        return orjson.loads(data) if data else None
+        return await self.send(Request(method, url, query, body, content_type, raw))
 
     async def get(self, kind: str, namespace: str, name: str, *, fresh: bool = True) -> dict[str, Any] | None:
         """GET the object (`fresh` is for StoreKube's signature: every read here is fresh)."""
-        try:
-            obj: dict[str, Any] = await self.request("GET", path(kind, namespace, name))
-        except KubeError as e:
-            if e.status == 404:
-                return None
-            raise
-        return obj
+        return await self.run(get_call(kind, namespace, name))
 
     async def list(
         self, kind: str, namespace: str | None, labels: Mapping[str, str] | None = None, *, fresh: bool = True
     ) -> list[dict[str, Any]]:
         """Objects of `kind` in `namespace` (None: every namespace) carrying `labels`."""
-        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
-        result = await self.request("GET", path(kind, namespace), query=query)
-        items: list[dict[str, Any]] = result.get("items", [])
-        for item in items:  # list items lack kind/apiVersion
-            item.setdefault("kind", kind)
-            item.setdefault("apiVersion", API_VERSIONS[kind])
-        return items
+        return await self.run(list_call(kind, namespace, labels))
 
     async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's field manager (force: the operator owns its children)."""
-        meta = obj["metadata"]
-        result: dict[str, Any] = await self.request(
-            "PATCH",
-            path(obj["kind"], meta["namespace"], meta["name"]),
-            body=dict(obj),
-            query={"fieldManager": self.field_manager, "force": "true"},
-            content_type="application/apply-patch+yaml",
-        )
-        return result
+        return await self.run(apply_call(obj, self.field_manager))
 
     async def create(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create; an existing object of the same name is returned instead (409 is success). -> (obj, created)."""
-        meta = obj["metadata"]
-        try:
-            created: dict[str, Any] = await self.request(
-                "POST", path(obj["kind"], meta["namespace"]), body=obj
-            )
-            return created, True
-        except KubeError as e:
-            if e.status != 409:
-                raise
-        existing = await self.get(obj["kind"], meta["namespace"], meta["name"])
-        if existing is None:  # deleted in between: let the caller's next pass retry
-            raise KubeError(409, "Conflict", f"{obj['kind']} {meta['name']} exists and vanished")
-        return existing, False
+        return await self.run(create_call(obj))
 
     async def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> bool:
-        try:
-            await self.request("DELETE", path(kind, namespace, name), body={"propagationPolicy": propagation})
-        except KubeError as e:
-            if e.status == 404:
-                return False
-            raise
-        return True
+        return await self.run(delete_call(kind, namespace, name, propagation))
 
     async def patch_status(
         self, kind: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request(
-            "PATCH",
-            path(kind, namespace, name, "status"),
-            body={"status": dict(status)},
-            content_type="application/merge-patch+json",
-        )
-        return result
+        return await self.run(patch_status_call(kind, namespace, name, status))
 
     async def event(self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         """Record a core/v1 Event on `obj` (best effort: a failure is logged, never raised)."""
-        event = event_manifest(obj, reason, message, type_)
-        try:
-            await self.request("POST", path("Event", event["metadata"]["namespace"]), body=event)
-        except KubeError as e:
-            log.warning("Failed to record Event %s on %s: %s", reason, event["metadata"]["name"], e)
+        await self.run(event_call(event_manifest(obj, reason, message, type_)))
 
     async def pod_log_tail(self, namespace: str, name: str, lines: int = 20) -> str:
-        try:
-            data = await self.request(
-                "GET", path("Pod", namespace, name, "log"), query={"tailLines": str(lines)}, raw=True
-            )
-        except KubeError:
-            return ""
-        return bytes(data).decode(errors="replace")
+        return await self.run(pod_log_tail_call(namespace, name, lines))
 
     def close(self) -> None:
         """Nothing to close: kopf owns the HTTP sessions."""

@@ -17,7 +17,7 @@ that is not an integer is treated as newer (nothing is cached wrongly, at worst 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
@@ -114,13 +114,6 @@ class Store:
             for _, have, of, raw in self._objs[kind].get(namespace, {}).values()
             if want <= have.items() and (model is None or of == model)
         ]
-
-    def names(self, kind: str, namespace: str | None = None) -> Iterator[tuple[str, str]]:
-        """(namespace, name) of every held object of `kind` (in `namespace` if given)."""
-        spaces = self._objs.get(kind, {})
-        for ns in [namespace] if namespace is not None else list(spaces):
-            for name in list(spaces.get(ns, {})):
-                yield ns, name
 
     def count(self, kind: str) -> int:
         return sum(len(names) for names in self._objs.get(kind, {}).values())

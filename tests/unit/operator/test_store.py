@@ -58,9 +58,9 @@ def test_list_filters_by_namespace_and_labels() -> None:
     s.put("ModelVersion", obj("c", "3", ns="other", meta={"labels": {"mlops.dev/model": "iris"}}))
     assert [m["metadata"]["name"] for m in s.list("ModelVersion", "ns", {"mlops.dev/model": "iris"})] == ["a"]
     assert sorted(m["metadata"]["name"] for m in s.list("ModelVersion", "ns")) == ["a", "b"]
+    assert [m["metadata"]["name"] for m in s.list("ModelVersion", "other")] == ["c"]
     assert s.list("ModelVersion", "nowhere") == []
-    assert sorted(s.names("ModelVersion")) == [("ns", "a"), ("ns", "b"), ("other", "c")]
-    assert list(s.names("ModelVersion", "other")) == [("other", "c")]
+    assert s.count("ModelVersion") == 3
 
 
 def test_list_and_names_by_model() -> None:
@@ -78,7 +78,8 @@ def test_replace_holds_exactly_a_fresh_listing() -> None:
     s.put("Job", obj("gone", "1"))
     s.put("Job", obj("kept", "2"))
     s.replace("Job", [obj("kept", "3", status={"succeeded": 1}), obj("new", "4")])
-    assert sorted(s.names("Job")) == [("ns", "kept"), ("ns", "new")]
+    assert sorted(j["metadata"]["name"] for j in s.list("Job", "ns")) == ["kept", "new"]
+    assert s.count("Job") == 2
     assert s.get("Job", "ns", "kept")["status"] == {"succeeded": 1}  # type: ignore[index]
 
 
@@ -132,7 +133,8 @@ async def test_relist_rebuilds_every_kind() -> None:
     api, store = Api(), Store()
     store.put("TrainingJob", obj("deleted-while-paused", "1"))
     await StoreKube(api, store).relist((), {"Job": {"app": "x"}})  # type: ignore[arg-type]
-    assert list(store.names("TrainingJob")) == [("ns", "listed")]
+    assert [t["metadata"]["name"] for t in store.list("TrainingJob", "ns")] == ["listed"]
+    assert store.count("TrainingJob") == 1
     assert sorted(kind for verb, kind in api.calls) == sorted(store.kinds)
 
 
