@@ -140,6 +140,16 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
+def server_runtime(mv: Mapping[str, Any]) -> str:
+    """The server's --runtime: its arrays only when verification compared them with scikit-learn.
+
+    "auto" runs the model from its arrays (the server compiles the same plan from the same file
+    that the verify Job checked); a version the verify Job found otherwise, or one verified by
+    an older operator that did not compare, runs with scikit-learn.
+    """
+    return "auto" if (mv.get("status") or {}).get("servingRuntime") == "arrays" else "sklearn"
+
+
 def server_args(
     isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
 ) -> list[str]:
@@ -169,6 +179,8 @@ def server_args(
         str(spec.monitoring.drift.window),
         "--shutdown-timeout",
         str(SHUTDOWN_TIMEOUT_SECONDS),
+        "--runtime",
+        server_runtime(mv),
     ]
     log_uri = prediction_log_uri(isvc, spec, mv)
     if log_uri is not None:

@@ -29,13 +29,18 @@ def parsed(body: dict[str, Any]) -> InferenceServiceSpec:
 
 
 def mv(
-    name: str = "iris-3", version: int = 3, uri: str = "pvc://artifacts/models/iris/tj-1", sha: str = SHA3
+    name: str = "iris-3",
+    version: int = 3,
+    uri: str = "pvc://artifacts/models/iris/tj-1",
+    sha: str = SHA3,
+    runtime: str | None = "arrays",
 ) -> dict[str, Any]:
     return {
         "apiVersion": "mlops.dev/v1alpha1",
         "kind": "ModelVersion",
         "metadata": {"name": name, "namespace": "ml"},
         "spec": {"model": "iris", "version": version, "artifact": {"uri": uri, "sha256": sha}},
+        "status": {"phase": "Verified", **({"servingRuntime": runtime} if runtime else {})},
     }
 
 
@@ -160,6 +165,7 @@ def expected_args(log: str | None = DEFAULT_LOG, rate: str = "1", **flags: str) 
         "--max-batch-delay-ms": "0",
         "--drift-window": "1000",
         "--shutdown-timeout": "20",
+        "--runtime": "auto",
     }
     values.update({"--" + k.replace("_", "-"): v for k, v in flags.items()})
     if log is not None:
@@ -193,6 +199,9 @@ ARG_CASES = [
             model_version="iris-4",
         ),
     ),
+    # Arrays only when verification compared them with scikit-learn (status.servingRuntime).
+    ("verified-for-sklearn", {}, mv(runtime="sklearn"), expected_args(runtime="sklearn")),
+    ("verified-before-the-runtime-was-recorded", {}, mv(runtime=None), expected_args(runtime="sklearn")),
 ]
 
 
