@@ -70,6 +70,9 @@ def test_rollout_scale_update_and_delete(
     assert deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     mv = kube.get("ModelVersion", namespace, v1)
     assert mv is not None and mv["spec"]["artifact"]["sha256"] in container["args"]
+    # Verified with its array plan compared to scikit-learn: the server runs it from its arrays.
+    assert mv["status"]["servingRuntime"] == "arrays"
+    assert container["args"][container["args"].index("--runtime") + 1] == "auto"
     assert kube.get("Service", namespace, "iris") is not None
     wait_for(
         lambda: status_of(kube, "ModelVersion", namespace, v1).get("stage") == "Production",
