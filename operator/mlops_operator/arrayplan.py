@@ -22,9 +22,12 @@ here, or raises `Unsupported` (the caller then loads the file with skops as befo
 Every operation is the one scikit-learn runs (same numpy calls, same order: the scaler's
 in-place subtract then divide, `X @ coef.T + intercept`, softmax with the row maximum removed,
 trees compared in float32 with `<=`, forest probabilities summed tree by tree in estimator
-order then divided). Unit tests hold plans to scikit-learn's predictions on many fitted
-pipelines, and the verify Job (`mlops-trainer verify`) refuses an artifact whose plan disagrees
-with the model scikit-learn loads, so a server never serves numbers scikit-learn would not give.
+order then divided); only the last bits can differ, where scikit-learn's own depend on the
+input's memory layout. Unit tests hold plans to scikit-learn's predictions on many fitted
+pipelines; the verify Job (`mlops-trainer verify`) compares each artifact's plan with the model
+scikit-learn loads, and the operator lets the server use the plan only for versions where they
+agreed (ModelVersion `status.servingRuntime`), so a server never serves numbers scikit-learn
+would not give.
 
 Inputs scikit-learn refuses are refused here with a ValueError too: infinity anywhere, NaN
 reaching a linear model (an imputer fills it first), values that overflow float32 at a tree.

@@ -6,8 +6,9 @@ runs the model one of two ways (`runtime`):
 - `arrays` (issue #10, cold start): when every feature is numeric and the pipeline is made of
   parts `mlops_operator.arrayplan` knows, the fitted arrays are read from the verified file and
   the model runs on numpy alone. scikit-learn, scipy, skops and pandas are never imported, so
-  the server is ready in a fraction of the time and memory. The verify Job has already checked
-  that this plan predicts what scikit-learn predicts for this very file.
+  the server is ready in a fraction of the time and memory. The operator passes `--runtime
+  auto` only for versions whose verify Job compared this plan with scikit-learn on this very
+  file and found them in agreement (ModelVersion `status.servingRuntime: arrays`).
 - `sklearn`: otherwise (or with `--runtime sklearn`), skops loads the pipeline, refusing
   untrusted types, and `predict` builds exactly one DataFrame per batch (or uses the numeric
   fast path below).
