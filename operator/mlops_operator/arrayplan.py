@@ -191,9 +191,8 @@ class _Reader:
             raise Unsupported(f"{name} state is not a dictionary")
         return Obj(module, name, attrs)
 
-    def _LossNode(self, state: dict[str, Any]) -> TypeRef:
-        # A fitted loss object (e.g. SGDClassifier's): training state, never used to predict.
-        return TypeRef(str(state["__module__"]), str(state["__class__"]))
+    # A fitted loss object (e.g. SGDClassifier's) is training state, never used to predict: its name will do.
+    _LossNode = _TypeNode
 
     def _TreeNode(self, state: dict[str, Any]) -> TreeArrays:
         args = self.node(state["__reduce__"]["args"])
@@ -231,7 +230,7 @@ def _finite(X: np.ndarray, allow_nan: bool) -> None:
         raise ValueError("Input X contains NaN or infinity; impute missing values first.")
 
 
-def _array(value: Any, name: str, ndim: int | None = None, dtype: Any = np.float64) -> np.ndarray:
+def _array(value: Any, name: str, ndim: int | None = None) -> np.ndarray:
     if (
         isinstance(value, np.ndarray)
         and value.dtype.kind == "O"
@@ -242,20 +241,22 @@ def _array(value: Any, name: str, ndim: int | None = None, dtype: Any = np.float
         raise Unsupported(f"{name} is not a numeric array")
     if ndim is not None and value.ndim != ndim:
         raise Unsupported(f"{name} has {value.ndim} dimensions, expected {ndim}")
-    return value.astype(dtype, copy=False)
+    return value.astype(np.float64, copy=False)
 
 
-def _width(vector: np.ndarray, width: int, name: str) -> np.ndarray:
+def _vector(step: Obj, attribute: str, width: int) -> np.ndarray:
+    """A fitted per-column attribute (mean_, scale_, ...) as float64 of the input's width."""
+    vector = _array(step.get(attribute), attribute, 1)
     if vector.shape != (width,):
-        raise Unsupported(f"{name} has shape {vector.shape}, expected ({width},)")
+        raise Unsupported(f"{attribute} has shape {vector.shape}, expected ({width},)")
     return vector
 
 
-def _imputer(step: Obj, width: int) -> tuple[Transform, bool]:
+def _imputer(step: Obj, width: int) -> Transform:
     missing = step.get("missing_values")
     if not (isinstance(missing, float) and np.isnan(missing)) or step.get("add_indicator"):
         raise Unsupported("SimpleImputer other than NaN without an indicator")
-    statistics = _width(_array(step.get("statistics_"), "statistics_", 1), width, "statistics_")
+    statistics = _vector(step, "statistics_", width)
     if np.isnan(statistics).any():
         raise Unsupported("SimpleImputer with an all-missing column")
 
@@ -267,7 +268,7 @@ def _imputer(step: Obj, width: int) -> tuple[Transform, bool]:
             X[mask] = np.broadcast_to(statistics, X.shape)[mask]
         return X
 
-    return impute, True
+    return impute
 
 
 def _scaler(step: Obj, width: int) -> Transform:
@@ -278,17 +279,17 @@ def _scaler(step: Obj, width: int) -> Transform:
     clip: tuple[float, float] | None = None
     if step.name == "StandardScaler":
         if step.get("with_mean"):
-            shift = _width(_array(step.get("mean_"), "mean_", 1), width, "mean_")
+            shift = _vector(step, "mean_", width)
         if step.get("with_std"):
-            divide = _width(_array(step.get("scale_"), "scale_", 1), width, "scale_")
+            divide = _vector(step, "scale_", width)
     elif step.name == "RobustScaler":
         if step.get("with_centering"):
-            shift = _width(_array(step.get("center_"), "center_", 1), width, "center_")
+            shift = _vector(step, "center_", width)
         if step.get("with_scaling"):
-            divide = _width(_array(step.get("scale_"), "scale_", 1), width, "scale_")
+            divide = _vector(step, "scale_", width)
     else:  # MinMaxScaler
-        multiply = _width(_array(step.get("scale_"), "scale_", 1), width, "scale_")
-        add = _width(_array(step.get("min_"), "min_", 1), width, "min_")
+        multiply = _vector(step, "scale_", width)
+        add = _vector(step, "min_", width)
         if step.get("clip"):
             low, high = step.get("feature_range")
             clip = (float(low), float(high))
@@ -310,11 +311,7 @@ def _scaler(step: Obj, width: int) -> Transform:
     return scale
 
 
-_SCALERS: Final = {
-    "StandardScaler": "sklearn.preprocessing.",
-    "MinMaxScaler": "sklearn.preprocessing.",
-    "RobustScaler": "sklearn.preprocessing.",
-}
+_SCALERS: Final = frozenset({"StandardScaler", "MinMaxScaler", "RobustScaler"})
 
 
 def _is_passthrough(step: Any) -> bool:
@@ -336,9 +333,8 @@ def _transformer(step: Any, width: int) -> tuple[list[Transform], bool]:
             imputed = imputed or fills
         return functions, imputed
     if step.name == "SimpleImputer" and step.module.startswith("sklearn.impute."):
-        impute, _ = _imputer(step, width)
-        return [impute], True
-    if step.name in _SCALERS and step.module.startswith(_SCALERS[step.name]):
+        return [_imputer(step, width)], True
+    if step.name in _SCALERS and step.module.startswith("sklearn.preprocessing."):
         return [_scaler(step, width)], False
     if (
         step.name == "FunctionTransformer"
@@ -543,7 +539,8 @@ class _Forest:
     depth: int
 
 
-def _tree(tree: Any, width: int, classifier: bool) -> tuple[np.ndarray, ...]:
+def _tree(tree: Any, width: int, classifier: bool) -> _Forest:
+    """One fitted tree's arrays, checked, as a forest of one."""
     if not isinstance(tree, TreeArrays) or len(tree.args) != 3:
         raise Unsupported("tree of an unexpected shape")
     n_features, n_classes, n_outputs = tree.args
@@ -587,27 +584,27 @@ def _tree(tree: Any, width: int, classifier: bool) -> tuple[np.ndarray, ...]:
         leaf_values = fractions / normalizer
     else:
         leaf_values = values[:, 0, :1].astype(np.float64)
-    return left, right, feature, threshold, leaf_values, np.array([depth.max()])
+    roots = np.zeros(1, dtype=np.int64)
+    return _Forest(roots, left, right, feature, threshold, leaf_values, int(depth.max()))
 
 
 def _forest(trees: list[Any], width: int, classifier: bool) -> _Forest:
     parts = [_tree(t, width, classifier) for t in trees]
-    if not parts or len({p[4].shape[1] for p in parts}) != 1:
+    if not parts or len({p.leaf_values.shape[1] for p in parts}) != 1:
         raise Unsupported("trees with different outputs")
-    sizes = np.array([len(p[0]) for p in parts])
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    offsets = np.cumsum([0] + [len(p.left) for p in parts[:-1]])
 
     def shifted(children: np.ndarray, offset: int) -> np.ndarray:
         return np.where(children == -1, -1, children + offset)
 
     return _Forest(
         roots=offsets.astype(np.int64),
-        left=np.concatenate([shifted(p[0], o) for p, o in zip(parts, offsets, strict=True)]),
-        right=np.concatenate([shifted(p[1], o) for p, o in zip(parts, offsets, strict=True)]),
-        feature=np.concatenate([p[2] for p in parts]),
-        threshold=np.concatenate([p[3] for p in parts]),
-        leaf_values=np.concatenate([p[4] for p in parts]),
-        depth=int(max(p[5][0] for p in parts)),
+        left=np.concatenate([shifted(p.left, o) for p, o in zip(parts, offsets, strict=True)]),
+        right=np.concatenate([shifted(p.right, o) for p, o in zip(parts, offsets, strict=True)]),
+        feature=np.concatenate([p.feature for p in parts]),
+        threshold=np.concatenate([p.threshold for p in parts]),
+        leaf_values=np.concatenate([p.leaf_values for p in parts]),
+        depth=max(p.depth for p in parts),
     )
 
 
@@ -693,10 +690,6 @@ class Plan:
     feature_names_in_: np.ndarray | None
     _prepare: Callable[[np.ndarray], np.ndarray]
     _final: _Estimator
-
-    @property
-    def classifier(self) -> bool:
-        return self.classes_ is not None
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self._final.predict(self._prepare(np.asarray(X, dtype=np.float64)))

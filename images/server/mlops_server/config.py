@@ -14,6 +14,7 @@ from typing import Any, Final
 
 ENV_PREFIX: Final = "MLOPS_"
 MIB: Final = 1 << 20
+RUNTIMES: Final = ("auto", "sklearn")  # see mlops_server.model
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "auto: run numeric pipelines of supported parts from their arrays, without importing "
         "scikit-learn (fast start, small process), else with scikit-learn; sklearn: always scikit-learn",
         default=_DEFAULTS.runtime,
-        choices=("auto", "sklearn"),
+        choices=RUNTIMES,
     )
     add("--host", "address to listen on", default=_DEFAULTS.host)
     add("--port", "TCP port to listen on (0 picks a free one)", default=_DEFAULTS.port, type=_port)

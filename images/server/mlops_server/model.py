@@ -65,8 +65,6 @@ _LABELS_FROM_PROBA: Final = frozenset(
 
 _PANDAS_DTYPE: Final = {Kind.FLOAT: "float64", Kind.INT: "int64", Kind.BOOL: "bool", Kind.CATEGORY: "object"}
 
-RUNTIMES: Final = ("auto", "sklearn")
-
 
 class _Methods(NamedTuple):
     predict: Callable[[Any], Any]
