@@ -346,28 +346,43 @@ def _transformer(step: Any, width: int) -> tuple[list[Transform], bool]:
     raise Unsupported(f"transformer {step.module}.{step.name}")
 
 
-def _columns(spec: Any, names: Sequence[str]) -> list[int]:
+def column_positions(spec: Any, names: Sequence[str]) -> int | list[int]:
+    """A ColumnTransformer column selection as positions in `names` (the signature's order).
+
+    One name or position gives one position (scikit-learn hands that transformer a 1-D
+    column); a slice, a boolean mask of full length, or a list of names or of positions gives a
+    list. Anything else, a name not in `names` or a position outside it is `Unsupported`.
+    Shared with the server's scikit-learn runtime (`ServedModel._column_index`).
+    """
     index = {n: i for i, n in enumerate(names)}
-    if isinstance(spec, str):
-        spec = [spec]
+
+    def position(value: Any) -> int:
+        if isinstance(value, str):
+            if value not in index:
+                raise Unsupported(f"column {value!r} is not in the signature")
+            return index[value]
+        if not 0 <= int(value) < len(names):
+            raise Unsupported("column position outside the signature")
+        return int(value)
+
+    def is_position(value: Any) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+    if isinstance(spec, str) or is_position(spec):
+        return position(spec)
     if isinstance(spec, slice):
+        if not all(isinstance(b, (int, type(None))) for b in (spec.start, spec.stop, spec.step)):
+            raise Unsupported("slice with non-integer bounds")
         return list(range(len(names)))[spec]
-    values = list(spec) if isinstance(spec, (list, tuple, np.ndarray)) else None
-    if values is None:
+    if isinstance(spec, bytes) or not hasattr(spec, "__iter__"):
         raise Unsupported(f"column selection {spec!r}")
-    if all(isinstance(v, str) for v in values):
-        missing = [v for v in values if v not in index]
-        if missing:
-            raise Unsupported(f"columns {missing} are not in the signature")
-        return [index[v] for v in values]
+    values = list(spec)
     if values and all(isinstance(v, (bool, np.bool_)) for v in values):
         if len(values) != len(names):
             raise Unsupported("boolean column mask of the wrong length")
         return [i for i, v in enumerate(values) if v]
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        if any(not 0 <= int(v) < len(names) for v in values):
-            raise Unsupported("column position outside the signature")
-        return [int(v) for v in values]
+    if all(isinstance(v, str) for v in values) or all(is_position(v) for v in values):
+        return [position(v) for v in values]
     raise Unsupported(f"column selection {spec!r}")
 
 
@@ -379,7 +394,10 @@ def _column_transformer(step: Obj, names: Sequence[str]) -> tuple[Transform, int
     for _, transformer, spec in step.get("transformers_") or []:
         if transformer == "drop":
             continue
-        index = _columns(spec, names)
+        index = column_positions(spec, names)
+        if isinstance(index, int):
+            # scikit-learn cannot fit the supported transformers on a 1-D column.
+            raise Unsupported(f"single-column selection {spec!r}")
         if not index:
             continue
         functions, fills = _transformer(transformer, len(index))

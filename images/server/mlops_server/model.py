@@ -308,29 +308,10 @@ class ServedModel:
 
     def _column_index(self, columns: Any) -> Any:
         """A ColumnTransformer column spec as matrix column indices (same shape), or None."""
-        index = self.signature.index
-        if isinstance(columns, str):
-            return index.get(columns)
-        if isinstance(columns, (int, np.integer)) and not isinstance(columns, bool):
-            return int(columns)
-        if isinstance(columns, slice):
-            return (
-                list(range(self.n_features))[columns]
-                if all(isinstance(v, (int, type(None))) for v in (columns.start, columns.stop, columns.step))
-                else None
-            )
-        import pandas as pd  # loaded already: the pipeline is scikit-learn's
-
-        values = list(columns) if isinstance(columns, (list, tuple, np.ndarray, pd.Index)) else None
-        if values is None:
+        try:
+            return arrayplan.column_positions(columns, self.signature.names)
+        except arrayplan.Unsupported:
             return None
-        if values and all(isinstance(v, (bool, np.bool_)) for v in values):
-            return [i for i, v in enumerate(values) if v] if len(values) == self.n_features else None
-        if all(isinstance(v, str) for v in values):
-            return None if any(v not in index for v in values) else [index[v] for v in values]
-        if all(isinstance(v, (int, np.integer)) for v in values):
-            return [int(v) for v in values]
-        return None
 
     def dataframe(self, frame: Array) -> Any:
         import pandas as pd  # only the scikit-learn runtime builds DataFrames

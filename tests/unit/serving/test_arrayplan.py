@@ -376,3 +376,29 @@ def test_malformed_state_is_unsupported_not_a_crash() -> None:
 
     with pytest.raises(arrayplan.Unsupported, match="malformed"):
         arrayplan.compile_blob(_rewrite(blob, bad_json), NAMES)
+
+
+@pytest.mark.parametrize(
+    ("spec", "positions"),
+    [
+        ("b", 1),
+        (2, 2),
+        (np.int64(0), 0),
+        (slice(0, 2), [0, 1]),
+        (["c", "a"], [2, 0]),
+        ([True, False, True], [0, 2]),
+        (np.array([1, 0]), [1, 0]),
+        ([], []),
+    ],
+)
+def test_column_positions(spec: Any, positions: int | list[int]) -> None:
+    # One reading of a ColumnTransformer's selections, for the plan and the server's matrix path.
+    assert arrayplan.column_positions(spec, ["a", "b", "c"]) == positions
+
+
+@pytest.mark.parametrize(
+    "spec", ["x", 3, -1, [True], ["a", 1], ["a", "x"], [0, 7], slice("a", None), 1.5, True, b"a"]
+)
+def test_column_positions_refuses_what_it_cannot_read(spec: Any) -> None:
+    with pytest.raises(arrayplan.Unsupported):
+        arrayplan.column_positions(spec, ["a", "b", "c"])
