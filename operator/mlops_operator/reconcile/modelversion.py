@@ -24,10 +24,12 @@ from mlops_operator.status.conditions import READY, Cond, get, is_true, kstatus,
 VERIFICATION_FAILURES = ("VerificationFailed", "VerificationError")
 
 
-def verification_failed(status: Mapping[str, Any]) -> bool:
-    """Whether the status already records a failed verification (final: the spec is immutable)."""
+def verification_failed(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ArtifactVerified condition if the status already records a failed verification
+    (final: the spec is immutable), else None."""
     cond = get(status.get("conditions"), "ArtifactVerified") or {}
-    return cond.get("status") == "False" and cond.get("reason") in VERIFICATION_FAILURES
+    failed = cond.get("status") == "False" and cond.get("reason") in VERIFICATION_FAILURES
+    return cond if failed else None
 
 
 def gates_result(spec: ModelVersionSpec) -> tuple[bool, str]:
@@ -140,14 +142,10 @@ async def reconcile(ctx: Context, mv: Mapping[str, Any]) -> bool:
         status["verifiedAt"] = old.get("verifiedAt")
         status["verificationJob"] = old.get("verificationJob")
         status["servingRuntime"] = old.get("servingRuntime")
-    elif verification_failed(old):
+    elif (recorded := verification_failed(old)) is not None:
         # Settled: the failure was read from the pods once; a resync reads nothing again.
-        cond = get(old.get("conditions"), "ArtifactVerified") or {}
-        verified, verify_reason, verify_message = (
-            "False",
-            str(cond.get("reason")),
-            str(cond.get("message") or ""),
-        )
+        verified, verify_reason = "False", str(recorded.get("reason"))
+        verify_message = str(recorded.get("message") or "")
         status["verificationJob"] = old.get("verificationJob")
     else:
         job = await ctx.kube.get("Job", ns, build.verify_job_name(name))
