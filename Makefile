@@ -35,13 +35,13 @@ venv: $(VENV)/.installed ## Create the virtualenv with the package and test tool
 lint: venv ## ruff, mypy, import layering, and a check that crds/ matches the API models
 	$(BIN)/ruff check operator images tests
 	$(BIN)/ruff format --check operator images tests
-	$(BIN)/mypy operator/mlops_operator $(wildcard images/*/mlops_*)
+	$(BIN)/mypy operator/mlops_contract operator/mlops_operator $(wildcard images/*/mlops_*)
 	$(BIN)/lint-imports
-	$(BIN)/python -m mlops_operator.api.crdgen --check
+	$(BIN)/python -m mlops_contract.api.crdgen --check
 
 .PHONY: crds
 crds: venv ## Regenerate crds/ from the API models
-	$(BIN)/python -m mlops_operator.api.crdgen --out crds
+	$(BIN)/python -m mlops_contract.api.crdgen --out crds
 
 .PHONY: unit
 unit: venv ## Unit tier: pure functions, trainer and server in-process

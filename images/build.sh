@@ -226,7 +226,7 @@ EOF
 app_key() {
   (
     cd "$ROOT"
-    find pyproject.toml README.md operator/mlops_operator images/*/mlops_* -type f \
+    find pyproject.toml README.md operator/mlops_contract operator/mlops_operator images/*/mlops_* -type f \
       -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
   ) | sha256sum | cut -c1-16
 }

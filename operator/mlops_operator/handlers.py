@@ -21,8 +21,8 @@ from typing import Any
 import kopf
 import prometheus_client
 
+from mlops_contract.api.common import GROUP, LABEL_MANAGED_BY, MANAGER, VERSION
 from mlops_operator import pausing
-from mlops_operator.api.common import GROUP, LABEL_MANAGED_BY, MANAGER, VERSION
 from mlops_operator.kube import AsyncKube
 from mlops_operator.reconcile import inferenceservice, modelversion, trainingjob
 from mlops_operator.reconcile.context import Context
@@ -34,8 +34,8 @@ log = logging.getLogger("mlops_operator")
 MANAGED = {LABEL_MANAGED_BY: MANAGER}
 
 
-def configure(settings: kopf.OperatorSettings, ours: Settings) -> None:
-    """kopf settings chosen for GitOps and scale (see KOPF_NOTES.md)."""
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf settings chosen for GitOps and scale (the README's GitOps section says why)."""
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Only daemons and event handlers: nothing to persist, but keep kopf's own marks out of
     # users' annotations in case a change handler is ever added.
@@ -86,7 +86,7 @@ pausing.install()
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     ours: Settings = memo.get("settings") or Settings.from_env()
-    configure(settings, ours)
+    configure(settings)
     if "ctx" not in memo:
         store = Store()
         kube = StoreKube(AsyncKube(settings), store)

@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from mlops_operator.api.common import GROUP, MANAGER, VERSION
+from mlops_contract.api.common import GROUP, MANAGER, VERSION
 
 log = logging.getLogger(__name__)
 

@@ -177,7 +177,7 @@ def train(work: Path, kind: str) -> tuple[Path, Path]:
     import joblib  # type: ignore[import-untyped]  # joblib ships no type hints
     from sklearn.pipeline import Pipeline
 
-    from mlops_operator import artifact
+    from mlops_contract import artifact
 
     estimator = MODELS[kind]
     config = {

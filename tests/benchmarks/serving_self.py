@@ -40,7 +40,7 @@ def build(kind: str, directory: Path) -> None:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from mlops_operator import artifact, drift
+    from mlops_contract import artifact, drift
 
     X, y = load_iris(return_X_y=True, as_frame=True)
     steps: list[tuple[str, Any]]

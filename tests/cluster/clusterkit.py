@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from mlops_operator.api.common import API_VERSION
+from mlops_contract.api.common import API_VERSION
 from mlops_operator.kube import Kube
 from waiting import wait_for  # the cluster tests import it from here too
 

@@ -31,7 +31,7 @@ from clusterkit import (
 )
 
 from conftest import OperatorRunner
-from mlops_operator import storage
+from mlops_contract import storage
 from mlops_operator.kube import Kube
 from mlops_operator.settings import Settings
 

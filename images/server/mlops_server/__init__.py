@@ -1,6 +1,6 @@
 """The mlops-operator inference server.
 
-Serves one verified scikit-learn artifact (see `mlops_operator.artifact`) over HTTP:
+Serves one verified scikit-learn artifact (see `mlops_contract.artifact`) over HTTP:
 the Open Inference Protocol (V2) and KServe V1 for predictions, a feedback endpoint for
 ground-truth labels, and `/metrics` with request, batch, drift and accuracy series that the
 operator scrapes into `InferenceService.status.metrics`.

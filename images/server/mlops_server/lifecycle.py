@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
-from mlops_operator.artifact import ArtifactError
+from mlops_contract.artifact import ArtifactError
 from mlops_server import logs
 from mlops_server.app import App
 from mlops_server.codec import Array, Prediction

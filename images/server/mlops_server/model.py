@@ -1,10 +1,10 @@
 """The served model: a verified scikit-learn Pipeline plus its signature, predicting whole batches.
 
-`ServedModel.load` checks the artifact's sha256 (`mlops_operator.artifact.read_verified`), then
+`ServedModel.load` checks the artifact's sha256 (`mlops_contract.artifact.read_verified`), then
 runs the model one of two ways (`runtime`):
 
 - `arrays` (issue #10, cold start): when every feature is numeric and the pipeline is made of
-  parts `mlops_operator.arrayplan` knows, the fitted arrays are read from the verified file and
+  parts `mlops_contract.arrayplan` knows, the fitted arrays are read from the verified file and
   the model runs on numpy alone. scikit-learn, scipy, skops and pandas are never imported, so
   the server is ready in a fraction of the time and memory. The operator passes `--runtime
   auto` only for versions whose verify Job compared this plan with scikit-learn on this very
@@ -37,7 +37,7 @@ from typing import Any, Final, NamedTuple
 
 import numpy as np
 
-from mlops_operator import arrayplan, artifact
+from mlops_contract import arrayplan, artifact
 from mlops_server import logs
 from mlops_server.codec import OUTPUT_PREDICT, OUTPUT_PROBA, Array, ModelInputError, Prediction
 from mlops_server.signature import Kind, Signature, SignatureError

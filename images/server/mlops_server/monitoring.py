@@ -17,7 +17,7 @@ from typing import Any, Final
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from mlops_operator import drift
+from mlops_contract import drift
 from mlops_server.codec import Array
 
 DURATION_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
+from mlops_contract.timeutil import format_log_time
 from mlops_server.codec import Array
-from mlops_server.logs import rfc3339
 
 
 class PredictionLog:
@@ -74,7 +74,7 @@ class PredictionLog:
         names = self.features
         line = {
             "id": request_id,
-            "time": rfc3339(time.time()),
+            "time": format_log_time(time.time()),
             "model": self.model,
             "version": self.version,
             "rows": [dict(zip(names, row, strict=True)) for row in self._rows(frame)],
@@ -86,7 +86,7 @@ class PredictionLog:
 
     def feedback(self, request_id: str, frame: Array, labels: Array, truth: Sequence[Any]) -> None:
         names = self.features
-        now = rfc3339(time.time())
+        now = format_log_time(time.time())
         encoded: list[bytes] = []
         for row, predicted, label in zip(self._rows(frame), labels.tolist(), truth, strict=True):
             line = {
@@ -103,7 +103,7 @@ class PredictionLog:
 
     def relayed(self, request_id: str, truth: Sequence[Any]) -> None:
         """Labels for a request this pod did not serve (another replica did, or it expired here)."""
-        line = {"id": request_id, "time": rfc3339(time.time()), "labels": list(truth)}
+        line = {"id": request_id, "time": format_log_time(time.time()), "labels": list(truth)}
         with self._lock:
             self._labels.append(orjson.dumps(line) + b"\n")
 

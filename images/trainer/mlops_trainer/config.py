@@ -15,8 +15,8 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from mlops_operator.api.common import DNS_LABEL
-from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_contract.api.common import DNS_LABEL
+from mlops_contract.api.trainingjob import TrainingJobSpec
 from mlops_trainer.errors import BadInput
 
 ENV_CONFIG: Final = "MLOPS_CONFIG"

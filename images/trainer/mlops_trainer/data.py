@@ -31,9 +31,9 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from mlops_operator import storage
-from mlops_operator.api.trainingjob import DataSource, Prepare, Split, TrainingJobSpec
-from mlops_operator.estimators import BUILTIN_DATASETS, ESTIMATORS, Task
+from mlops_contract import storage
+from mlops_contract.api.trainingjob import DataSource, Prepare, Split, TrainingJobSpec
+from mlops_contract.estimators import BUILTIN_DATASETS, ESTIMATORS, Task
 from mlops_trainer.errors import BadInput, Transient
 from mlops_trainer.logs import log
 

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from mlops_operator.estimators import HIGHER_IS_BETTER, Task
+from mlops_contract.estimators import HIGHER_IS_BETTER, Task
 from mlops_trainer.logs import log
 
 

@@ -18,8 +18,8 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from mlops_operator.api.trainingjob import Prepare, TrainingJobSpec
-from mlops_trainer.checks import estimator_class, estimator_param_names, unknown_param_problems
+from mlops_contract.api.trainingjob import Prepare, TrainingJobSpec
+from mlops_contract.checks import estimator_class, estimator_param_names, unknown_param_problems
 from mlops_trainer.data import Dataset
 from mlops_trainer.errors import BadInput
 from mlops_trainer.logs import log

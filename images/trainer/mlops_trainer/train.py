@@ -1,7 +1,7 @@
 """`train`: load and prepare the data, fit, evaluate on held-out rows, check gates, write the artifact.
 
 The artifact goes to `<spec.output.uri>/<spec.model>/<trainingjob name>` (see
-`mlops_operator.storage.artifact_uri`); running again overwrites it with the same content for the
+`mlops_contract.storage.artifact_uri`); running again overwrites it with the same content for the
 same data, since every random choice is seeded. A model that fails its gates is still written
 and the run succeeds: the gates' verdict is part of the result (`gatesPassed`, `failedGates`).
 """
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_operator import artifact, drift, storage
-from mlops_operator.api.trainingjob import TrainingJobSpec
-from mlops_operator.estimators import Task
-from mlops_trainer.checks import check_spec, primary_metric
+from mlops_contract import artifact, drift, storage
+from mlops_contract.api.trainingjob import TrainingJobSpec
+from mlops_contract.checks import check_spec, primary_metric
+from mlops_contract.estimators import Task
 from mlops_trainer.config import TrainerConfig
 from mlops_trainer.data import Dataset, SplitData, load_dataset, split_dataset
 from mlops_trainer.errors import BadInput, Transient

@@ -1,7 +1,7 @@
 """Hyperparameter tuning: one cross-validated trial per pod of an Indexed Job.
 
 A trial's parameters are a pure function of (space, strategy, maxTrials, seed, index), so the
-operator sizes the Job with `trial_count` (mlops_operator.api.trainingjob, re-exported here: it
+operator sizes the Job with `trial_count` (mlops_contract.api.trainingjob, re-exported here: it
 needs neither scikit-learn nor pandas) and every pod computes its own parameters from
 JOB_COMPLETION_INDEX without coordination:
 
@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlops_operator.api.trainingjob import Tuning, trial_count
-from mlops_operator.estimators import HIGHER_IS_BETTER, Task
-from mlops_trainer.checks import check_spec, primary_metric
+from mlops_contract.api.trainingjob import Tuning, trial_count
+from mlops_contract.checks import check_spec, primary_metric
+from mlops_contract.estimators import HIGHER_IS_BETTER, Task
 from mlops_trainer.config import TrainerConfig
 from mlops_trainer.data import load_dataset, split_dataset
 from mlops_trainer.errors import BadInput

@@ -6,7 +6,7 @@ the training reference statistics (row 0: means / most frequent categories, row 
 second categories, row 2: maxima / third), predicted; the predictions must be one per row, and
 in the signature's classes (classification) or finite (regression).
 
-Then the array plan (`mlops_operator.arrayplan`): when the inference server could run this
+Then the array plan (`mlops_contract.arrayplan`): when the inference server could run this
 file from its arrays instead of scikit-learn, the plan is compared with scikit-learn on the
 sample rows and on rows spread over each feature's training range (labels equal, probabilities
 and values to 1e-9 relative). The result's `runtime` says which runtime the server may use:
@@ -25,7 +25,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from mlops_operator import arrayplan, artifact, storage
+from mlops_contract import arrayplan, artifact, storage
 from mlops_trainer.errors import BadInput, Transient, VerificationFailed
 from mlops_trainer.logs import log, phase
 

@@ -6,9 +6,9 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from mlops_operator.api.common import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGER, PodOptions
+from mlops_contract.api.common import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGER, PodOptions
+from mlops_contract.storage import parse_uri
 from mlops_operator.settings import Settings
-from mlops_operator.storage import parse_uri
 
 LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_INSTANCE: Final = "app.kubernetes.io/instance"

@@ -23,13 +23,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
-from mlops_operator.api.common import (
+from mlops_contract.api.common import (
     GROUP,
     LABEL_INFERENCE_SERVICE,
     LABEL_MODEL_VERSION,
     LABEL_VERSION,
 )
-from mlops_operator.api.inferenceservice import InferenceServiceSpec
+from mlops_contract.api.inferenceservice import InferenceServiceSpec
+from mlops_contract.storage import local_path, parse_uri
 from mlops_operator.build.common import (
     child_name,
     container_security_context,
@@ -41,7 +42,6 @@ from mlops_operator.build.common import (
     scheduling,
 )
 from mlops_operator.settings import Settings
-from mlops_operator.storage import local_path, parse_uri
 
 Track = Literal["stable", "canary"]
 
@@ -106,13 +106,6 @@ def split_replicas(total: int, canary_percent: int) -> tuple[int, int]:
         return 1, 1
     canary = min(max((total * canary_percent + 50) // 100, 1), total - 1)
     return total - canary, canary
-
-
-def canary_replicas(stable_replicas: int, canary_percent: int) -> int:
-    """Canary replicas to add beside `stable_replicas` an HPA owns, so the canary gets ~percent of traffic."""
-    if stable_replicas <= 0:
-        return 0
-    return max(1, (stable_replicas * canary_percent + (100 - canary_percent) // 2) // (100 - canary_percent))
 
 
 def prediction_log_uri(

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from mlops_operator.api.common import LABEL_MODEL_VERSION
-from mlops_operator.api.modelversion import ModelVersionSpec
+from mlops_contract.api.common import LABEL_MODEL_VERSION
+from mlops_contract.api.modelversion import ModelVersionSpec
 from mlops_operator.build.common import child_name, labels, pvc_claims, pvc_volumes
 from mlops_operator.build.trainingjob import trainer_container, trainer_job
 from mlops_operator.settings import Settings

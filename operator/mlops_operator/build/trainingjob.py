@@ -12,8 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from mlops_operator.api.common import LABEL_TRAINING_JOB, PodOptions
-from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_contract.api.common import LABEL_TRAINING_JOB, PodOptions
+from mlops_contract.api.trainingjob import TrainingJobSpec
 from mlops_operator.build.common import (
     child_name,
     container_security_context,

@@ -45,7 +45,7 @@ from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlops_operator.api.inferenceservice import Metrics
+from mlops_contract.api.inferenceservice import Metrics
 from mlops_operator.serving.canary import CanaryStats
 
 Buckets = tuple[tuple[float, float], ...]  # (upper bound `le`, cumulative count), sorted by le

@@ -28,13 +28,14 @@ import copy
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from mlops_operator.api.common import ANNOTATION_RETRAIN
-from mlops_operator.api.inferenceservice import InferenceServiceSpec, Metrics, Retraining, RetrainingStatus
-from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_contract.api.common import ANNOTATION_RETRAIN
+from mlops_contract.api.inferenceservice import InferenceServiceSpec, Metrics, Retraining, RetrainingStatus
+from mlops_contract.api.trainingjob import TrainingJobSpec
+from mlops_contract.timeutil import format_time, parse_time
 from mlops_operator.monitor import cron
 from mlops_operator.status import conditions
 
@@ -96,22 +97,6 @@ class TriggerDecision:
     message: str
     job_name: str | None = None
     pending: tuple[Trigger, ...] = ()
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with a Z, to the second (the status form)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """Parse an RFC 3339 time from status; None when absent or unreadable. Naive means UTC."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def retraining_job_name(isvc_name: str, count: int) -> str:

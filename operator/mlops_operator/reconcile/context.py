@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from mlops_contract.timeutil import format_time, utc_now
 from mlops_operator.kube import AsyncKube
 from mlops_operator.metrics import OperatorMetrics
 from mlops_operator.reconcile.controller import Controller
@@ -21,20 +22,6 @@ from mlops_operator.status.conditions import READY, Cond, kstatus, merge, status
 from mlops_operator.store import Store, StoreKube
 
 log = logging.getLogger("mlops_operator")
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def rfc3339(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _version(obj: Mapping[str, Any]) -> str:
@@ -79,7 +66,7 @@ class Context:
     _absent: set[tuple[str, str, str]] = field(default_factory=set)
 
     def now(self) -> str:
-        return rfc3339(self.clock())
+        return format_time(self.clock())
 
     def model_lock(self, namespace: str, model: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, model), asyncio.Lock())

@@ -18,13 +18,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mlops_operator.api.common import API_VERSION, LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION
-from mlops_operator.api.inferenceservice import InferenceServiceSpec, Metrics
-from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_contract.api.common import API_VERSION, LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION
+from mlops_contract.api.inferenceservice import InferenceServiceSpec, Metrics
+from mlops_contract.api.trainingjob import TrainingJobSpec
+from mlops_contract.timeutil import parse_time
 from mlops_operator.build import inferenceservice as build
 from mlops_operator.build.common import labels, owner_reference
 from mlops_operator.monitor import scrape, triggers
-from mlops_operator.reconcile.context import Context, parse_time
+from mlops_operator.reconcile.context import Context
 from mlops_operator.serving import canary, resolve
 from mlops_operator.status.conditions import READY, Cond, kstatus, merge, tf
 

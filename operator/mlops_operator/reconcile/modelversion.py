@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mlops_operator.api.common import ANNOTATION_APPROVED_BY, LABEL_COMPONENT, LABEL_MODEL_VERSION
-from mlops_operator.api.modelversion import ModelVersionSpec
+from mlops_contract.api.common import ANNOTATION_APPROVED_BY, LABEL_COMPONENT, LABEL_MODEL_VERSION
+from mlops_contract.api.modelversion import ModelVersionSpec
 from mlops_operator.build import modelversion as build
 from mlops_operator.build.trainingjob import CONTAINER, EXIT_VERIFY_FAILED
 from mlops_operator.reconcile.context import Context

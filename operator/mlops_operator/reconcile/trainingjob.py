@@ -13,11 +13,12 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from mlops_operator.api.common import API_VERSION, LABEL_TRAINING_JOB, LABEL_VERSION
-from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_contract.api.common import API_VERSION, LABEL_TRAINING_JOB, LABEL_VERSION
+from mlops_contract.api.trainingjob import TrainingJobSpec, trial_count
+from mlops_contract.checks import check_spec
+from mlops_contract.estimators import ESTIMATORS, HIGHER_IS_BETTER
 from mlops_operator.build import trainingjob as build
 from mlops_operator.build.common import labels, pvc_claims
-from mlops_operator.estimators import ESTIMATORS, HIGHER_IS_BETTER
 from mlops_operator.reconcile.context import Context
 from mlops_operator.reconcile.pods import (
     PodResult,
@@ -147,9 +148,6 @@ async def missing_claims(ctx: Context, ns: str, spec: TrainingJobSpec) -> list[s
 
 async def observe_and_act(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any]:
     """Create what is missing; return the facts the status is computed from."""
-    from mlops_operator.api.trainingjob import trial_count
-    from mlops_trainer.checks import check_spec
-
     meta = tj["metadata"]
     ns, name = meta["namespace"], meta["name"]
     status = tj.get("status") or {}

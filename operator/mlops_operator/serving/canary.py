@@ -21,7 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final, Literal
 
-from mlops_operator.api.inferenceservice import Canary
+from mlops_contract.api.inferenceservice import Canary
 
 # Requests before an error rate or a p95 is trusted enough to roll back on.
 JUDGING_REQUESTS: Final = 10

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from mlops_operator.api.common import ANNOTATION_APPROVED_BY
-from mlops_operator.api.inferenceservice import InferenceServiceSpec, Policy
-from mlops_operator.estimators import HIGHER_IS_BETTER
+from mlops_contract.api.common import ANNOTATION_APPROVED_BY
+from mlops_contract.api.inferenceservice import InferenceServiceSpec, Policy
+from mlops_contract.estimators import HIGHER_IS_BETTER
 from mlops_operator.status import conditions
 
 # Float noise must not turn "better by exactly minImprovement" into "not better".

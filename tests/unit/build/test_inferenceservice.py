@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mlops_operator.api.inferenceservice import InferenceServiceSpec
+from mlops_contract.api.inferenceservice import InferenceServiceSpec
 from mlops_operator.build import inferenceservice as b
 from mlops_operator.settings import Settings
 
@@ -435,24 +435,6 @@ def test_split_replicas_invariants() -> None:
             assert stable >= 1, (total, percent)
             assert canary >= 1, (total, percent)
             assert stable + canary == total, (total, percent)
-
-
-CANARY_REPLICA_CASES = [
-    ("no-stable-no-canary", 0, 10, 0),
-    ("small-stable-still-one", 3, 10, 1),
-    ("ten-percent-beside-nine", 9, 10, 1),
-    ("half-beside-four", 4, 50, 4),
-    ("quarter-beside-six", 6, 25, 2),
-]
-
-
-@pytest.mark.parametrize(
-    ("name", "stable", "percent", "canary"), CANARY_REPLICA_CASES, ids=[c[0] for c in CANARY_REPLICA_CASES]
-)
-def test_canary_replicas_beside_an_autoscaled_stable(
-    name: str, stable: int, percent: int, canary: int
-) -> None:
-    assert b.canary_replicas(stable, percent) == canary
 
 
 # --- prediction log location ------------------------------------------------------------------

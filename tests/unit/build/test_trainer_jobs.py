@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from mlops_operator.api.modelversion import ModelVersionSpec
-from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_contract.api.modelversion import ModelVersionSpec
+from mlops_contract.api.trainingjob import TrainingJobSpec
 from mlops_operator.build import modelversion as mv_build
 from mlops_operator.build import trainingjob as build
 from mlops_operator.reconcile.trainingjob import model_version_manifest

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from mlops_operator.api.inferenceservice import Metrics
+from mlops_contract.api.inferenceservice import Metrics
 from mlops_operator.monitor.scrape import (
     PodSample,
     PodTotals,

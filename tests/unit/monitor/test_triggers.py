@@ -11,14 +11,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mlops_operator.api.inferenceservice import InferenceServiceSpec, Retraining
+from mlops_contract.api.inferenceservice import InferenceServiceSpec, Retraining
 from mlops_operator.monitor.triggers import (
     Reason,
     TriggerDecision,
     TriggerState,
     evaluate,
-    format_time,
-    parse_time,
     retraining_condition,
     retraining_job_name,
     retraining_spec,
@@ -409,25 +407,6 @@ def test_status_without_firing_keeps_the_last_trigger() -> None:
     )
     out = retraining_status(previous, replace(state, active_jobs=()), decision)
     assert out == {"count": 2, "activeJobs": [], "lastTrigger": "drift", "lastReason": "r"}
-
-
-@pytest.mark.parametrize(
-    ("text", "moment"),
-    [
-        ("2025-03-03T10:00:00Z", T0),
-        ("2025-03-03T12:00:00+02:00", T0),
-        ("2025-03-03T10:00:00", T0),
-        ("yesterday", None),
-        (None, None),
-    ],
-    ids=["zulu", "offset", "naive-is-utc", "garbage", "absent"],
-)
-def test_parse_time(text: str | None, moment: datetime | None) -> None:
-    assert parse_time(text) == moment
-
-
-def test_format_time() -> None:
-    assert format_time(T0 + timedelta(microseconds=5)) == "2025-03-03T10:00:00Z"
 
 
 # --- the retraining TrainingJob spec ----------------------------------------------------------

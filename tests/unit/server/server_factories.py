@@ -1,7 +1,7 @@
 """Factories for the server's unit tests: small artifacts and an in-process server with a client.
 
 Artifacts are real: a scikit-learn Pipeline fitted on data scikit-learn ships (or on a small
-seeded frame), written with `mlops_operator.artifact.write_artifact`, with the signature and
+seeded frame), written with `mlops_contract.artifact.write_artifact`, with the signature and
 drift reference the trainer writes.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from mlops_operator import artifact, drift
+from mlops_contract import artifact, drift
 from mlops_server.config import Settings
 from mlops_server.lifecycle import Server
 

@@ -20,7 +20,7 @@ import orjson
 import pytest
 from server_factories import Artifact
 
-from mlops_operator import artifact
+from mlops_contract import artifact
 
 ROOT = Path(__file__).resolve().parents[3]
 ENV = {
@@ -274,7 +274,7 @@ calls = []
 original = sklearn.utils.all_estimators
 sklearn.utils.all_estimators = lambda *a, **k: calls.append(1) or original(*a, **k)
 patched = sklearn.utils.all_estimators
-from mlops_operator import artifact
+from mlops_contract import artifact
 model, _ = artifact.load_verified({str(iris.directory)!r})
 assert calls == [], calls
 assert sklearn.utils.all_estimators is patched

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mlops_operator.api.inferenceservice import Canary
+from mlops_contract.api.inferenceservice import Canary
 from mlops_operator.serving.canary import CanaryStats, Reason, decide, judging_minimum
 
 STARTED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mlops_operator.api.inferenceservice import InferenceServiceSpec
+from mlops_contract.api.inferenceservice import InferenceServiceSpec
 from mlops_operator.serving.resolve import Reason, Resolution, resolve
 
 

@@ -1,4 +1,4 @@
-"""mlops_operator.storage: URI parsing, pvc paths, artifact locations, https and s3 downloads."""
+"""mlops_contract.storage: URI parsing, pvc paths, artifact locations, https and s3 downloads."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from trainer_factories import FakeS3, Trainer, make_config, make_spec, mixed_frame
 
-from mlops_operator import storage
-from mlops_operator.storage import FetchError, InvalidUri, ParsedUri
+from mlops_contract import storage
+from mlops_contract.storage import FetchError, InvalidUri, ParsedUri
 
 
 @pytest.mark.parametrize(

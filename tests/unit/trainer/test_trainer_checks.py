@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from trainer_factories import make_spec
 
-from mlops_operator.api.trainingjob import TrainingJobSpec
-from mlops_trainer.checks import check_spec
+from mlops_contract.api.trainingjob import TrainingJobSpec
+from mlops_contract.checks import check_spec
 
 
 def spec(**patch: Any) -> TrainingJobSpec:
@@ -198,8 +198,8 @@ def test_check_spec_imports_no_scikit_learn() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import mlops_trainer.checks as checks
-        from mlops_operator.api.trainingjob import TrainingJobSpec
+        import mlops_contract.checks as checks
+        from mlops_contract.api.trainingjob import TrainingJobSpec
         assert "sklearn" not in sys.modules, "importing checks must not import sklearn"
         spec = TrainingJobSpec.model_validate(
             {"model": "m", "data": {"source": {"uri": "builtin:diabetes"}}, "estimator": {"class": "Ridge"}}

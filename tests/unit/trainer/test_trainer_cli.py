@@ -44,7 +44,7 @@ def test_process_train_verify_and_exit_codes(tmp_path: Path) -> None:
         "write",
         "done",
     ]
-    assert all({"time", "level", "msg"} <= set(entry) for entry in logs)
+    assert all({"time", "level", "logger", "message"} <= set(entry) for entry in logs)
 
     artifact_dir = tmp_path / "pvc" / "mlops-artifacts" / "models" / "demo" / "demo-1"
     verified = run(["verify", "--artifact", str(artifact_dir), "--sha256", result["sha256"]], env)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from trainer_factories import FakeS3, Trainer, make_config, make_spec, merge, mixed_frame
 
-from mlops_operator import artifact, storage
-from mlops_operator.estimators import ESTIMATORS
+from mlops_contract import artifact, storage
+from mlops_contract.estimators import ESTIMATORS
 
 BUILTIN_CASES = [
     # id, dataset, estimator, params, metric, bound (score must beat it; for rmse: stay under it)
@@ -399,7 +399,7 @@ def test_small_classes_skip_stratification(trainer: Trainer) -> None:
     )
 
     assert run.code == 0, run.result
-    skipped = [entry for entry in trainer.logs(run) if entry["msg"] == "Skipped stratification"]
+    skipped = [entry for entry in trainer.logs(run) if entry["message"] == "Skipped stratification"]
     assert skipped == [{**skipped[0], "reason": "class 'rare' has a single row"}]
 
 

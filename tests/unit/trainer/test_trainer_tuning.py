@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from trainer_factories import Trainer, make_config, make_spec, mixed_frame
 
-from mlops_operator.api.trainingjob import Tuning, grid_size
+from mlops_contract.api.trainingjob import Tuning, grid_size
 from mlops_trainer.tuning import trial_count, trial_params
 
 SPACE: dict[str, list[Any]] = {

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from trainer_factories import Trainer, make_config, make_spec
 
-from mlops_operator import artifact
+from mlops_contract import artifact
 from mlops_trainer.verify import sample_input
 
 
@@ -168,7 +168,7 @@ def test_an_array_plan_that_disagrees_with_scikit_learn_is_never_served() -> Non
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    from mlops_operator import artifact
+    from mlops_contract import artifact
     from mlops_trainer.verify import check_array_plan
 
     X, y = load_iris(return_X_y=True, as_frame=True)

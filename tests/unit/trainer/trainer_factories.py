@@ -148,7 +148,7 @@ class Trainer:
 
 
 class FakeS3:
-    """The slice of a boto3 S3 client that `mlops_operator.storage` uses, in memory."""
+    """The slice of a boto3 S3 client that `mlops_contract.storage` uses, in memory."""
 
     def __init__(self, objects: Mapping[tuple[str, str], bytes] | None = None) -> None:
         self.objects: dict[tuple[str, str], bytes] = dict(objects or {})

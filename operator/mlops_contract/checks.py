@@ -2,7 +2,7 @@
 
 `check_spec` is pure and cheap: the operator calls it before launching any pod, and the trainer
 calls it first too. It never imports scikit-learn (the estimators' parameter names and when they
-offer predict_proba are in the allow-list table, mlops_operator.estimators) and never touches
+offer predict_proba are in the allow-list table, mlops_contract.estimators) and never touches
 data, storage or the network.
 """
 
@@ -13,8 +13,8 @@ import importlib
 from collections.abc import Iterable
 from typing import Any
 
-from mlops_operator.api.trainingjob import TrainingJobSpec
-from mlops_operator.estimators import (
+from mlops_contract.api.trainingjob import TrainingJobSpec
+from mlops_contract.estimators import (
     BUILTIN_DATASETS,
     CLASSIFICATION_METRICS,
     DEFAULT_METRIC,

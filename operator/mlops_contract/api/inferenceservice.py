@@ -6,7 +6,7 @@ from typing import Any, Final, Literal
 
 from pydantic import ConfigDict, Field
 
-from mlops_operator.api.common import (
+from mlops_contract.api.common import (
     DNS_LABEL,
     Condition,
     PodOptions,
@@ -16,7 +16,7 @@ from mlops_operator.api.common import (
     condition_list_field,
     validations,
 )
-from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_contract.api.trainingjob import TrainingJobSpec
 
 KIND: Final = "InferenceService"
 PLURAL: Final = "inferenceservices"

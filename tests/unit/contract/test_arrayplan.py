@@ -40,7 +40,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from mlops_operator import arrayplan, artifact
+from mlops_contract import arrayplan, artifact
 
 NAMES = ["a", "b", "c", "d", "e"]
 # scikit-learn's own results move in the last bits with the input's memory layout (a DataFrame
@@ -351,7 +351,7 @@ def test_the_plan_module_imports_no_scikit_learn() -> None:
     import sys
 
     code = (
-        "import sys, mlops_operator.arrayplan\n"
+        "import sys, mlops_contract.arrayplan\n"
         "bad = [m for m in ('sklearn', 'scipy', 'pandas', 'skops') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mlops_operator.api import crdgen
-from mlops_operator.api.inferenceservice import InferenceServiceSpec
-from mlops_operator.api.modelversion import ModelVersionSpec
-from mlops_operator.api.trainingjob import TrainingJobSpec
+from mlops_contract.api import crdgen
+from mlops_contract.api.inferenceservice import InferenceServiceSpec
+from mlops_contract.api.modelversion import ModelVersionSpec
+from mlops_contract.api.trainingjob import TrainingJobSpec
 
 ROOT = Path(__file__).resolve().parents[3]
 SPECS: dict[str, type[BaseModel]] = {

@@ -4,7 +4,7 @@ An artifact is a directory:
 
     model.skops   the fitted scikit-learn Pipeline, serialised with skops (never raw pickle)
     model.json    metadata: sha256 of model.skops, input signature, metrics, params,
-                  reference statistics for drift detection (see `mlops_operator.drift`)
+                  reference statistics for drift detection (see `mlops_contract.drift`)
 
 Invariants: `model.json["sha256"]` is the hex sha256 of the bytes of `model.skops`;
 `load_verified` refuses a file whose digest differs from the expected one and only

@@ -1,4 +1,4 @@
-"""The operator's JSON log lines: kopf's per-object extras become one readable `object` field."""
+"""The one JSON log schema: kopf's per-object extras become one readable `object` field."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import orjson
 
-from mlops_operator.logs import JsonFormatter
+from mlops_contract.logs import JsonFormatter
 
 
 def _record(**extra: object) -> logging.LogRecord:

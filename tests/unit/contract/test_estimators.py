@@ -1,7 +1,7 @@
 """The allow-list table agrees with the installed scikit-learn.
 
 check_spec reads the estimators' parameter names and their predict_proba rule from the table
-(mlops_operator.estimators) so that the operator never imports scikit-learn. These tests fail
+(mlops_contract.estimators) so that the operator never imports scikit-learn. These tests fail
 when a scikit-learn upgrade adds, renames or removes a parameter, or changes when an estimator
 offers predict_proba: update the table to what they print.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mlops_operator.estimators import ESTIMATORS, EstimatorInfo, ProbaWhen
+from mlops_contract.estimators import ESTIMATORS, EstimatorInfo, ProbaWhen
 
 NAMES = sorted(ESTIMATORS)
 

@@ -5,6 +5,6 @@ rules); `crdgen` turns them into the CRD YAML under crds/, and the operator, tra
 server parse resources with the same models.
 """
 
-from mlops_operator.api.common import API_VERSION, GROUP, VERSION
+from mlops_contract.api.common import API_VERSION, GROUP, VERSION
 
 __all__ = ["API_VERSION", "GROUP", "VERSION"]

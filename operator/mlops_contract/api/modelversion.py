@@ -6,7 +6,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field
 
-from mlops_operator.api.common import (
+from mlops_contract.api.common import (
     DNS_LABEL,
     SHA256_HEX,
     Condition,
@@ -18,7 +18,7 @@ from mlops_operator.api.common import (
     cel,
     condition_list_field,
 )
-from mlops_operator.api.trainingjob import OUTPUT_URI_PATTERN
+from mlops_contract.api.trainingjob import OUTPUT_URI_PATTERN
 
 KIND: Final = "ModelVersion"
 PLURAL: Final = "modelversions"

@@ -8,7 +8,7 @@ from typing import Any, Final, Literal
 
 from pydantic import ConfigDict, Field
 
-from mlops_operator.api.common import (
+from mlops_contract.api.common import (
     DNS_LABEL,
     SHA256_HEX,
     AnyValue,
@@ -22,7 +22,7 @@ from mlops_operator.api.common import (
     condition_list_field,
     validations,
 )
-from mlops_operator.estimators import BUILTIN_DATASETS, ESTIMATORS
+from mlops_contract.estimators import BUILTIN_DATASETS, ESTIMATORS
 
 KIND: Final = "TrainingJob"
 PLURAL: Final = "trainingjobs"
