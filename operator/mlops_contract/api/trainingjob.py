@@ -9,6 +9,7 @@ from typing import Any, Final, Literal
 from pydantic import ConfigDict, Field
 
 from mlops_contract.api.common import (
+    DNS1123_LABEL,
     DNS_LABEL,
     SHA256_HEX,
     AnyValue,
@@ -20,6 +21,7 @@ from mlops_contract.api.common import (
     Status,
     cel,
     condition_list_field,
+    name_validation,
     validations,
 )
 from mlops_contract.estimators import BUILTIN_DATASETS, ESTIMATORS
@@ -316,6 +318,10 @@ class TrainingJobStatus(Status):
 
 
 ROOT_VALIDATIONS: Final = [
+    name_validation(
+        DNS1123_LABEL,
+        "a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit, no dots (Jobs, pods and labels are made from it)",
+    ),
     cel("self.metadata.name.size() <= 50", "name must be at most 50 characters (child Jobs append suffixes)"),
 ]
 SPEC_VALIDATIONS: Final = [
