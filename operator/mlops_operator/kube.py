@@ -158,11 +158,15 @@ def delete_request(kind: str, namespace: str, name: str, propagation: str = "Bac
     return Request("DELETE", path(kind, namespace, name), body={"propagationPolicy": propagation})
 
 
-def status_request(kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> Request:
-    """A merge patch of the status subresource."""
+def status_request(
+    kind: str, namespace: str, name: str, status: Mapping[str, Any], field_manager: str
+) -> Request:
+    """A merge patch of the status subresource under `field_manager` (without one the API server
+    names the manager after the client's user agent: `kopf`)."""
     return Request(
         "PATCH",
         path(kind, namespace, name, "status"),
+        query={"fieldManager": field_manager},
         body={"status": dict(status)},
         content_type=MERGE_PATCH,
     )
@@ -253,9 +257,9 @@ def delete_call(kind: str, namespace: str, name: str, propagation: str = "Backgr
 
 
 def patch_status_call(
-    kind: str, namespace: str, name: str, status: Mapping[str, Any]
+    kind: str, namespace: str, name: str, status: Mapping[str, Any], field_manager: str
 ) -> Call[dict[str, Any]]:
-    result: dict[str, Any] = yield status_request(kind, namespace, name, status)
+    result: dict[str, Any] = yield status_request(kind, namespace, name, status, field_manager)
     return result
 
 
@@ -395,7 +399,7 @@ class Kube:
         return self.run(delete_call(kind, namespace, name, propagation))
 
     def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        return self.run(patch_status_call(kind, namespace, name, status))
+        return self.run(patch_status_call(kind, namespace, name, status, self.field_manager))
 
     def event(self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         """Record a core/v1 Event on `obj` (best effort: a failure is logged, never raised)."""
@@ -498,7 +502,7 @@ class AsyncKube:
     async def patch_status(
         self, kind: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:
-        return await self.run(patch_status_call(kind, namespace, name, status))
+        return await self.run(patch_status_call(kind, namespace, name, status, self.field_manager))
 
     async def event(self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         """Record a core/v1 Event on `obj` (best effort: a failure is logged, never raised)."""

@@ -84,7 +84,10 @@ async def test_status_is_merge_patched_on_the_subresource() -> None:
     k, r = kube({})
     await k.patch_status("TrainingJob", "ns", "t", {"phase": "Running"})
     call = r.calls[0]
-    assert call["url"] == "/apis/mlops.dev/v1alpha1/namespaces/ns/trainingjobs/t/status"
+    assert (
+        call["url"]
+        == "/apis/mlops.dev/v1alpha1/namespaces/ns/trainingjobs/t/status?fieldManager=mlops-operator"
+    )
     assert call["headers"]["Content-Type"] == "application/merge-patch+json"
     assert call["payload"] == {"status": {"phase": "Running"}}
 
@@ -157,10 +160,11 @@ BUILDERS = {
         Request("DELETE", "/apis/batch/v1/namespaces/ns/jobs/j", body={"propagationPolicy": "Foreground"}),
     ),
     "status subresource": (
-        k8s.status_request("TrainingJob", "ns", "t", {"phase": "Running"}),
+        k8s.status_request("TrainingJob", "ns", "t", {"phase": "Running"}, "manager"),
         Request(
             "PATCH",
             f"{CRD}/namespaces/ns/trainingjobs/t/status",
+            query={"fieldManager": "manager"},
             body={"status": {"phase": "Running"}},
             content_type="application/merge-patch+json",
         ),
@@ -216,7 +220,7 @@ OPERATIONS = {
     "delete": (("delete", "Job", "ns", "j", "Orphan"), k8s.delete_request("Job", "ns", "j", "Orphan")),
     "patch_status": (
         ("patch_status", "TrainingJob", "ns", "t", {"phase": "Running"}),
-        k8s.status_request("TrainingJob", "ns", "t", {"phase": "Running"}),
+        k8s.status_request("TrainingJob", "ns", "t", {"phase": "Running"}, "mlops-operator"),
     ),
     "pod_log_tail": (("pod_log_tail", "ns", "p", 3), k8s.log_request("ns", "p", 3)),
 }
