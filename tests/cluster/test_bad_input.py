@@ -14,12 +14,17 @@ from typing import Any
 
 import pytest
 from clusterkit import (
+    condition,
     create,
+    events_for,
     inferenceservice,
     modelversion,
+    status_of,
     trainingjob,
+    wait_for,
 )
 
+from conftest import OperatorRunner
 from mlops_operator.kube import Kube, KubeError
 
 SHA = "0" * 64
@@ -70,3 +75,75 @@ def test_admission_admits_names_every_child_can_carry(
     kube: Kube, namespace: str, doc: dict[str, Any]
 ) -> None:
     assert create(kube, namespace, doc)["metadata"]["name"] == doc["metadata"]["name"]
+
+
+# --- Refused by the operator before any pod ------------------------------------------------------
+def warnings_for(kube: Kube, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
+    return [e for e in events_for(kube, namespace, name) if e["type"] == "Warning" and e["reason"] == reason]
+
+
+def test_modelversion_on_a_missing_claim_waits_without_a_pod_then_verifies(
+    kube: Kube, namespace: str, operator: OperatorRunner
+) -> None:
+    """Case 5: no verify Job while the claim is missing (Pending/StorageNotFound, one Warning
+    Event), and the Job is created once the claim appears (the 15 s recheck)."""
+    create(kube, namespace, modelversion("lost-v1", 1, "pvc://artifacts/models/lost", SHA))
+    status = wait_for(
+        lambda: (s := status_of(kube, "ModelVersion", namespace, "lost-v1")).get("phase") and s,
+        what="a status",
+    )
+    assert status["phase"] == "Pending"
+    assert condition(status, "ArtifactVerified")["reason"] == "StorageNotFound"
+    assert condition(status, "Ready")["reason"] == "StorageNotFound"
+    assert "PersistentVolumeClaim artifacts not found" in status["message"]
+    assert condition(status, "Stalled")["status"] == "False"  # it waits: the claim may appear
+    wait_for(lambda: warnings_for(kube, namespace, "lost-v1", "StorageNotFound"), what="a Warning Event")
+    assert kube.list("Job", namespace) == []
+
+    kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/persistentvolumeclaims",
+        body={
+            "metadata": {"name": "artifacts"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}},
+        },
+    )
+    wait_for(lambda: kube.get("Job", namespace, "lost-v1-verify"), timeout=60, what="the verify Job")
+    status = wait_for(
+        lambda: (
+            (s := status_of(kube, "ModelVersion", namespace, "lost-v1")).get("phase") == "Verifying" and s
+        ),
+        what="Verifying",
+    )
+    # One Event for the transition, not one per recheck.
+    assert len(warnings_for(kube, namespace, "lost-v1", "StorageNotFound")) == 1
+
+
+def test_duplicate_version_is_failed_with_a_warning_event(
+    kube: Kube, namespace: str, operator: OperatorRunner
+) -> None:
+    """Case 7: DuplicateVersion used to set a condition and say nothing."""
+    create(kube, namespace, modelversion("first", 1, "pvc://artifacts/models/a", SHA))
+    wait_for(lambda: status_of(kube, "ModelVersion", namespace, "first").get("phase"), what="first's status")
+    create(kube, namespace, modelversion("second", 1, "pvc://artifacts/models/b", SHA))
+    status = wait_for(
+        lambda: (s := status_of(kube, "ModelVersion", namespace, "second")).get("phase") == "Failed" and s,
+        what="second Failed",
+    )
+    assert condition(status, "Ready")["reason"] == "DuplicateVersion"
+    [event] = wait_for(lambda: warnings_for(kube, namespace, "second", "DuplicateVersion"), what="an Event")
+    assert "already registered as first" in event["message"]
+    assert kube.get("Job", namespace, "second-verify") is None
+
+
+def test_trainingjob_on_a_missing_claim_warns_once(
+    kube: Kube, namespace: str, operator: OperatorRunner
+) -> None:
+    """Case 7: StorageNotFound on a TrainingJob gets its Warning Event, once (it rechecks every 15 s)."""
+    create(kube, namespace, trainingjob("nostore"))
+    wait_for(lambda: warnings_for(kube, namespace, "nostore", "StorageNotFound"), what="a Warning Event")
+    wait_for(
+        lambda: status_of(kube, "TrainingJob", namespace, "nostore").get("phase") == "Pending",
+        what="Pending",
+    )
+    assert kube.list("Job", namespace) == []

@@ -162,6 +162,11 @@ class Tuning(Spec):
                 "parallelism must not exceed maxTrials",
                 field_path=".parallelism",
             ),
+            cel(
+                "!has(self.minTrials) || self.minTrials <= self.maxTrials",
+                "minTrials must not exceed maxTrials",
+                field_path=".minTrials",
+            ),
         )
     )
 
@@ -181,6 +186,15 @@ class Tuning(Spec):
     )
     cv: int = Field(3, ge=2, le=20, description="Cross-validation folds per trial.")
     seed: int = Field(42, ge=0, description="Seed of random search.")
+    min_trials: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Trials that must report a score before the best is picked from them; default: every"
+        " trial. A trial stopped before it finished (eviction, drain) is re-run by the Job; one that still"
+        " has no score when the tuning Job ends is missing, and with fewer scores than this the TrainingJob"
+        " fails with reason IncompleteTuning instead of picking a best from an incomplete set.",
+    )
 
 
 def grid_size(space: Mapping[str, Any]) -> int:
