@@ -17,8 +17,10 @@ from clusterkit import (
     condition,
     create,
     events_for,
+    finish_pod,
     inferenceservice,
     modelversion,
+    pods_of,
     status_of,
     trainingjob,
     wait_for,
@@ -147,3 +149,51 @@ def test_trainingjob_on_a_missing_claim_warns_once(
         what="Pending",
     )
     assert kube.list("Job", namespace) == []
+
+
+def finish_trials(kube: Kube, namespace: str, tj: str, results: dict[int, str]) -> None:
+    """End the tuning pods as a kubelet would, each index with the termination message given."""
+    labels = {"mlops.dev/training-job": tj, "mlops.dev/step": "tune"}
+    pods = wait_for(
+        lambda: (
+            (p := pods_of(kube, namespace, labels, phase="Pending") + pods_of(kube, namespace, labels))
+            and len(p) >= len(results)
+            and p
+        ),
+        what="the trial pods",
+    )
+    for pod in pods:
+        index = int(pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
+        finish_pod(kube, namespace, pod, 0, results[index])
+
+
+SCORED = '{"ok": true, "trial": 0, "params": {"C": 1.0}, "score": 0.9, "metric": "accuracy"}'
+UNSCORED = '{"ok": true, "trial": 1, "params": {"C": 10.0}}'  # what a trial stopped by SIGTERM left
+
+
+@pytest.mark.parametrize("min_trials", [None, 1], ids=["every-trial-required", "min-trials-1"])
+def test_no_best_is_picked_from_an_incomplete_set_of_trials(
+    kube: Kube, namespace: str, operator: OperatorRunner, artifacts: Any, min_trials: int | None
+) -> None:
+    """Case 4: the TrainingJob reports the trials that produced a score and refuses to pick a
+    best from fewer than spec.tuning.minTrials (default: all)."""
+    tuning: dict[str, Any] = {"space": {"C": [1.0, 10.0]}, "maxTrials": 2, "parallelism": 2}
+    if min_trials:
+        tuning["minTrials"] = min_trials
+    create(kube, namespace, trainingjob("holes", tuning=tuning))
+    finish_trials(kube, namespace, "holes", {0: SCORED, 1: UNSCORED})
+    if min_trials:
+        wait_for(lambda: kube.get("Job", namespace, "holes-train"), what="the refit Job")
+        status = status_of(kube, "TrainingJob", namespace, "holes")
+        assert status["bestParams"] == {"C": 1.0}
+        assert status["trialsCompleted"] == 1
+        return
+    status = wait_for(
+        lambda: (s := status_of(kube, "TrainingJob", namespace, "holes")).get("phase") == "Failed" and s,
+        what="Failed",
+    )
+    assert condition(status, "Ready")["reason"] == "IncompleteTuning"
+    assert "1 of 2 trials reported a score (missing: 1)" in status["message"]
+    assert status["trialsCompleted"] == 1 and "bestParams" not in status
+    wait_for(lambda: warnings_for(kube, namespace, "holes", "IncompleteTuning"), what="a Warning Event")
+    assert kube.get("Job", namespace, "holes-train") is None
