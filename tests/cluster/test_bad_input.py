@@ -197,3 +197,56 @@ def test_no_best_is_picked_from_an_incomplete_set_of_trials(
     assert status["trialsCompleted"] == 1 and "bestParams" not in status
     wait_for(lambda: warnings_for(kube, namespace, "holes", "IncompleteTuning"), what="a Warning Event")
     assert kube.get("Job", namespace, "holes-train") is None
+
+
+def rf(params: dict[str, Any] | None = None, space: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"estimator": {"class": "RandomForestClassifier", "params": params or {}}}
+    if space:
+        spec["tuning"] = {"space": space, "maxTrials": 4}
+    return spec
+
+
+# (case, TrainingJob spec fields, what the InvalidSpec message says): parameter values scikit-learn's
+# validation refuses, found by the operator without importing it (case 6).
+REFUSED_BEFORE_LAUNCH = [
+    ("n-estimators-word", rf({"n_estimators": "many"}), "n_estimators must be an int in [1, inf)"),
+    ("max-depth-negative", rf({"max_depth": -3}), "max_depth must be an int in [1, inf) or null"),
+    ("criterion-typo", rf({"criterion": "gin"}), "criterion must be one of 'entropy', 'gini', 'log_loss'"),
+    ("bootstrap-string", rf({"bootstrap": "yes"}), "bootstrap must be true or false"),
+    (
+        "max-features-above-1",
+        rf({"max_features": 1.5}),
+        "max_features must be an int in [1, inf) or a float in (0, 1]",
+    ),
+    (
+        "space-value",
+        rf(space={"max_depth": [3, 0]}),
+        "tuning.space.max_depth[1]: RandomForestClassifier 0 is not",
+    ),
+    (
+        "lr-C-negative",
+        {"estimator": {"class": "LogisticRegression", "params": {"C": -1}}},
+        "C must be a number in (0, inf]",
+    ),
+    ("unknown-param", rf({"n_estimator": 10}), "did you mean n_estimators?"),
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [(f, m) for _, f, m in REFUSED_BEFORE_LAUNCH],
+    ids=[n for n, _, _ in REFUSED_BEFORE_LAUNCH],
+)
+def test_operator_refuses_before_any_pod(
+    kube: Kube, namespace: str, operator: OperatorRunner, fields: dict[str, Any], message: str
+) -> None:
+    create(kube, namespace, trainingjob("bad", **fields))
+    status = wait_for(
+        lambda: (s := status_of(kube, "TrainingJob", namespace, "bad")).get("phase") == "Failed" and s,
+        what="Failed",
+    )
+    assert condition(status, "Ready")["reason"] == "InvalidSpec"
+    assert message in status["message"], status["message"]
+    [event] = wait_for(lambda: warnings_for(kube, namespace, "bad", "InvalidSpec"), what="a Warning Event")
+    assert message in event["message"]
+    assert kube.list("Job", namespace) == [] and kube.list("Pod", namespace) == []
