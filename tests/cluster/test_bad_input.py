@@ -250,3 +250,45 @@ def test_operator_refuses_before_any_pod(
     [event] = wait_for(lambda: warnings_for(kube, namespace, "bad", "InvalidSpec"), what="a Warning Event")
     assert message in event["message"]
     assert kube.list("Job", namespace) == [] and kube.list("Pod", namespace) == []
+
+
+# --- Deletion -----------------------------------------------------------------------------------
+def hold_namespace(kube: Kube, namespace: str) -> None:
+    """A ConfigMap with a finalizer keeps the namespace Terminating until the test releases it."""
+    kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/configmaps",
+        body={"metadata": {"name": "hold", "finalizers": ["mlops.dev/test-hold"]}},
+    )
+
+
+def release_namespace(kube: Kube, namespace: str) -> None:
+    kube.request(
+        "PATCH",
+        f"/api/v1/namespaces/{namespace}/configmaps/hold",
+        body={"metadata": {"finalizers": None}},
+        content_type="application/merge-patch+json",
+    )
+
+
+def test_nothing_is_created_into_a_terminating_namespace(
+    kube: Kube, namespace: str, operator: OperatorRunner, artifacts: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Case 8: the API server's 403 is recognised (KubeError.namespace_terminating) and a namespace
+    being deleted with the operator's objects in it costs no ERROR line and no retry storm."""
+    create(kube, namespace, trainingjob("doomed"))
+    wait_for(lambda: kube.get("Job", namespace, "doomed-train"), what="the training Job")
+    hold_namespace(kube, namespace)
+    kube.request("DELETE", f"/api/v1/namespaces/{namespace}")
+    try:
+        with pytest.raises(KubeError) as refused:
+            kube.create(
+                {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x", "namespace": namespace}}
+            )
+        assert refused.value.namespace_terminating, refused.value
+        wait_for(lambda: kube.get("TrainingJob", namespace, "doomed") is None, what="the TrainingJob deleted")
+        wait_for(lambda: kube.get("Job", namespace, "doomed-train") is None, what="its Job collected")
+        errors = [r for r in caplog.records if r.levelname == "ERROR" or "being terminated" in r.getMessage()]
+        assert errors == [], [r.getMessage() for r in errors]
+    finally:
+        release_namespace(kube, namespace)
