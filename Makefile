@@ -38,6 +38,7 @@ lint: venv ## ruff, mypy, import layering, and a check that crds/ matches the AP
 	$(BIN)/mypy operator/mlops_contract operator/mlops_operator $(wildcard images/*/mlops_*)
 	$(BIN)/lint-imports
 	$(BIN)/python -m mlops_contract.api.crdgen --check
+	$(BIN)/python tests/monitoring/promtool.py
 
 .PHONY: crds
 crds: venv ## Regenerate crds/ from the API models

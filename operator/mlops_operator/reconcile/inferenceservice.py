@@ -272,7 +272,7 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
                 }
                 _, created = await ctx.kube.create(tj_body)
                 if created:
-                    ctx.metrics.triggered(str(verdict.trigger))
+                    ctx.metrics.triggered(ns, name, str(verdict.trigger))
                     await ctx.event(
                         isvc,
                         "RetrainingTriggered",
