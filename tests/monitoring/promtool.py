@@ -3,7 +3,7 @@
 every query of the Grafana dashboard (manifests/monitoring/dashboard.json, its variables filled
 in) is parsed by Prometheus' own parser, as recording rules `promtool check rules` reads.
 
-promtool is Debian's (tests/monitoring/prometheus.sh fetches and caches it). Exit code: promtool's.
+promtool is Debian's 2.42 (tests/monitoring/promtool.sh fetches and caches it). Exit code: promtool's.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def dashboard_rules() -> dict[str, object]:
 
 def main() -> int:
     bindir = Path(
-        subprocess.run([HERE / "prometheus.sh"], check=True, capture_output=True, text=True).stdout.strip()
+        subprocess.run([HERE / "promtool.sh"], check=True, capture_output=True, text=True).stdout.strip()
     )
     promtool = str(bindir / "promtool")
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A real Prometheus for the e2e tier (issue #21): Debian's prometheus 2.42 (tests/monitoring/prometheus.sh
-# fetches and caches it), run by PID on the host like the cluster's other components, discovering
+# A real Prometheus for the e2e tier (issue #21): Prometheus 3 built from the Go module proxy
+# (tests/monitoring/prometheus.sh; Debian's 2.42 lacks Kubernetes service discovery), run by PID on the host like the cluster's other components, discovering
 # the serving pods and the operator through the Kubernetes API with its own ServiceAccount
 # (mlops-monitoring/prometheus: get/list/watch pods, services, endpoints), scraping them as the
 # PodMonitor and ServiceMonitor of manifests/monitoring would, with the shipped alert rules loaded.
@@ -148,9 +148,9 @@ start_prometheus() {
     say "prometheus already running (pid $pid)"
     return
   fi
-  local bindir token="" i t0
+  local binary token="" i t0
   t0=$(now_us)
-  bindir=$("$ROOT/tests/monitoring/prometheus.sh")
+  binary=$("$ROOT/tests/monitoring/prometheus.sh")
   mkdir -p "$DATA/tsdb" "$STATE/bin"
   rbac_and_service
   for i in $(seq 1 50); do
@@ -161,8 +161,7 @@ start_prometheus() {
   [ -n "$token" ] || die "the token controller gave prometheus no token"
   (umask 077 && printf '%s' "$token" >"$DATA/token")
   write_config
-  "$bindir/promtool" check config "$DATA/prometheus.yml" >/dev/null
-  ln -sf "$bindir/prometheus" "$STATE/bin/prometheus" # argv[0] under $STATE marks the process as ours
+  ln -sf "$binary" "$STATE/bin/prometheus" # argv[0] under $STATE marks the process as ours
   start_detached "$NAME" "$PORT" -- "$STATE/bin/prometheus" --config.file="$DATA/prometheus.yml" \
     --storage.tsdb.path="$DATA/tsdb" --storage.tsdb.retention.time=6h \
     --web.listen-address="$NODE_IP:$PORT" --web.enable-lifecycle
