@@ -47,6 +47,12 @@ class OperatorMetrics:
             ["trigger"],
             registry=self.registry,
         )
+        self.scrape_failures = Counter(
+            "mlops_operator_scrape_failures",
+            "Serving pod /metrics scrapes that failed, by reason (connect, timeout, status, too_large, malformed).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.active = Gauge(
             "mlops_operator_active_resources",
             "Resources of each kind with a running reconcile loop in this replica.",
@@ -67,6 +73,9 @@ class OperatorMetrics:
 
     def triggered(self, trigger: str) -> None:
         self.retraining.labels(trigger).inc()
+
+    def scrape_failed(self, reason: str) -> None:
+        self.scrape_failures.labels(reason).inc()
 
     def track_active(self, count: Callable[[str], int]) -> None:
         """Read the active-resource gauge from `count(kind)` at scrape time."""
