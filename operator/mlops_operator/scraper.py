@@ -156,7 +156,7 @@ class HttpScraper:
     def _failed(self, name: str, error: ScrapeFailed) -> None:
         if self._on_failure is not None:
             self._on_failure(error.reason)
-        message = str(error)
+        message = " ".join(str(error).split())  # aiohttp's parser errors span several lines
         if self._failing.get(name) == message:
             log.debug("Scrape of pod %s failed again: %s", name, message)
             return
