@@ -61,6 +61,12 @@ class OperatorMetrics:
             ["namespace", "inference_service", "decision"],
             registry=self.registry,
         )
+        self.scrape_failures = Counter(
+            "mlops_operator_scrape_failures",
+            "Serving pod /metrics scrapes that failed, by reason (connect, timeout, status, too_large, malformed).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.active = Gauge(
             "mlops_operator_active_resources",
             "Resources of each kind with a running reconcile loop in this replica.",
@@ -90,6 +96,9 @@ class OperatorMetrics:
     def canary_decided(self, namespace: str, name: str, decision: str) -> None:
         """A canary was promoted or rolled back."""
         self.canary.labels(namespace, name, decision).inc()
+
+    def scrape_failed(self, reason: str) -> None:
+        self.scrape_failures.labels(reason).inc()
 
     def track_active(self, count: Callable[[str], int]) -> None:
         """Read the active-resource gauge from `count(kind)` at scrape time."""

@@ -138,3 +138,35 @@ def test_priority_random_differs_per_process() -> None:
     values = {_parser().parse_args(["--priority=random"]).priority for _ in range(5)}
     assert len(values) > 1 and all(v > 0 for v in values)
     assert _parser().parse_args(["--priority", "7"]).priority == 7
+
+
+class _EventsOnly:
+    """The one call `act` makes for Event steps."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def event(self, body: Mapping[str, Any], reason: str, message: str, kind: str) -> None:
+        self.events.append(reason)
+
+
+async def test_act_counts_the_canary_decision_its_event_closes() -> None:
+    from mlops_operator.reconcile import inferenceservice as r
+
+    kube = _EventsOnly()
+    ctx = Context(kube=kube, settings=Settings())  # type: ignore[arg-type]
+    isvc = {"kind": "InferenceService", "metadata": {"namespace": "ml", "name": "iris"}}
+    seen = r.Observed(versions={})
+    steps = [
+        r.Event("CanaryRolledBack", "Rolled back iris-v2", warning=True),
+        r.Event("RolledOut", "Serving iris-v1"),
+    ]
+    await r.act(ctx, isvc, steps, seen)
+    assert kube.events == ["CanaryRolledBack", "RolledOut"]
+    isvc_labels = {"namespace": "ml", "inference_service": "iris"}
+    assert (
+        value(ctx.metrics, "mlops_operator_canary_decisions_total", **isvc_labels, decision="rollback") == 1
+    )
+    assert (
+        value(ctx.metrics, "mlops_operator_canary_decisions_total", **isvc_labels, decision="promote") is None
+    )
