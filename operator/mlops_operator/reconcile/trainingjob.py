@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from mlops_contract.api.common import LABEL_TRAINING_JOB
+from mlops_contract.api.common import LABEL_INFERENCE_SERVICE, LABEL_TRAINING_JOB
 from mlops_contract.api.trainingjob import TrainingJobSpec, trial_count
 from mlops_contract.checks import check_spec
 from mlops_contract.estimators import ESTIMATORS, HIGHER_IS_BETTER
@@ -320,7 +320,12 @@ async def reconcile(ctx: Context, tj: Mapping[str, Any]) -> bool:
             facts = await observe_and_act(ctx, tj, spec)
     new = compute_status(tj, facts, ctx.now())
     await ctx.report_failure(tj, new)
-    if new.get("phase") == "Succeeded" != old.get("phase"):
-        await ctx.event(tj, "Succeeded", str(facts.get("message")))
+    phase = new.get("phase")
+    if phase != old.get("phase"):
+        if phase == "Succeeded":
+            await ctx.event(tj, "Succeeded", str(facts.get("message")))
+        isvc = (tj["metadata"].get("labels") or {}).get(LABEL_INFERENCE_SERVICE)
+        if isvc and phase in TERMINAL:  # a retraining run: its InferenceService's alert counts it
+            ctx.metrics.retraining_done(tj["metadata"]["namespace"], isvc, str(phase).lower())
     await ctx.write_status(tj, new)
     return new.get("phase") in TERMINAL
