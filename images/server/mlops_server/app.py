@@ -13,6 +13,13 @@ Ours:
     POST /v2/models/{m}/feedback                {"id": ..., "labels": [...]} -> rolling accuracy / rmse
                                                 (202 for an id another replica served: logged for retraining)
     GET  /metrics                               Prometheus exposition
+    GET  /                                      KServe V1 liveness: {"status": "alive"}
+
+Limits: a request's rows (`max_rows`) are checked from the declared shape or instance count
+before any tensor data is decoded (413 naming the limit); `parameters` nested deeper than
+`MAX_PARAMETER_DEPTH` is a 400. Bodies from `offload_bytes` up are decoded on a worker thread
+(the loop keeps answering health probes while a large request decodes); prediction always
+runs on the model thread (`mlops_server.batching`).
 
 Error mapping: `RequestError` -> its status (400/404/405/409/503); `ModelInputError` (the model
 rejected the values) -> 400; `FeedbackError` -> its status; anything else -> 500, logged with
@@ -21,16 +28,18 @@ its traceback, and the server keeps serving. Every error body is `{"error": "<me
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from mlops_server import __version__, codec, logs
 from mlops_server.codec import OUTPUT_PREDICT, OUTPUT_PROBA, ModelInputError, Prediction, RequestError
-from mlops_server.http import Request, Respond, Response, error
+from mlops_server.http import Request, Respond, Response, error, quoted
 from mlops_server.monitoring import FeedbackError
 
 if TYPE_CHECKING:
@@ -45,13 +54,26 @@ SERVER_NAME: Final = "mlops-server"
 PROMETHEUS: Final = b"text/plain; version=0.0.4; charset=utf-8"
 _GET: Final = ("GET",)
 _POST: Final = ("POST",)
+MAX_PARAMETER_DEPTH: Final = 16
+
+
+class _EncodeError(Exception):
+    """The answer could not be encoded as JSON: a 500 that says so."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"failed to encode the response: {type(cause).__name__}: {quoted(str(cause))}")
 
 
 class App:
     """Serving state plus the request handler (`handle`), used by `mlops_server.http`."""
 
-    def __init__(self, model_name: str | None = None) -> None:
+    def __init__(
+        self, model_name: str | None = None, *, max_rows: int = 65536, offload_bytes: int = 64 << 10
+    ) -> None:
         self.model_name = model_name
+        self.max_rows = max_rows
+        self.offload_bytes = offload_bytes
+        self._decoder: ThreadPoolExecutor | None = None
         self.model: ServedModel | None = None
         self.batcher: Batcher | None = None
         self.metrics: Metrics | None = None
@@ -78,6 +100,11 @@ class App:
         self.predlog = predlog
         self.model = model  # last: handlers treat a set model as "everything attached"
 
+    def close(self) -> None:
+        """Stop the decode thread (after the HTTP layer drained)."""
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=True)
+
     @property
     def ready(self) -> bool:
         return self.model is not None and not self.closing
@@ -90,7 +117,7 @@ class App:
         try:
             route = self._route(parts)
             if route is None:
-                raise RequestError(f"no route for {request.path}", 404)
+                raise RequestError(f"no route for {quoted(request.path)}", 404)
             methods, handler, args = route
             if method not in methods:
                 respond(
@@ -98,7 +125,8 @@ class App:
                         405,
                         orjson.dumps(
                             {
-                                "error": f"method {method} is not allowed on {request.path}; use {', '.join(methods)}"
+                                "error": f"method {quoted(method)} is not allowed on {quoted(request.path)}; "
+                                f"use {', '.join(methods)}"
                             }
                         ),
                         headers=((b"allow", ", ".join(methods).encode()),),
@@ -151,7 +179,7 @@ class App:
         if n == 1 and head == "metrics":
             return _GET, self._metrics, ()
         if n == 1 and head == "":
-            return _GET, self._live, ()
+            return _GET, self._alive, ()
         return None
 
     def _error(self, exc: BaseException, request: Request) -> Response:
@@ -159,6 +187,12 @@ class App:
             return error(exc.status, exc.message)
         if isinstance(exc, FeedbackError):
             return error(exc.status, exc.message)
+        if isinstance(exc, _EncodeError):
+            log.error(
+                "Failed to encode a response",
+                extra={"fields": {"path": quoted(request.path), "error": str(exc)}},
+            )
+            return error(500, str(exc))
         if isinstance(exc, ModelInputError):
             return error(400, f"the model rejected the input: {exc}")
         log.error(
@@ -182,6 +216,9 @@ class App:
 
     def _live(self, request: Request, respond: Respond) -> None:
         respond(Response(200, b'{"live":true}'))
+
+    def _alive(self, request: Request, respond: Respond) -> None:
+        respond(Response(200, b'{"status":"alive"}'))
 
     def _ready(self, request: Request, respond: Respond) -> None:
         if self.ready:
@@ -226,13 +263,60 @@ class App:
 
     # --- inference -------------------------------------------------------------------------
 
+    def _decode(
+        self,
+        request: Request,
+        respond: Respond,
+        protocol: str,
+        decode: Callable[[], Any],
+        proceed: Callable[[Any], None],
+    ) -> None:
+        """Run `decode` (inline when small, else on the decode thread), then `proceed` on the loop."""
+        if len(request.body) < self.offload_bytes:
+            try:
+                value = decode()
+            except Exception as e:
+                self._answer_error(request, respond, e, protocol)
+                return
+            proceed(value)
+            return
+        if self._decoder is None:
+            self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-decode")
+        future = asyncio.get_running_loop().run_in_executor(self._decoder, decode)
+
+        def decoded(done: asyncio.Future[Any]) -> None:
+            try:
+                result = done.result()
+            except Exception as e:
+                self._answer_error(request, respond, e, protocol)
+                return
+            proceed(result)
+
+        future.add_done_callback(decoded)
+
     def _v2_infer(self, request: Request, respond: Respond, name: str, version: str) -> None:
         try:
             model = self._serving(name, version)
-            parsed = codec.parse_v2(request.body, model.signature, model.outputs, request.json_length)
         except Exception as e:
             self._answer_error(request, respond, e, "v2")
             return
+        max_rows = self.max_rows
+
+        def decode() -> codec.V2Request:
+            parsed = codec.parse_v2(
+                request.body, model.signature, model.outputs, request.json_length, max_rows
+            )
+            if parsed.parameters and _depth(parsed.parameters) > MAX_PARAMETER_DEPTH:
+                raise RequestError(f"parameters are nested more than {MAX_PARAMETER_DEPTH} levels deep")
+            return parsed
+
+        self._decode(
+            request, respond, "v2", decode, lambda parsed: self._v2_predict(request, respond, model, parsed)
+        )
+
+    def _v2_predict(
+        self, request: Request, respond: Respond, model: ServedModel, parsed: codec.V2Request
+    ) -> None:
         outputs = parsed.outputs
         frame = parsed.frame
 
@@ -266,10 +350,15 @@ class App:
             if parsed.parameters:
                 doc["parameters"] = parsed.parameters
             doc["outputs"] = tensors
+            try:
+                body = codec.dumps(doc)
+            except Exception as e:
+                self._answer_error(request, respond, _EncodeError(e), "v2")
+                return
             self._answered(
                 request,
                 respond,
-                Response(200, codec.dumps(doc)),
+                Response(200, body),
                 protocol="v2",
                 request_id=parsed.id,
                 frame=frame,
@@ -281,17 +370,30 @@ class App:
     def _v1_predict(self, request: Request, respond: Respond, name: str) -> None:
         try:
             model = self._serving(name)
-            frame = codec.parse_v1(request.body, model.signature)
         except Exception as e:
             self._answer_error(request, respond, e, "v1")
             return
+        max_rows = self.max_rows
+        self._decode(
+            request,
+            respond,
+            "v1",
+            lambda: codec.parse_v1(request.body, model.signature, max_rows),
+            lambda frame: self._v1_answer(request, respond, frame),
+        )
+
+    def _v1_answer(self, request: Request, respond: Respond, frame: codec.Array) -> None:
         request_id = str(uuid.uuid4())
 
         def done(outcome: Outcome) -> None:
             if not isinstance(outcome, Prediction):
                 self._answer_error(request, respond, outcome, "v1")
                 return
-            body = codec.dumps({"predictions": codec.to_json_array(outcome.labels), "id": request_id})
+            try:
+                body = codec.dumps({"predictions": codec.to_json_array(outcome.labels), "id": request_id})
+            except Exception as e:
+                self._answer_error(request, respond, _EncodeError(e), "v1")
+                return
             self._answered(
                 request,
                 respond,
@@ -385,6 +487,19 @@ class App:
             ("accuracy" if store.classification else "rmse"): quality,
         }
         respond(Response(200, orjson.dumps(body)))
+
+
+def _depth(value: Any) -> int:
+    """Levels of objects and arrays in decoded JSON, counted no further than past the limit."""
+    depth = 0
+    level = [value]
+    while depth <= MAX_PARAMETER_DEPTH:
+        containers = [item for item in level if isinstance(item, (dict, list))]
+        if not containers:
+            return depth
+        depth += 1
+        level = [v for c in containers for v in (c.values() if isinstance(c, dict) else c)]
+    return depth
 
 
 def _elapsed(request: Request) -> float:
