@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -90,6 +91,41 @@ class V2Request:
     parameters: dict[str, Any] | None
     frame: Array
     outputs: tuple[str, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Content-Encoding
+
+_WBITS: Final[Mapping[bytes, int]] = {
+    b"gzip": 16 + zlib.MAX_WBITS,
+    b"x-gzip": 16 + zlib.MAX_WBITS,
+    b"deflate": 0,
+}
+
+
+def inflate(body: bytes, encoding: bytes, limit: int) -> bytes:
+    """A gzip or deflate request body, decompressed to at most `limit` bytes (413 beyond).
+
+    zlib is asked for `limit + 1` bytes at most, so a small bomb never inflates further.
+    `deflate` is the zlib format (RFC 9110); a raw deflate stream is accepted too.
+    """
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise RequestError(
+            f"Content-Encoding {encoding.decode('latin-1')[:40]!r} is not supported; use gzip or deflate", 415
+        )
+    for attempt in (wbits,) if wbits else (zlib.MAX_WBITS, -zlib.MAX_WBITS):
+        inflater = zlib.decompressobj(attempt)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            continue
+        if len(out) > limit:
+            raise RequestError(f"request body exceeds the {limit}-byte limit once decompressed", 413)
+        if not inflater.eof:
+            raise RequestError(f"the {encoding.decode()} body is truncated")
+        return out
+    raise RequestError(f"the body is not valid {encoding.decode()} data")
 
 
 # ---------------------------------------------------------------------------------------------

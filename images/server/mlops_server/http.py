@@ -113,7 +113,18 @@ _STATUS_LINES: Final = {status: _status_line(status) for status in _REASONS}
 
 
 class Request:
-    __slots__ = ("body", "close", "json_length", "keep_alive", "method", "path", "query", "size", "started")
+    __slots__ = (
+        "body",
+        "close",
+        "encoding",
+        "json_length",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "size",
+        "started",
+    )
 
     def __init__(
         self,
@@ -134,6 +145,7 @@ class Request:
         self.started = time.perf_counter()
         self.close = False
         self.size = 0
+        self.encoding = b""  # Content-Encoding, lower case; b"" for identity
 
 
 class Response:
@@ -215,6 +227,7 @@ class Connection(asyncio.Protocol):
         self._body_size = 0
         self._content_length = -1
         self._json_length: int | None = None
+        self._encoding = b""
         self._expect_continue = False
         self._too_large = False
         self._header_error: str | None = None
@@ -341,6 +354,8 @@ class Connection(asyncio.Protocol):
                 self._json_length = int(value)
             except ValueError:
                 self._header_error = "invalid Inference-Header-Content-Length"
+        elif lowered == b"content-encoding":
+            self._encoding = value.strip().lower()
         elif lowered == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
 
@@ -435,6 +450,8 @@ class Connection(asyncio.Protocol):
             keep_alive=keep_alive,
             json_length=self._json_length,
         )
+        if self._encoding and self._encoding != b"identity":
+            request.encoding = self._encoding
         self._last_completed = request
         preset: Response | None = None
         if self._too_large:

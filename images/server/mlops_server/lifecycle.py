@@ -71,7 +71,12 @@ class Server:
         self.settings = settings
         self.freeze_heap = freeze_heap
         self.started = time.perf_counter() if started is None else started
-        self.app = App(settings.model_name, max_rows=settings.max_rows, offload_bytes=settings.offload_bytes)
+        self.app = App(
+            settings.model_name,
+            max_rows=settings.max_rows,
+            offload_bytes=settings.offload_bytes,
+            max_body_bytes=settings.max_body_bytes,
+        )
         self.http = HttpServer(self.app.handle, limits_for(settings), settings.access_log)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-model")
         self.port = 0
