@@ -163,16 +163,12 @@ def server_runtime(mv: Mapping[str, Any]) -> str:
 def quantity_bytes(text: str) -> int | None:
     """A Kubernetes memory quantity ("1Gi", "512M", "1e9", "2048") in bytes; None if unreadable."""
     text = str(text).strip()
-    for suffixes in (_BINARY_SUFFIXES, _DECIMAL_SUFFIXES):
-        for suffix, factor in suffixes.items():
-            if text.endswith(suffix):
-                number, multiplier = text[: -len(suffix)], factor
-                break
-        else:
-            continue
-        break
-    else:
-        number, multiplier = (text[:-1], 0.001) if text.endswith("m") else (text, 1)
+    number, multiplier = text, 1.0
+    suffixes = {**_BINARY_SUFFIXES, **_DECIMAL_SUFFIXES, "m": 0.001}
+    for suffix in sorted(suffixes, key=len, reverse=True):  # "Mi" before "M"
+        if text.endswith(suffix):
+            number, multiplier = text[: -len(suffix)], float(suffixes[suffix])
+            break
     try:
         value = float(number) * multiplier
     except ValueError:
