@@ -64,6 +64,7 @@ if [ "$(node_mode)" = real ]; then
   stop 20 containerd apiserver-forward
   node_cleanup
 fi
+stop 10 s3 # its data lives in $STATE, removed below
 stop 20 kube-apiserver
 stop 10 etcd
 

@@ -111,7 +111,7 @@ EOF
 cluster_healthy() {
   local c
   for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
-  [ -s "$SA_DIR/token" ] && apiserver_ready && pick_kubectl || return 1
+  [ -s "$SA_DIR/token" ] && apiserver_ready && pick_kubectl && pid_of s3 >/dev/null && s3_healthy || return 1
   local ready
   ready=$(kc get nodes -l type=kwok -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c '^True$') || true
   [ "${ready:-0}" -ge "${#NODES[@]}" ] || return 1
@@ -390,6 +390,12 @@ if [ "$NODE" = real ]; then
   node_up
   done_step "node $NODE_NAME Ready"
 fi
+
+# ---------------------------------------------------------------- S3 (issue #17; functions in s3.sh)
+
+step "S3 server versitygw ${VERSITYGW_VERSION}"
+s3_up
+done_step "s3"
 
 # ---------------------------------------------------------------- service account for in-cluster style clients
 
