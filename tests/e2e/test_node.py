@@ -1,7 +1,13 @@
 """The cluster's real node: a pod from a locally built image runs and answers HTTP through its
-Service's ClusterIP from a second pod; pods reach the API server through the kubernetes Service."""
+Service's ClusterIP from a second pod; pods reach the API server through the kubernetes Service;
+pods resolve Service names through the cluster's DNS, and (local cluster) nothing else."""
 
 from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
 
 import pytest
 from e2ekit import SERVER_IMAGE, Cluster
@@ -86,3 +92,66 @@ def test_pods_reach_the_api_server_through_the_kubernetes_service(cluster: Clust
         """,
     )
     assert '"gitVersion"' in out
+
+
+# Run in a pod: what its resolver answers for each name (sorted IPv4 addresses, or the getaddrinfo
+# error), and the resolv.conf the kubelet gave it.
+RESOLVE = """
+import json, socket
+def resolve(name):
+    try:
+        return sorted({{ai[4][0] for ai in socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)}})
+    except socket.gaierror as exc:
+        return {{"errno": exc.errno, "error": exc.strerror}}
+print(json.dumps({{"resolv.conf": open("/etc/resolv.conf").read(), **{{n: resolve(n) for n in {names!r}}}}}))
+"""
+
+
+def resolve_in_a_pod(cluster: Cluster, namespace: str, pod: str, *names: str) -> dict[str, object]:
+    out = cluster.run_python(namespace, pod, RESOLVE.format(names=list(names)), timeout=120)
+    answers = json.loads(out.strip().splitlines()[-1])
+    assert isinstance(answers, dict)
+    return answers
+
+
+def test_pods_resolve_service_names_through_the_cluster_dns(cluster: Cluster, namespace: str) -> None:
+    # A Service without a selector still has a ClusterIP and a name: nothing needs to run behind it.
+    cluster.apply(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "named"},
+            "spec": {"ports": [{"port": 80}]},
+        },
+    )
+    named_ip = cluster.get(namespace, "service", "named")["spec"]["clusterIP"]
+    api_ip = cluster.get("default", "service", "kubernetes")["spec"]["clusterIP"]
+    dns_ip = cluster.get("kube-system", "service", "kube-dns")["spec"]["clusterIP"]
+    fqdn = f"named.{namespace}.svc.cluster.local"
+
+    api = "kubernetes.default.svc.cluster.local"
+    answers = resolve_in_a_pod(cluster, namespace, "resolver", api, "kubernetes.default", fqdn, "named")
+
+    resolv = str(answers["resolv.conf"]).split("\n")
+    assert [line.split()[1] for line in resolv if line.startswith("nameserver")] == [dns_ip], resolv
+    search = next(line.split()[1:] for line in resolv if line.startswith("search"))
+    assert search[:3] == [f"{namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local"], resolv
+    assert answers[api] == [api_ip], answers
+    assert answers["kubernetes.default"] == [api_ip], answers  # through the search path
+    assert answers[fqdn] == [named_ip], answers
+    assert answers["named"] == [named_ip], answers  # a Service of the pod's own namespace
+
+
+@pytest.mark.skipif(
+    Path(os.environ.get("MLOPS_E2E_OVERLAY", "overlays/local")).name != "local",
+    reason="the local cluster's DNS answers no outside names; kind's (kubeadm's Corefile) forwards them",
+)
+def test_pods_resolve_no_name_outside_the_cluster(cluster: Cluster, namespace: str) -> None:
+    # pypi.org resolves on this host (its resolver is the one package installs use); in a pod it
+    # must not: the cluster's DNS forwards nothing and answers NXDOMAIN itself, so the resolver
+    # says "not known" (EAI_NONAME) at once, not "temporary failure" (EAI_AGAIN, a timeout).
+    answers = resolve_in_a_pod(cluster, namespace, "resolver-outside", "pypi.org", "no-such-service")
+    not_known = {"errno": socket.EAI_NONAME, "error": "Name or service not known"}
+    assert answers["pypi.org"] == not_known, answers
+    assert answers["no-such-service"] == not_known, answers

@@ -114,7 +114,7 @@ cluster_healthy() {
   [ -s "$SA_DIR/token" ] && apiserver_ready && pick_kubectl || return 1
   local ready
   ready=$(kc get nodes -l type=kwok -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c '^True$') || true
-  [ "${ready:-0}" -ge "${#NODES[@]}" ] || return 1
+  [ "${ready:-0}" -ge "${#NODES[@]}" ] && pid_of coredns >/dev/null && dns_ready || return 1
   [ "$NODE" = kwok ] && return 0
   for c in "${NODE_COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
   real_node_ready
@@ -390,6 +390,10 @@ if [ "$NODE" = real ]; then
   node_up
   done_step "node $NODE_NAME Ready"
 fi
+
+step "CoreDNS ${COREDNS_VERSION} for $CLUSTER_DOMAIN on $(dns_listen | tr ' ' :) (dns.sh)"
+dns_up
+done_step "CoreDNS ready"
 
 # ---------------------------------------------------------------- service account for in-cluster style clients
 
