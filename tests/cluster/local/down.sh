@@ -59,7 +59,8 @@ stop 10 kwok kube-scheduler kube-controller-manager coredns
 if [ "$(node_mode)" = real ]; then
   pick_kubectl || true
   node_drain
-  stop 20 kube-proxy kubelet
+  stop 20 kube-proxy kubelet kube-router
+  netpol_cleanup
   node_kill_containers
   stop 20 containerd apiserver-forward
   node_cleanup

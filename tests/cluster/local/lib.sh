@@ -83,7 +83,7 @@ find_strays() {
   for p in /proc/[0-9]*; do
     exe=$(readlink "$p/exe" 2>/dev/null) || continue
     name=${exe##*/}
-    case " ${COMPONENTS[*]} coredns containerd kubelet kube-proxy socat " in *" $name "*) ;; *) continue ;; esac
+    case " ${COMPONENTS[*]} coredns containerd kubelet kube-proxy kube-router socat " in *" $name "*) ;; *) continue ;; esac
     is_ours "${p#/proc/}" && echo "${p#/proc/} $name"
   done
   return 0
@@ -124,3 +124,5 @@ kc() { "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 . "$here/node.sh"
 # shellcheck source-path=SCRIPTDIR source=dns.sh
 . "$here/dns.sh"
+# shellcheck source-path=SCRIPTDIR source=netpol.sh
+. "$here/netpol.sh"

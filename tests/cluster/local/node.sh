@@ -24,7 +24,7 @@ KUBELET_DIR=$STATE/kubelet
 KUBELET_HEALTHZ_PORT=10248
 KUBE_PROXY_HEALTHZ_PORT=10256
 # The node's processes, in start order (down.sh stops them in reverse, before the control plane).
-NODE_COMPONENTS=(containerd apiserver-forward kubelet kube-proxy)
+NODE_COMPONENTS=(containerd apiserver-forward kubelet kube-proxy kube-router) # kube-router: netpol.sh
 
 # What the cluster runs as: "real" (this node) or "kwok" (simulated nodes), recorded by up.sh.
 node_mode() { cat "$STATE/node-mode" 2>/dev/null || echo kwok; }

@@ -388,7 +388,8 @@ fi
 if [ "$NODE" = real ]; then
   step "real node $NODE_NAME: containerd, kubelet ${KUBE_VERSION}, kube-proxy, pod network $POD_CIDR"
   node_up
-  done_step "node $NODE_NAME Ready"
+  netpol_up
+  done_step "node $NODE_NAME Ready, NetworkPolicies enforced (kube-router ${KUBE_ROUTER_VERSION})"
 fi
 
 step "CoreDNS ${COREDNS_VERSION} for $CLUSTER_DOMAIN on $(dns_listen | tr ' ' :) (dns.sh)"
