@@ -10,6 +10,13 @@ tuning grid; traffic and the shift are in tests/e2e/loop.py. The tests run in or
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import loop
@@ -17,6 +24,9 @@ import pytest
 from e2ekit import Cluster
 
 from waiting import wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "monitoring"))
+import promtool  # tests/monitoring: the dashboard's queries, read as lint reads them
 
 pytestmark = pytest.mark.e2e
 
@@ -141,3 +151,24 @@ def test_new_version_sees_no_drift_in_the_shifted_traffic(cluster: Cluster, name
     assert status["retraining"]["lastOutcome"] == f"{ISVC}-retrain-1 produced iris-v2, now serving"
     jobs = cluster.get(namespace, "trainingjob", selector=f"mlops.dev/inference-service={ISVC}")["items"]
     assert len(jobs) == 1
+
+
+def test_every_dashboard_query_returns_series(cluster: Cluster, namespace: str) -> None:
+    """Issue #21: the shipped Grafana dashboard's panels, for this InferenceService, answered by the
+    tier's real Prometheus (tests/cluster/local/prometheus.sh) over the loop's whole run."""
+    url = os.environ.get("MLOPS_E2E_PROMETHEUS_URL")
+    if not url:
+        pytest.skip(
+            "no Prometheus in this tier (MLOPS_E2E_PROMETHEUS_URL unset: the local cluster's make e2e sets it)"
+        )
+    queries = promtool.dashboard_queries(variables={"$namespace": namespace, "$inference_service": ISVC})
+    end = time.time()
+    empty = []
+    for title, expr in queries.items():
+        query = urllib.parse.urlencode({"query": expr, "start": end - 3600, "end": end, "step": 15})
+        with urllib.request.urlopen(f"{url}/api/v1/query_range?{query}", timeout=30) as answer:
+            doc = json.load(answer)
+        assert doc["status"] == "success", (title, doc)
+        if not doc["data"]["result"]:
+            empty.append(f"{title}: {expr}")
+    assert empty == [], "dashboard panels without data:\n" + "\n".join(empty)

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from mlops_contract.api.common import API_VERSION, LABEL_TRAINING_JOB, LABEL_VERSION
+from mlops_contract.api.common import API_VERSION, LABEL_INFERENCE_SERVICE, LABEL_TRAINING_JOB, LABEL_VERSION
 from mlops_contract.api.trainingjob import TrainingJobSpec, trial_count
 from mlops_contract.checks import check_spec
 from mlops_contract.estimators import ESTIMATORS, HIGHER_IS_BETTER
@@ -340,5 +340,8 @@ async def reconcile(ctx: Context, tj: Mapping[str, Any]) -> bool:
             await ctx.event(tj, str(facts.get("reason")), f"Failed: {facts.get('message')}", warning=True)
         elif phase == "Succeeded":
             await ctx.event(tj, "Succeeded", str(facts.get("message")))
+        isvc = (tj["metadata"].get("labels") or {}).get(LABEL_INFERENCE_SERVICE)
+        if isvc and phase in TERMINAL:  # a retraining run: its InferenceService's alert counts it
+            ctx.metrics.retraining_done(tj["metadata"]["namespace"], isvc, phase.lower())
     await ctx.write_status(tj, new)
     return new.get("phase") in TERMINAL

@@ -55,7 +55,7 @@ stop() {
   for name in "${!pids[@]}"; do say "stopped $name (pid ${pids[$name]}, $(secs_since "$t0") s)"; done
 }
 
-stop 10 kwok kube-scheduler kube-controller-manager coredns
+stop 10 prometheus kwok kube-scheduler kube-controller-manager coredns
 if [ "$(node_mode)" = real ]; then
   pick_kubectl || true
   node_drain
