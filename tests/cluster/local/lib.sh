@@ -83,7 +83,7 @@ find_strays() {
   for p in /proc/[0-9]*; do
     exe=$(readlink "$p/exe" 2>/dev/null) || continue
     name=${exe##*/}
-    case " ${COMPONENTS[*]} containerd kubelet kube-proxy socat versitygw " in *" $name "*) ;; *) continue ;; esac
+    case " ${COMPONENTS[*]} coredns containerd kubelet kube-proxy kube-router socat versitygw " in *" $name "*) ;; *) continue ;; esac
     is_ours "${p#/proc/}" && echo "${p#/proc/} $name"
   done
   return 0
@@ -124,3 +124,7 @@ kc() { "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 . "$here/node.sh"
 # shellcheck source-path=SCRIPTDIR source=s3.sh
 . "$here/s3.sh"
+# shellcheck source-path=SCRIPTDIR source=dns.sh
+. "$here/dns.sh"
+# shellcheck source-path=SCRIPTDIR source=netpol.sh
+. "$here/netpol.sh"
