@@ -77,7 +77,8 @@ def in_cluster_server(env: Mapping[str, str]) -> str | None:
 KINDS: dict[str, Kind] = {
     # A finished TrainingJob is never looked at again unless it changes.
     "TrainingJob": Kind(trainingjob.reconcile, interval=trainingjob.interval, resync_when_done=False),
-    "ModelVersion": Kind(modelversion.reconcile),
+    # A ModelVersion waiting for its artifact's claim looks again on a timer (reconcile/storage.py).
+    "ModelVersion": Kind(modelversion.reconcile, interval=modelversion.interval),
     "InferenceService": Kind(inferenceservice.reconcile, interval=inferenceservice.interval),
 }
 # Label selectors of the children the store holds (the operator creates them with these labels).

@@ -19,7 +19,7 @@ from mlops_operator.metrics import OperatorMetrics
 from mlops_operator.reconcile.controller import Controller
 from mlops_operator.reconcile.scrapes import ScrapeMemory
 from mlops_operator.settings import Settings
-from mlops_operator.status.conditions import READY, Cond, kstatus, merge, status_patch
+from mlops_operator.status.conditions import READY, Cond, failure_to_report, kstatus, merge, status_patch
 from mlops_operator.store import Store, StoreKube
 
 log = logging.getLogger("mlops_operator")
@@ -142,6 +142,12 @@ class Context:
             return False
         await self.kube.patch_status(body["kind"], meta["namespace"], meta["name"], patch)
         return True
+
+    async def report_failure(self, body: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        """The Warning Event of a failure the `new` status enters (none when it was already there)."""
+        failure = failure_to_report((body.get("status") or {}).get("conditions"), new.get("conditions") or [])
+        if failure is not None:
+            await self.event(body, failure[0], failure[1], warning=True)
 
     async def write_invalid_spec(self, body: Mapping[str, Any], message: str, **fields: Any) -> None:
         """Status for a spec the operator cannot parse: Ready=False and Stalled=True, reason InvalidSpec."""
