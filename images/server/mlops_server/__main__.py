@@ -20,9 +20,10 @@ import prometheus_client
 from mlops_server import logs
 from mlops_server.config import Settings, parse_settings
 
-# Installed (the one runtime image carries it for the trainer's parquet input) but never used by
-# the server: pandas imports pyarrow whenever it can, which costs ~65 MiB of resident memory and
-# ~0.1 s of start-up (issue #10: RSS below MLServer's and KServe's, cold start). A finder makes
+# Not in the server's image (its dependency groups leave pyarrow out, issue #16), but installed
+# wherever the trainer's groups are (a development environment), and never used by the server:
+# pandas imports pyarrow whenever it can, which costs ~65 MiB of resident memory and ~0.1 s of
+# start-up (issue #10: RSS below MLServer's and KServe's, cold start). A finder makes
 # `import pyarrow` fail as if it were not installed, and pandas then works without it
 # (python-backed strings). Not a None entry in sys.modules: scikit-learn takes any entry there
 # for the real module.

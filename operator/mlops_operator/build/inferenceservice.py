@@ -132,7 +132,7 @@ def prediction_log_uri(
 
     spec.monitoring.predictionLog.uri, else `pvc://<artifact claim>/predictions/<namespace>/<name>`;
     None when the log is disabled or there is no uri and the artifact is not on a claim.
-    The same value is the retraining `feedback_uri` (see monitor.triggers.retraining_spec).
+    The same value is the retraining `feedback_uri` (see build.retraining.retraining_spec).
     """
     log = spec.monitoring.prediction_log
     if not log.enabled:
