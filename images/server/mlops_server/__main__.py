@@ -58,6 +58,21 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+def raise_fd_limit(connections: int) -> None:
+    """Let the process hold `--max-connections` sockets plus its own files (soft limit up to hard).
+
+    Below that, accept() fails with EMFILE before the cap's 503 can be sent.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard)
+        )
+
+
 async def _serve(settings: Settings, started: float) -> int:
     from mlops_server.lifecycle import Server
 
@@ -73,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skip_unused_modules()
     settings = parse_settings(argv)  # exits 2 with a usage message on invalid flags or env
     logs.setup(settings.log_level)
+    raise_fd_limit(settings.max_connections)
     # No `*_created` companion series: the operator's scraper reads values, not creation times.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
