@@ -327,8 +327,18 @@ def event_manifest(obj: Mapping[str, Any], reason: str, message: str, type_: str
 
 
 def load_api_client(pool_size: int = 16) -> Any:
-    """The official client's ApiClient: in-cluster config in a pod, the kubeconfig otherwise."""
-    from kubernetes import client, config
+    """The official client's ApiClient: in-cluster config in a pod, the kubeconfig otherwise.
+
+    The `kubernetes` package is a development dependency (the `dev` extra): the operator's
+    image does not carry it, the operator never calls this."""
+    try:
+        from kubernetes import client, config
+    except ImportError as e:
+        raise ImportError(
+            "kube.Kube needs the official kubernetes client, a development dependency: "
+            "pip install 'mlops-operator[dev]'",
+            name="kubernetes",
+        ) from e
 
     cfg = client.Configuration()
     try:

@@ -31,7 +31,6 @@ import promtool  # tests/monitoring: the dashboard's queries, read as lint reads
 pytestmark = pytest.mark.e2e
 
 ISVC = "iris"
-MODEL = "iris"
 TRAFFIC = loop.plan()
 
 # Values later tests compare with.
@@ -64,7 +63,7 @@ def test_trains_and_serves_with_monitoring_and_retraining(
 
 def test_normal_traffic_shows_no_drift(cluster: Cluster, namespace: str) -> None:
     started = loop.now_rfc3339()
-    sent = loop.send(cluster, namespace, ISVC, MODEL, TRAFFIC["normal"], pod="normal-traffic", feedback=True)
+    sent = loop.send(cluster, namespace, ISVC, TRAFFIC["normal"], pod="normal-traffic", feedback=True)
     assert sent.errors == [] and sent.rows == 200 and sent.feedback == 200, sent
     status = loop.wait_scrape(cluster, namespace, ISVC, started, requests=20, labelled=200, timeout=120)
     m = status["metrics"]
@@ -80,9 +79,7 @@ def test_normal_traffic_shows_no_drift(cluster: Cluster, namespace: str) -> None
 
 
 def test_shifted_traffic_with_feedback_fires_one_retraining(cluster: Cluster, namespace: str) -> None:
-    sent = loop.send(
-        cluster, namespace, ISVC, MODEL, TRAFFIC["shifted"], pod="shifted-traffic", feedback=True
-    )
+    sent = loop.send(cluster, namespace, ISVC, TRAFFIC["shifted"], pod="shifted-traffic", feedback=True)
     assert sent.errors == [] and sent.feedback == 1500, sent
     assert sent.accuracy < 0.8, f"the old model should fail on the shifted traffic: {sent}"
 
@@ -123,9 +120,7 @@ def test_retrained_version_is_better_and_rolls_out(cluster: Cluster, namespace: 
     # The policy's comparison: better by at least minImprovement on the evaluation metric.
     assert mv["spec"]["metrics"]["accuracy"] >= seen["v1_accuracy"], (mv["spec"]["metrics"], seen)
 
-    status = loop.roll_out_under_traffic(
-        cluster, namespace, ISVC, MODEL, "iris-v2", TRAFFIC["canary"], timeout=600
-    )
+    status = loop.roll_out_under_traffic(cluster, namespace, ISVC, "iris-v2", TRAFFIC["canary"], timeout=600)
     assert status["canary"]["modelVersion"] == "iris-v2" and status["canary"]["phase"] == "Promoted"
     loop.wait_served_only_by(cluster, namespace, ISVC, "iris-v2", timeout=300)
     assert cluster.condition(namespace, "inferenceservice", ISVC, "Ready")["status"] == "True"
@@ -140,7 +135,7 @@ def test_retrained_version_is_better_and_rolls_out(cluster: Cluster, namespace: 
 
 def test_new_version_sees_no_drift_in_the_shifted_traffic(cluster: Cluster, namespace: str) -> None:
     started = loop.now_rfc3339()
-    sent = loop.send(cluster, namespace, ISVC, MODEL, TRAFFIC["again"], pod="shifted-again", feedback=True)
+    sent = loop.send(cluster, namespace, ISVC, TRAFFIC["again"], pod="shifted-again", feedback=True)
     assert sent.errors == [] and sent.versions == {"iris-v2": 40}, sent
     assert sent.accuracy >= 0.9, sent
     status = loop.wait_scrape(cluster, namespace, ISVC, started, requests=1, labelled=200, timeout=120)

@@ -170,3 +170,12 @@ async def test_act_counts_the_canary_decision_its_event_closes() -> None:
     assert (
         value(ctx.metrics, "mlops_operator_canary_decisions_total", **isvc_labels, decision="promote") is None
     )
+
+
+def test_scrape_failures_count_by_reason() -> None:
+    m = OperatorMetrics()
+    m.scrape_failed("timeout")
+    m.scrape_failed("timeout")
+    m.scrape_failed("malformed")
+    assert value(m, "mlops_operator_scrape_failures_total", reason="timeout") == 2
+    assert value(m, "mlops_operator_scrape_failures_total", reason="malformed") == 1

@@ -11,9 +11,10 @@ import mlops_operator.reconcile
 
 MAX_LINES: Final = 80
 PACKAGE: Final = Path(mlops_operator.reconcile.__file__).parent
-# Modules being shortened on other branches; the lead empties this list when merging them.
+# Modules allowed to be longer while another branch shortens them. trainingjob.py and
+# modelversion.py were listed until their shorter passes reached main; empty now.
 # Never add inferenceservice.py here.
-KNOWN_LONG_MODULES: Final = frozenset({"trainingjob.py", "modelversion.py"})
+KNOWN_LONG_MODULES: Final[frozenset[str]] = frozenset()
 
 
 def long_functions(source: str, limit: int = MAX_LINES) -> list[tuple[str, int]]:
