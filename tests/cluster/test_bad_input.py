@@ -53,6 +53,22 @@ REFUSED_AT_ADMISSION = [
     ("is-dotted-name", named(IS, "good.dot"), DNS1035),
     ("is-digit-first-name", named(IS, "9good"), DNS1035),
     ("tj-long-name", named(TJ, "x" * 60), "name must be at most 50 characters"),
+    ("tj-underscore", named(TJ, "a_b"), DNS1123),
+    ("tj-upper-case", named(TJ, "Iris"), DNS1123),
+    ("mv-leading-dash", named(MV, "-v1"), DNS1123),
+    ("mv-long-name", named(MV, "m" * 53), "name must be at most 52 characters"),
+    ("is-upper-case", named(IS, "Iris"), DNS1035),
+    ("is-long-name", named(IS, "s" * 46), "name must be at most 45 characters"),
+    (
+        "tj-min-trials-above-max",
+        named(trainingjob("ok", tuning={"space": {"C": [1, 2]}, "maxTrials": 2, "minTrials": 3}), "ok"),
+        "minTrials must not exceed maxTrials",
+    ),
+    (
+        "tj-min-trials-zero",
+        named(trainingjob("ok", tuning={"space": {"C": [1, 2]}, "minTrials": 0}), "ok"),
+        "spec.tuning.minTrials",
+    ),
 ]
 
 
@@ -229,6 +245,36 @@ REFUSED_BEFORE_LAUNCH = [
         "C must be a number in (0, inf]",
     ),
     ("unknown-param", rf({"n_estimator": 10}), "did you mean n_estimators?"),
+    (
+        "unknown-space-param",
+        rf(space={"depth": [1, 2]}),
+        "tuning.space: RandomForestClassifier has no parameter 'depth'",
+    ),
+    (
+        "random-state-negative",
+        rf({"random_state": -1}),
+        "random_state must be null or an int in [0, 4294967295]",
+    ),
+    (
+        "class-weight-word",
+        rf({"class_weight": "heavy"}),
+        "class_weight must be one of 'balanced', 'balanced_subsample' or a mapping or a list or null",
+    ),
+    (
+        "svc-kernel-typo",
+        {"estimator": {"class": "SVC", "params": {"kernel": "rbff"}}},
+        "kernel must be one of 'linear', 'poly', 'precomputed', 'rbf', 'sigmoid'",
+    ),
+    (
+        "regression-metric-on-classifier",
+        {"evaluation": {"gates": [{"metric": "rmse", "threshold": 1.0}]}},
+        "'rmse' is not a classification metric",
+    ),
+    (
+        "regression-dataset-for-classifier",
+        {"data": {"source": {"uri": "builtin:diabetes"}}},
+        "builtin:diabetes is a regression dataset but the task is classification",
+    ),
 ]
 
 
