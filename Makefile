@@ -38,6 +38,7 @@ lint: venv ## ruff, mypy, import layering, and a check that crds/ matches the AP
 	$(BIN)/mypy operator/mlops_contract operator/mlops_operator $(wildcard images/*/mlops_*)
 	$(BIN)/lint-imports
 	$(BIN)/python -m mlops_contract.api.crdgen --check
+	$(BIN)/python tests/monitoring/promtool.py
 
 .PHONY: crds
 crds: venv ## Regenerate crds/ from the API models
@@ -55,7 +56,11 @@ integration: venv ## Cluster tier: the operator in-process against the local clu
 E2E_ARGS ?=
 .PHONY: e2e
 e2e: venv deploy ## End-to-end tier: the operator deployed from manifests/, real pods (CLUSTER=local|kind)
+ifneq ($(CLUSTER),kind)
+	$(LOCAL)/prometheus.sh start
+endif
 	MLOPS_KUBECTL=$(KUBECTL) MLOPS_E2E_KUBECONFIG=$(KUBECONFIG_FILE) MLOPS_E2E_OVERLAY=manifests/overlays/$(CLUSTER) \
+	  $(if $(filter kind,$(CLUSTER)),,MLOPS_E2E_PROMETHEUS_URL=$$($(LOCAL)/prometheus.sh url)) \
 	  $(BIN)/pytest tests/e2e -q -m e2e $(E2E_ARGS)
 
 .PHONY: test

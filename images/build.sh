@@ -5,7 +5,10 @@
 #   images/build.sh --local-base   # FROM mlops-operator/base:py311, made here with debootstrap
 #
 # Python wheels are built on the host (`pip wheel`, host Python 3.11) into a wheelhouse that is
-# the whole build context: the image builds download nothing. Everything slow is cached under
+# the whole build context: the image builds download nothing. Each image installs only its
+# program's dependency groups (pyproject `[tool.mlops.images.<program>]`, issue #16): the
+# wheelhouse holds their union and one pinned requirements file per program, resolved from it.
+# Everything slow is cached under
 # ${MLOPS_CACHE:-~/.cache/mlops-operator}: the dependency wheelhouse (keyed by the dependency
 # spec), the project wheel (keyed by its sources), the base rootfs tarball; so is Docker's
 # layer cache. A second run with nothing changed takes seconds. See images/README.md.
@@ -43,7 +46,7 @@ DEBIAN_SECURITY_MIRROR="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-s
 LOCAL_BASE_IMAGE="mlops-operator/base:py311"
 # Bump when the base recipe below changes: the cached rootfs tarball is keyed by it.
 BASE_RECIPE="bookworm-minbase-python3-v2"
-PROGRAMS=(operator trainer server)
+PROGRAMS=(operator trainer server)  # the same names as pyproject's [tool.mlops.images.<program>]
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # --- output and timing ---------------------------------------------------------------------
@@ -183,10 +186,13 @@ ensure_local_base() {
 deps_key() {
   "$PYTHON" - "$ROOT/pyproject.toml" <<'EOF'
 import hashlib, json, platform, sys, sysconfig, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+pyproject = tomllib.load(open(sys.argv[1], "rb"))
+project, images = pyproject["project"], pyproject["tool"]["mlops"]["images"]
+groups = sorted({g for image in images.values() for g in image["groups"]})
 spec = {
     "dependencies": project["dependencies"],
-    "s3": project.get("optional-dependencies", {}).get("s3", []),
+    "groups": {g: project["optional-dependencies"][g] for g in groups},
+    "images": {program: image["groups"] for program, image in images.items()},
     "requires-python": project.get("requires-python"),
     "python": platform.python_version_tuple()[:2],
     "platform": sysconfig.get_platform(),
@@ -195,24 +201,43 @@ print(hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 EOF
 }
 
+# The dependency groups (extras) of one program's image, comma-separated, from pyproject.
+program_groups() {
+  "$PYTHON" - "$ROOT/pyproject.toml" "$1" <<'EOF'
+import sys, tomllib
+print(",".join(tomllib.load(open(sys.argv[1], "rb"))["tool"]["mlops"]["images"][sys.argv[2]]["groups"]))
+EOF
+}
+
 build_deps_wheelhouse() {
-  local dir="$1" tmp
+  local dir="$1" tmp program all=()
   tmp="$dir.partial"
   rm -rf "$tmp"
-  mkdir -p "$tmp/deps" "$tmp/pip"
-  # `.[s3]` resolves the full closure; the project's own wheel is dropped (it is built apart).
-  "$PYTHON" -m pip wheel --quiet --wheel-dir "$tmp/deps" "${ROOT}[s3]"
+  mkdir -p "$tmp/deps" "$tmp/pip" "$tmp/report"
+  for program in "${PROGRAMS[@]}"; do all+=("$(program_groups "$program")"); done
+  # The union of the images' groups is resolved once, so the three programs share versions.
+  "$PYTHON" -m pip wheel --quiet --wheel-dir "$tmp/deps" "${ROOT}[$(IFS=,; echo "${all[*]}")]"
+  # Each program's exact pins, resolved offline from this wheelhouse alone (the project's wheel
+  # in it carries the groups' metadata): its deps stage installs that list and nothing else.
+  for program in "${PROGRAMS[@]}"; do
+    "$PYTHON" -m pip install --quiet --dry-run --ignore-installed --no-index --find-links "$tmp/deps" \
+      --report "$tmp/report/$program.json" "mlops-operator[$(program_groups "$program")]"
+    "$PYTHON" - "$tmp/report/$program.json" "$tmp/deps/requirements-$program.txt" <<'EOF'
+import json, pathlib, sys
+report = json.loads(pathlib.Path(sys.argv[1]).read_text())
+pins = sorted(
+    "{}=={}".format(item["metadata"]["name"], item["metadata"]["version"])
+    for item in report["install"]
+    if item["metadata"]["name"] != "mlops-operator"
+)
+pathlib.Path(sys.argv[2]).write_text("\n".join(pins) + "\n")
+EOF
+  done
+  rm -rf "$tmp/report"
+  # The project's own wheel is dropped: it is built apart, keyed by its sources.
   rm -f "$tmp"/deps/mlops_operator-*.whl
   # pip itself, run from its wheel inside the build stages (the base image may have no pip).
   "$PYTHON" -m pip download --quiet --only-binary=:all: --no-deps --dest "$tmp/pip" pip
-  # Exact pins of everything in the wheelhouse: the deps stage installs this list.
-  "$PYTHON" - "$tmp/deps" <<'EOF'
-import pathlib, sys
-lines = sorted(
-    "{}=={}".format(*whl.name.split("-")[:2]) for whl in pathlib.Path(sys.argv[1]).glob("*.whl")
-)
-(pathlib.Path(sys.argv[1]) / "requirements.txt").write_text("\n".join(lines) + "\n")
-EOF
   # Only wheels that work on the images' Debian/glibc: nothing built from an sdist for this host.
   if ls "$tmp"/deps/*-linux_*.whl >/dev/null 2>&1; then
     die "host-specific wheels were built (no manylinux wheel): $(ls "$tmp"/deps/*-linux_*.whl)"
@@ -249,10 +274,10 @@ else
 fi
 
 DEPS_DIR="$CACHE/wheels/$(deps_key)"
-if [ -f "$DEPS_DIR/deps/requirements.txt" ]; then
-  log "dependency wheelhouse cached: $DEPS_DIR ($(wc -l <"$DEPS_DIR/deps/requirements.txt") wheels)"
+if [ -f "$DEPS_DIR/deps/requirements-${PROGRAMS[-1]}.txt" ]; then
+  log "dependency wheelhouse cached: $DEPS_DIR ($(find "$DEPS_DIR/deps" -name '*.whl' | wc -l) wheels)"
 else
-  step "pip wheel '.[s3]' -> $DEPS_DIR" build_deps_wheelhouse "$DEPS_DIR"
+  step "pip wheel the images' dependency groups -> $DEPS_DIR" build_deps_wheelhouse "$DEPS_DIR"
 fi
 APP_DIR="$CACHE/app/$(app_key)"
 if compgen -G "$APP_DIR/mlops_operator-*.whl" >/dev/null; then
@@ -279,36 +304,62 @@ if [ "$REVISION" != unknown ] && [ -n "$(git -C "$ROOT" status --porcelain 2>/de
 fi
 SOURCE="${IMAGE_SOURCE:-$(git -C "$ROOT" remote get-url origin 2>/dev/null || echo unknown)}"
 
-RUNTIME_IMAGE="mlops-operator/runtime:$IMAGE_TAG"
-# --network none: the wheelhouse is all the build gets; a step that tries to download fails.
-step "docker build $RUNTIME_IMAGE (FROM $BASE_IMAGE)" "$DOCKER" build --quiet --network none \
-  -f "$ROOT/images/runtime/Dockerfile" \
-  --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-  --build-arg "WHEELHOUSE=wheelhouse" \
-  --build-arg "VERSION=$VERSION" \
-  --build-arg "SOURCE=$SOURCE" \
-  --build-arg "REVISION=$REVISION" \
-  -t "$RUNTIME_IMAGE" "$CONTEXT" >/dev/null
 # The program images only add metadata and an entrypoint: an empty context is enough.
 mkdir -p "$CONTEXT/empty"
 for program in "${PROGRAMS[@]}"; do
+  # A runtime per program: its dependency groups, its own package and the contract package.
+  # --network none: the wheelhouse is all the build gets; a step that tries to download fails.
+  runtime="mlops-operator/runtime-$program:$IMAGE_TAG"
+  step "docker build $runtime (FROM $BASE_IMAGE; groups $(program_groups "$program"))" \
+    "$DOCKER" build --quiet --network none \
+    -f "$ROOT/images/runtime/Dockerfile" \
+    --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+    --build-arg "WHEELHOUSE=wheelhouse" \
+    --build-arg "PROGRAM=$program" \
+    --build-arg "VERSION=$VERSION" \
+    --build-arg "SOURCE=$SOURCE" \
+    --build-arg "REVISION=$REVISION" \
+    -t "$runtime" "$CONTEXT" >/dev/null
   image="mlops-operator/$program:$IMAGE_TAG"
-  step "docker build $image (FROM $RUNTIME_IMAGE)" "$DOCKER" build --quiet --network none \
+  step "docker build $image (FROM $runtime)" "$DOCKER" build --quiet --network none \
     -f "$ROOT/images/$program/Dockerfile" \
-    --build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE" \
+    --build-arg "RUNTIME_IMAGE=$runtime" \
     -t "$image" "$CONTEXT/empty" >/dev/null
 done
 
-# Smoke test: each entrypoint starts as uid 10001 on a read-only root filesystem.
+# Smoke test, as uid 10001 on a read-only root filesystem: each entrypoint starts (--help); every
+# module of its program imports, so a library missing from its groups fails here and not in a
+# pod; and none of the distributions its image must never carry (pyproject `never`) is there.
 if [ "$SMOKE" = 1 ]; then
+  never_in() {
+    "$PYTHON" -c 'import sys, tomllib; print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["tool"]["mlops"]["images"][sys.argv[2]]["never"]))' \
+      "$ROOT/pyproject.toml" "$1"
+  }
   smoke() {
-    local program
+    local program image
     for program in "${PROGRAMS[@]}"; do
-      "$DOCKER" run --rm --read-only --user 10001 --network none "mlops-operator/$program:$IMAGE_TAG" --help >/dev/null \
-        || die "mlops-operator/$program:$IMAGE_TAG --help failed"
+      image="mlops-operator/$program:$IMAGE_TAG"
+      "$DOCKER" run --rm --read-only --user 10001 --network none "$image" --help >/dev/null \
+        || die "$image --help failed"
+      # shellcheck disable=SC2046  # one argument per distribution name
+      "$DOCKER" run --rm --read-only --user 10001 --network none --entrypoint /opt/venv/bin/python \
+        "$image" -c '
+import importlib, importlib.metadata as md, pkgutil, sys
+package = importlib.import_module("mlops_" + sys.argv[1])
+for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+    importlib.import_module(info.name)
+present = []
+for name in sys.argv[2:]:
+    try:
+        md.distribution(name)
+    except md.PackageNotFoundError:
+        continue
+    present.append(name)
+sys.exit(f"installed, though this image must never carry them: {present}" if present else 0)
+' "$program" $(never_in "$program") || die "$image: a module does not import, or it carries what it must not"
     done
   }
-  step "smoke test: --help as uid 10001 on a read-only root" smoke
+  step "smoke test: --help, every module imports, nothing unwanted (uid 10001, read-only root)" smoke
 fi
 
 # One archive of the three images (shared layers stored once) for clusters without a registry:

@@ -2,7 +2,8 @@
 
 `check_spec` is pure and cheap: the operator calls it before launching any pod, and the trainer
 calls it first too. It never imports scikit-learn (the estimators' parameter names and when they
-offer predict_proba are in the allow-list table, mlops_contract.estimators) and never touches
+offer predict_proba are in the allow-list table, mlops_contract.estimators; the values each
+parameter accepts in the generated mlops_contract.constraints) and never touches
 data, storage or the network.
 """
 
@@ -22,6 +23,7 @@ from mlops_contract.estimators import (
     REGRESSION_METRICS,
     Task,
 )
+from mlops_contract.params import value_problem
 
 # Metrics computed from predict_proba: an estimator without it cannot produce them.
 PROBABILITY_METRICS = ("roc_auc", "log_loss")
@@ -48,6 +50,26 @@ def unknown_param_problems(class_name: str, names: Iterable[str], where: str) ->
         close = difflib.get_close_matches(name, valid, n=1)
         hint = f" (did you mean {close[0]}?)" if close else f" (valid: {', '.join(valid)})"
         problems.append(f"{where}: {class_name} has no parameter {name!r}{hint}")
+    return problems
+
+
+def param_value_problems(class_name: str, params: dict[str, Any], where: str) -> list[str]:
+    """One message per parameter value scikit-learn's validation would refuse."""
+    problems = []
+    for name, value in params.items():
+        problem = value_problem(class_name, name, value)
+        if problem is not None:
+            problems.append(f"{where}.{name}: {class_name} {problem}")
+    return problems
+
+
+def _space_value_problems(class_name: str, space: dict[str, list[Any]]) -> list[str]:
+    problems = []
+    for name, values in space.items():
+        for i, value in enumerate(values):
+            problem = value_problem(class_name, name, value)
+            if problem is not None:
+                problems.append(f"tuning.space.{name}[{i}]: {class_name} {problem}")
     return problems
 
 
@@ -133,8 +155,10 @@ def check_spec(spec: TrainingJobSpec) -> list[str]:
     if task != info.task:
         problems.append(f"task is {task} but {class_name} is a {info.task} estimator")
     problems += unknown_param_problems(class_name, (spec.estimator.params or {}).keys(), "estimator.params")
+    problems += param_value_problems(class_name, dict(spec.estimator.params or {}), "estimator.params")
     if spec.tuning is not None:
         problems += unknown_param_problems(class_name, spec.tuning.space.keys(), "tuning.space")
+        problems += _space_value_problems(class_name, spec.tuning.space)
         problems += [
             f"tuning.space.{name}: needs at least one value"
             for name, values in spec.tuning.space.items()

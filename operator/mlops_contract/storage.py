@@ -16,22 +16,33 @@ outside <pvc_root>/<claim> (`..` segments are refused, not normalised away). `fe
 
 from __future__ import annotations
 
+import http
 import os
-import shutil
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
+
+import urllib3
 
 DEFAULT_PVC_ROOT: Final = "/mnt/pvc"
 ENV_PVC_ROOT: Final = "MLOPS_PVC_ROOT"
 ENV_HTTP_AUTHORIZATION: Final = "MLOPS_HTTP_AUTHORIZATION"
 ENV_S3_ENDPOINT: Final = "AWS_ENDPOINT_URL"
 SCHEMES: Final = ("builtin", "pvc", "s3", "https", "http")
-HTTP_TIMEOUT_SECONDS: Final = 60.0
+ENV_S3_VIRTUAL_BUCKET: Final = "S3_USE_VIRTUAL_BUCKET"
+HTTP_TIMEOUT_SECONDS: Final = 60.0  # per read: a stalled server, not a slow download
+HTTP_CONNECT_TIMEOUT_SECONDS: Final = 10.0
+HTTP_MAX_REDIRECTS: Final = 5
+HTTP_MAX_BYTES: Final = 16 * 1024**3  # one https:// source: a dataset file, not a disk filler
+HTTP_CHUNK_BYTES: Final = 1024 * 1024
+S3_CONNECT_TIMEOUT_SECONDS: Final = 5.0
+S3_READ_TIMEOUT_SECONDS: Final = 60.0
+S3_MAX_ATTEMPTS: Final = 3  # the first try and two retries, botocore's "standard" backoff
+S3_MAX_POOL_CONNECTIONS: Final = 10  # s3transfer's default concurrency
+# 4xx answers that retrying can fix (everything else 4xx is permanent; see _s3_error).
+S3_TRANSIENT_CODES: Final = frozenset({"RequestTimeout", "SlowDown", "Throttling", "ThrottlingException"})
 
 
 class InvalidUri(ValueError):
@@ -119,10 +130,13 @@ def fetch(uri: str, dest: str | os.PathLike[str], env: Mapping[str, str] | None 
     """Download a remote source into the directory `dest`; return the local file or directory.
 
     https:// (and http://): one file, saved as dest/<last path segment>; the header
-    `Authorization: <env MLOPS_HTTP_AUTHORIZATION>` is sent when that variable is set.
+    `Authorization: <env MLOPS_HTTP_AUTHORIZATION>` is sent when that variable is set, and
+    never to another origin after a redirect.
     s3://bucket/key: the object `key` is saved as dest/<basename>; when `key` is not an object,
     every object under the prefix `key/` is saved below dest/<basename>/ and that directory is
-    returned. The endpoint comes from AWS_ENDPOINT_URL, credentials from the usual AWS_* variables.
+    returned. The endpoint comes from AWS_ENDPOINT_URL (addressed path-style unless
+    S3_USE_VIRTUAL_BUCKET=1|true), credentials from the usual AWS_* variables, which a pod gets
+    from a Secret; without them boto3's default chain (e.g. workload identity) applies.
     """
     source = os.environ if env is None else env
     parsed = parse_uri(uri)
@@ -141,39 +155,96 @@ def _basename(parsed: ParsedUri, default: str) -> str:
 
 
 def _fetch_http(uri: str, parsed: ParsedUri, out: Path, env: Mapping[str, str]) -> Path:
+    """GET one file with urllib3: bounded redirects, timeouts and size.
+
+    urllib3 drops Authorization (and Cookie) when a redirect leads to another origin: scheme,
+    host and port compared with the hop it came from, so an https -> http downgrade, another
+    port or another host never see the token; a same-origin redirect keeps it (issue #17).
+    """
     headers = {"User-Agent": "mlops-operator"}
     if env.get(ENV_HTTP_AUTHORIZATION):
         headers["Authorization"] = env[ENV_HTTP_AUTHORIZATION]
-    request = urllib.request.Request(uri, headers=headers)  # noqa: S310  # the scheme is checked by parse_uri
     target = out / _basename(parsed, "download")
+    retries = urllib3.Retry(
+        total=HTTP_MAX_REDIRECTS,
+        connect=0,
+        read=0,
+        status=0,
+        redirect=HTTP_MAX_REDIRECTS,
+        raise_on_redirect=True,
+    )  # retrying transient failures is the caller's (the Job's backoff); only redirects here
     try:
-        with (
-            urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response,  # noqa: S310
-            target.open("wb") as f,
-        ):
-            shutil.copyfileobj(response, f)
-    except urllib.error.HTTPError as e:
-        # 408/429 and 5xx are worth retrying; other 4xx (not found, forbidden) are not.
-        transient = e.code >= 500 or e.code in (408, 429)
-        e.close()  # an HTTPError holds the open response
-        raise FetchError(f"GET {uri} failed: HTTP {e.code} {e.reason}", transient=transient) from e
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        reason = getattr(e, "reason", e)
-        raise FetchError(f"GET {uri} failed: {reason}", transient=True) from e
+        with urllib3.PoolManager(num_pools=2, maxsize=1, block=False) as pool:
+            response = pool.request(
+                "GET", uri, headers=headers, retries=retries, preload_content=False,
+                timeout=urllib3.Timeout(connect=HTTP_CONNECT_TIMEOUT_SECONDS, read=HTTP_TIMEOUT_SECONDS),
+            )  # fmt: skip
+            try:
+                _check_http_status(uri, response)
+                _copy_capped(uri, response, target)
+            finally:
+                response.close()  # also an error's unread body: its socket goes with it
+    except urllib3.exceptions.MaxRetryError as e:
+        raise FetchError(f"GET {uri} failed: {e.reason}", transient=not _redirect_loop(e)) from e
+    except (urllib3.exceptions.HTTPError, TimeoutError, ConnectionError) as e:
+        raise FetchError(f"GET {uri} failed: {e}", transient=True) from e
     return target
 
 
+def _redirect_loop(error: urllib3.exceptions.MaxRetryError) -> bool:
+    return isinstance(error.reason, urllib3.exceptions.ResponseError) or "redirect" in str(error.reason)
+
+
+def _check_http_status(uri: str, response: urllib3.BaseHTTPResponse) -> None:
+    if response.status < 400:
+        return
+    # 408/429 and 5xx are worth retrying; other 4xx (not found, forbidden) are not.
+    transient = response.status >= 500 or response.status in (408, 429)
+    reason = response.reason or http.HTTPStatus(response.status).phrase
+    raise FetchError(f"GET {uri} failed: HTTP {response.status} {reason}", transient=transient)
+
+
+def _copy_capped(uri: str, response: urllib3.BaseHTTPResponse, target: Path) -> None:
+    """Stream the body to `target`, refusing more than HTTP_MAX_BYTES (announced or sent)."""
+    announced = response.headers.get("Content-Length")
+    if announced and announced.isdigit() and int(announced) > HTTP_MAX_BYTES:
+        raise FetchError(
+            f"GET {uri} failed: {announced} bytes is over the limit of {HTTP_MAX_BYTES}", transient=False
+        )
+    written = 0
+    with target.open("wb") as f:
+        for chunk in response.stream(HTTP_CHUNK_BYTES):
+            written += len(chunk)
+            if written > HTTP_MAX_BYTES:
+                f.close()
+                target.unlink()
+                raise FetchError(f"GET {uri} failed: more than {HTTP_MAX_BYTES} bytes", transient=False)
+            f.write(chunk)
+
+
 def _s3_client(env: Mapping[str, str]) -> Any:
-    """A boto3 S3 client configured from `env`; boto3 is the optional `s3` extra."""
+    """A boto3 S3 client configured from `env`; boto3 is the optional `s3` extra.
+
+    With AWS_ENDPOINT_URL set (MinIO, versitygw, Ceph, GCS's S3 interoperability) buckets are
+    addressed path-style (`<endpoint>/<bucket>/<key>`): botocore would otherwise put the bucket
+    in the host name, which such servers and cluster DNS names do not resolve. KServe's variable
+    S3_USE_VIRTUAL_BUCKET=1|true selects virtual-host style instead. Without an endpoint (AWS)
+    botocore's own choice applies. Timeouts and retries are bounded so a dead server fails in
+    seconds, not minutes.
+    """
     try:
         import boto3
+        from botocore.config import Config
     except ImportError as e:
         raise FetchError(
             "s3:// needs boto3, which is not installed: pip install 'mlops-operator[s3]'", transient=False
         ) from e
     kwargs: dict[str, Any] = {}
+    s3_options: dict[str, str] = {}
     if env.get(ENV_S3_ENDPOINT):
         kwargs["endpoint_url"] = env[ENV_S3_ENDPOINT]
+        virtual = env.get(ENV_S3_VIRTUAL_BUCKET, "").strip().lower() in ("1", "true")
+        s3_options["addressing_style"] = "virtual" if virtual else "path"
     for key, arg in (
         ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
         ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
@@ -182,21 +253,55 @@ def _s3_client(env: Mapping[str, str]) -> Any:
     ):
         if env.get(key):
             kwargs[arg] = env[key]
+    kwargs["config"] = Config(
+        s3=s3_options,
+        connect_timeout=S3_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=S3_READ_TIMEOUT_SECONDS,
+        retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS},
+        max_pool_connections=S3_MAX_POOL_CONNECTIONS,
+    )
     return boto3.client("s3", **kwargs)
 
 
 def _s3_error(action: str, uri: str, error: Exception) -> FetchError:
-    code = ""
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
+    """Name the URI and the cause; permanent for what retrying cannot fix.
+
+    By HTTP status, not by a list of codes: S3-compatible servers name the same fault
+    differently (versitygw answers an unknown access key with XAdminUserNotFound, AWS with
+    InvalidAccessKeyId; both 403). 4xx is permanent except timeouts and throttling; 5xx and
+    connection errors (no response at all) are transient.
+    """
+    code, status = "", 0
+    response = _s3_response(error)
+    if response is not None:
         code = str(response.get("Error", {}).get("Code", ""))
-    permanent = code in ("NoSuchKey", "NoSuchBucket", "404", "403", "AccessDenied", "InvalidAccessKeyId")
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    permanent = 400 <= status < 500 and status not in (408, 429) and code not in S3_TRANSIENT_CODES
     detail = f"{code}: {error}" if code else str(error)
     return FetchError(f"{action} {uri} failed: {detail}", transient=not permanent)
 
 
+def _s3_response(error: BaseException | None) -> dict[str, Any] | None:
+    """The S3 answer behind `error`: boto3's upload_file wraps the ClientError that has it in an
+    S3UploadFailedError without one (so a missing bucket on upload looked transient)."""
+    seen = 0
+    while error is not None and seen < 5:
+        response = getattr(error, "response", None)
+        if isinstance(response, dict):
+            return response
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
 def _fetch_s3(uri: str, parsed: ParsedUri, out: Path, env: Mapping[str, str]) -> Path:
     client = _s3_client(env)
+    try:
+        return _fetch_s3_with(client, uri, parsed, out)
+    finally:
+        client.close()  # its connection pool: one client per fetch, no socket left behind
+
+
+def _fetch_s3_with(client: Any, uri: str, parsed: ParsedUri, out: Path) -> Path:
     key = parsed.path
     try:
         listing = _s3_list(client, parsed.bucket, key)
@@ -248,3 +353,5 @@ def upload(local_dir: str | os.PathLike[str], uri: str, env: Mapping[str, str] |
             client.upload_file(str(path), parsed.bucket, key)
     except Exception as e:
         raise _s3_error("PUT", uri, e) from e
+    finally:
+        client.close()

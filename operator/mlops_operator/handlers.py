@@ -24,9 +24,12 @@ import prometheus_client
 from mlops_contract.api.common import GROUP, LABEL_MANAGED_BY, MANAGER, VERSION
 from mlops_operator import pausing
 from mlops_operator.kube import AsyncKube
+from mlops_operator.metrics import OperatorMetrics
 from mlops_operator.reconcile import inferenceservice, modelversion, trainingjob
 from mlops_operator.reconcile.context import Context
 from mlops_operator.reconcile.controller import Controller, Kind
+from mlops_operator.reconcile.scrapes import ScrapeMemory
+from mlops_operator.scraper import HttpScraper
 from mlops_operator.settings import Settings
 from mlops_operator.store import Store, StoreKube
 
@@ -74,7 +77,8 @@ def in_cluster_server(env: Mapping[str, str]) -> str | None:
 KINDS: dict[str, Kind] = {
     # A finished TrainingJob is never looked at again unless it changes.
     "TrainingJob": Kind(trainingjob.reconcile, interval=trainingjob.interval, resync_when_done=False),
-    "ModelVersion": Kind(modelversion.reconcile),
+    # A ModelVersion waiting for its artifact's claim looks again on a timer (reconcile/storage.py).
+    "ModelVersion": Kind(modelversion.reconcile, interval=modelversion.interval),
     "InferenceService": Kind(inferenceservice.reconcile, interval=inferenceservice.interval),
 }
 # Label selectors of the children the store holds (the operator creates them with these labels).
@@ -90,11 +94,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if "ctx" not in memo:
         store = Store()
         kube = StoreKube(AsyncKube(settings), store)
+        metrics = OperatorMetrics()
+        # Tests inject a scraper through the memo (kwok pods serve no /metrics).
+        scraper = memo.get("scraper") or HttpScraper(on_failure=metrics.scrape_failed)
         ctx = Context(
-            kube=kube,
-            settings=ours,
-            scraper=memo.get("scraper") or inferenceservice.http_scraper,
-            store=store,
+            kube=kube, settings=ours, metrics=metrics, scrapes=ScrapeMemory(scraper=scraper), store=store
         )
         ctx.controller = Controller(
             ctx,
@@ -129,6 +133,7 @@ async def cleanup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if ctx is not None:
         if ctx.controller is not None:
             await ctx.controller.stop()
+        await ctx.scrapes.close()
         ctx.kube.close()
     pausing.forget(settings)
 

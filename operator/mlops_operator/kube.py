@@ -84,6 +84,16 @@ class KubeError(Exception):
         self.reason = reason
         self.body = body
 
+    @property
+    def namespace_terminating(self) -> bool:
+        """The API server refused to create something in a namespace being deleted (issue #19):
+        final, nothing to retry; the namespace's objects go by garbage collection."""
+        return self.status == 403 and NAMESPACE_TERMINATING in self.body
+
+
+# The NamespaceLifecycle admission plugin's answer to a create in a terminating namespace.
+NAMESPACE_TERMINATING: Final = "because it is being terminated"
+
 
 def path(kind: str, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
     """The resource path; `namespace=None` addresses the kind across all namespaces (lists only)."""
@@ -158,11 +168,15 @@ def delete_request(kind: str, namespace: str, name: str, propagation: str = "Bac
     return Request("DELETE", path(kind, namespace, name), body={"propagationPolicy": propagation})
 
 
-def status_request(kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> Request:
-    """A merge patch of the status subresource."""
+def status_request(
+    kind: str, namespace: str, name: str, status: Mapping[str, Any], field_manager: str
+) -> Request:
+    """A merge patch of the status subresource under `field_manager` (without one the API server
+    names the manager after the client's user agent: `kopf`)."""
     return Request(
         "PATCH",
         path(kind, namespace, name, "status"),
+        query={"fieldManager": field_manager},
         body={"status": dict(status)},
         content_type=MERGE_PATCH,
     )
@@ -253,9 +267,9 @@ def delete_call(kind: str, namespace: str, name: str, propagation: str = "Backgr
 
 
 def patch_status_call(
-    kind: str, namespace: str, name: str, status: Mapping[str, Any]
+    kind: str, namespace: str, name: str, status: Mapping[str, Any], field_manager: str
 ) -> Call[dict[str, Any]]:
-    result: dict[str, Any] = yield status_request(kind, namespace, name, status)
+    result: dict[str, Any] = yield status_request(kind, namespace, name, status, field_manager)
     return result
 
 
@@ -264,6 +278,8 @@ def event_call(event: Mapping[str, Any]) -> Call[None]:
     try:
         yield event_request(event)
     except KubeError as e:
+        if e.namespace_terminating:
+            return  # nobody will read it
         log.warning("Failed to record Event %s on %s: %s", event["reason"], event["metadata"]["name"], e)
 
 
@@ -311,8 +327,18 @@ def event_manifest(obj: Mapping[str, Any], reason: str, message: str, type_: str
 
 
 def load_api_client(pool_size: int = 16) -> Any:
-    """The official client's ApiClient: in-cluster config in a pod, the kubeconfig otherwise."""
-    from kubernetes import client, config
+    """The official client's ApiClient: in-cluster config in a pod, the kubeconfig otherwise.
+
+    The `kubernetes` package is a development dependency (the `dev` extra): the operator's
+    image does not carry it, the operator never calls this."""
+    try:
+        from kubernetes import client, config
+    except ImportError as e:
+        raise ImportError(
+            "kube.Kube needs the official kubernetes client, a development dependency: "
+            "pip install 'mlops-operator[dev]'",
+            name="kubernetes",
+        ) from e
 
     cfg = client.Configuration()
     try:
@@ -395,7 +421,7 @@ class Kube:
         return self.run(delete_call(kind, namespace, name, propagation))
 
     def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        return self.run(patch_status_call(kind, namespace, name, status))
+        return self.run(patch_status_call(kind, namespace, name, status, self.field_manager))
 
     def event(self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         """Record a core/v1 Event on `obj` (best effort: a failure is logged, never raised)."""
@@ -408,6 +434,17 @@ class Kube:
 # Retries of one call on 429, 5xx, 403 and connection errors (kopf's client): a reconcile pass
 # fails after ~7 s and the work queue retries it with its own backoff.
 BACKOFFS: Final = (1.0, 2.0, 4.0)
+
+
+class _AttemptLog(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic only in typeshed
+    """kopf reports a failed attempt at ERROR; for the first, single attempt this client decides
+    what the failure means (a terminating namespace is no error), so it is debug here."""
+
+    def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
+_FIRST_ATTEMPT: Final = _AttemptLog(log, {})
 
 Requester = Callable[..., Awaitable[Any]]
 
@@ -429,20 +466,40 @@ class AsyncKube:
             requester = api.request
         self._requester = requester
 
+    async def _attempt(self, request: Request, backoffs: tuple[float, ...], logger: Any) -> Any:
+        return await self._requester(
+            request.method,
+            request.url,
+            settings=self.settings,
+            payload=request.body,
+            headers=request.headers,
+            backoffs=backoffs,
+            logger=logger,
+        )
+
     async def send(self, request: Request) -> Any:
-        """Send one request: its decoded answer, or KubeError."""
+        """Send one request: its decoded answer, or KubeError.
+
+        One quiet attempt first: a create refused in a terminating namespace fails at once,
+        without kopf's retries of a 403 and their ERROR lines (issue #19); any other retryable
+        failure goes through kopf's retries (BACKOFFS) as before."""
+        import aiohttp
         from kopf._cogs.clients import errors
 
         try:
-            response = await self._requester(
-                request.method,
-                request.url,
-                settings=self.settings,
-                payload=request.body,
-                headers=request.headers,
-                backoffs=BACKOFFS,
-                logger=log,
-            )
+            try:
+                response = await self._attempt(request, (), _FIRST_ATTEMPT)
+            except errors.APIForbiddenError as e:
+                if NAMESPACE_TERMINATING in str(e):
+                    raise
+                response = await self._attempt(request, BACKOFFS, log)
+            except (
+                errors.APIServerError,
+                errors.APITooManyRequestsError,
+                aiohttp.ClientConnectionError,
+                TimeoutError,
+            ):
+                response = await self._attempt(request, BACKOFFS, log)
         except errors.APIError as e:
             raise KubeError(e.status, type(e).__name__, str(e)) from None
         async with response:
@@ -498,7 +555,7 @@ class AsyncKube:
     async def patch_status(
         self, kind: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:
-        return await self.run(patch_status_call(kind, namespace, name, status))
+        return await self.run(patch_status_call(kind, namespace, name, status, self.field_manager))
 
     async def event(self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         """Record a core/v1 Event on `obj` (best effort: a failure is logged, never raised)."""

@@ -2,7 +2,9 @@
 
 One `OperatorMetrics` per operator process, in its own registry (so several in-process
 operators in tests never share counters), passed through the reconcile Context. Label values
-are bounded: kinds, outcomes, error classes and trigger names, never object names.
+are bounded: kinds, outcomes, error classes, trigger and decision names; the retraining and
+canary counters also name their InferenceService (`namespace`, `inference_service`: one series
+per service and value, as kube-state-metrics does), so alerts and the dashboard can say which.
 Served over HTTP only when a metrics port is configured (`--metrics-port`, MLOPS_METRICS_PORT).
 """
 
@@ -43,8 +45,26 @@ class OperatorMetrics:
         )
         self.retraining = Counter(
             "mlops_operator_retraining_triggers",
-            "Retraining TrainingJobs created, by trigger (drift, accuracy, schedule, manual).",
-            ["trigger"],
+            "Retraining TrainingJobs created, by InferenceService and trigger (drift, accuracy, schedule, manual).",
+            ["namespace", "inference_service", "trigger"],
+            registry=self.registry,
+        )
+        self.retraining_finished = Counter(
+            "mlops_operator_retraining_runs_finished",
+            "Retraining TrainingJobs that finished, by InferenceService and outcome (succeeded, failed).",
+            ["namespace", "inference_service", "outcome"],
+            registry=self.registry,
+        )
+        self.canary = Counter(
+            "mlops_operator_canary_decisions",
+            "Canary analyses decided, by InferenceService and decision (promote, rollback).",
+            ["namespace", "inference_service", "decision"],
+            registry=self.registry,
+        )
+        self.scrape_failures = Counter(
+            "mlops_operator_scrape_failures",
+            "Serving pod /metrics scrapes that failed, by reason (connect, timeout, status, too_large, malformed).",
+            ["reason"],
             registry=self.registry,
         )
         self.active = Gauge(
@@ -65,8 +85,20 @@ class OperatorMetrics:
         if error:
             self.errors.labels(kind, error).inc()
 
-    def triggered(self, trigger: str) -> None:
-        self.retraining.labels(trigger).inc()
+    def triggered(self, namespace: str, name: str, trigger: str) -> None:
+        """A retraining TrainingJob was created (count only what was created)."""
+        self.retraining.labels(namespace, name, trigger).inc()
+
+    def retraining_done(self, namespace: str, name: str, outcome: str) -> None:
+        """A retraining TrainingJob of InferenceService `name` reached Succeeded or Failed."""
+        self.retraining_finished.labels(namespace, name, outcome).inc()
+
+    def canary_decided(self, namespace: str, name: str, decision: str) -> None:
+        """A canary was promoted or rolled back."""
+        self.canary.labels(namespace, name, decision).inc()
+
+    def scrape_failed(self, reason: str) -> None:
+        self.scrape_failures.labels(reason).inc()
 
     def track_active(self, count: Callable[[str], int]) -> None:
         """Read the active-resource gauge from `count(kind)` at scrape time."""

@@ -62,10 +62,12 @@ MLSERVER_VERSION = "1.7.1"
 KSERVE_VERSION = "0.21.0"
 MODEL_NAME = "iris"
 ROW = [5.1, 3.5, 1.4, 0.2]
-SERVERS = ("ours", "ours-sklearn", "mlserver", "kserve")
+SERVERS = ("ours", "ours-sklearn", "mlserver", "kserve", "ours-baseline")
+# "ours-baseline": our server (arrays runtime) from another checkout (--baseline), to compare a
+# change with what it changes in one interleaved run.
 # Our server with each runtime (mlops_server.model): "ours" as deployed (arrays: numpy only, for
 # these numeric pipelines), "ours-sklearn" with --runtime sklearn (skops + scikit-learn).
-RUNTIMES = {"ours": "auto", "ours-sklearn": "sklearn"}
+RUNTIMES = {"ours": "auto", "ours-sklearn": "sklearn", "ours-baseline": "auto"}
 
 MODELS: dict[str, dict[str, Any]] = {
     "logistic": {"class": "LogisticRegression", "params": {"max_iter": 1000}},
@@ -146,17 +148,22 @@ def sklearn_version() -> str:
     return str(sklearn.__version__)
 
 
-def competitor_venvs() -> dict[str, Path]:
+def competitor_venvs(servers: list[str]) -> dict[str, Path]:
+    """The competitors' virtualenvs, made (once, cached) only for the servers measured."""
     # Same scikit-learn as ours, so the joblib files load and the estimators run the same code.
     sk = f"scikit-learn=={sklearn_version()}"
-    return {
-        "mlserver": ensure_venv(
+    venvs = {}
+    if "mlserver" in servers:
+        venvs["mlserver"] = ensure_venv(
             f"mlserver-{MLSERVER_VERSION}",
             [f"mlserver=={MLSERVER_VERSION}", f"mlserver-sklearn=={MLSERVER_VERSION}", sk],
             "import mlserver, mlserver_sklearn",
-        ),
-        "kserve": ensure_venv(f"kserve-{KSERVE_VERSION}", [f"kserve=={KSERVE_VERSION}", sk], "import kserve"),
-    }
+        )
+    if "kserve" in servers:
+        venvs["kserve"] = ensure_venv(
+            f"kserve-{KSERVE_VERSION}", [f"kserve=={KSERVE_VERSION}", sk], "import kserve"
+        )
+    return venvs
 
 
 def package_version(venv: Path, package: str) -> str:
@@ -397,7 +404,10 @@ def measure_server(
     expected: list[int] | None,
 ) -> dict[str, Any]:
     port = ports(args.port)[server][0]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "images/server")])}
+    root = args.baseline if server == "ours-baseline" else ROOT
+    if root is None:
+        raise SystemExit("ours-baseline needs --baseline DIR (a checkout of this repository)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "operator"), str(root / "images/server")])}
     env.pop("VIRTUAL_ENV", None)
     cmd = command(server, model, venvs, work, args.port)
     sample: dict[str, Any] = {"server": server, "model": kind, "loadavg_before_start": loadavg()}
@@ -520,7 +530,12 @@ def main() -> None:
     parser.add_argument("--client-core", default="0", help="CPU list for wrk")
     parser.add_argument("--port", type=int, default=18300, help="first of the loopback ports used")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
-    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated: " + ", ".join(SERVERS))
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS[:4]), help="comma-separated: " + ", ".join(SERVERS)
+    )
+    parser.add_argument(
+        "--baseline", type=Path, help="a checkout whose server runs as ours-baseline (e.g. the main branch)"
+    )
     parser.add_argument("--output", type=Path, help="JSON path (default: results/serving-<date>-<time>.json)")
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
@@ -528,7 +543,7 @@ def main() -> None:
             raise SystemExit(f"needs {tool} on PATH (apt-get install -y wrk util-linux)")
     sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "images/trainer"), str(ROOT / "images/server")]
     servers = [s for s in args.servers.split(",") if s]
-    venvs = competitor_venvs()
+    venvs = competitor_venvs(servers)
     kinds = [k for k in args.models.split(",") if k]
     started = datetime.now(UTC)
     samples: list[dict[str, Any]] = []

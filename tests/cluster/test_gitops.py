@@ -125,6 +125,8 @@ def test_reconciled_resources_show_no_drift_and_stay_still(
         # Our status is written under our field manager on the status subresource only.
         managers = {(m["manager"], m.get("subresource", "")) for m in meta["managedFields"]}
         assert ("mlops-operator", "") not in managers, (kind, name, managers)
+        if kind in ("InferenceService", "ModelVersion", "TrainingJob"):
+            assert ("mlops-operator", "status") in managers, (kind, name, managers)
 
     assert diff(kubeconfig, namespace) == ""
 

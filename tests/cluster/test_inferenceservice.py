@@ -1,9 +1,13 @@
 """InferenceService against the real API server: version resolution from real ModelVersions,
 Deployment/Service rollout, rolling update to a new version, the scale subresource, canary
-promotion and rollback driven by the serving pods' metrics, and deletion."""
+promotion and rollback driven by the serving pods' metrics, deletion, and the real pod
+scraper marking a badly answering pod's scrape failed while the others' metrics land."""
 
 from __future__ import annotations
 
+import contextlib
+import socketserver
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from conftest import OperatorRunner
 from mlops_operator.kube import Kube
+from mlops_operator.scraper import HttpScraper
 from mlops_operator.settings import Settings
 
 HEALTH: dict[str, tuple[int, int]] = {}  # track -> (ok requests, 5xx requests) the fake pods report
@@ -224,3 +229,84 @@ def test_autoscaling_creates_an_hpa_the_operator_does_not_fight(
         ),
         what="3 replicas from spec.replicas",
     )
+
+
+class _Metrics(socketserver.BaseRequestHandler):
+    """A pod that answers /metrics well: 100 requests served."""
+
+    def handle(self) -> None:
+        self.request.recv(65536)
+        body = metrics_text(100, 0).encode()
+        self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+class _Malformed(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.recv(65536)
+        self.request.sendall(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nmlops\r\nnot-hex\r\n"
+        )
+
+
+class _Huge(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.recv(65536)
+        self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n")
+        with contextlib.suppress(OSError):  # the scraper hangs up at its cap
+            for _ in range(64 * 1024):
+                self.request.sendall(b"x" * 1024)
+
+
+class _Silent(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):
+            while self.request.recv(65536):  # until the scraper gives up and closes
+                pass
+
+
+def test_a_pod_answering_badly_fails_alone(
+    kube: Kube, namespace: str, test_settings: Settings, artifacts: Path
+) -> None:
+    """Issue #21: of five kwok pods, each mapped to a loopback server, three answer a malformed
+    chunked body, a 64 MiB body or nothing; the real scraper marks those scrapes failed and the
+    two good pods' requests still land in status.metrics."""
+    handlers = [_Metrics, _Malformed, _Metrics, _Huge, _Silent]
+    servers = [socketserver.ThreadingTCPServer(("127.0.0.1", 0), h) for h in handlers]
+    for s in servers:
+        s.daemon_threads = True
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    ports = [s.server_address[1] for s in servers]
+    assigned: dict[str, int] = {}
+
+    def address(pod: Mapping[str, Any]) -> tuple[str, int]:
+        name = pod["metadata"]["name"]
+        return "127.0.0.1", assigned.setdefault(name, ports[len(assigned) % len(ports)])
+
+    failures: list[str] = []
+    scraper = HttpScraper(address=address, read_timeout=1.0, total_timeout=2.0, on_failure=failures.append)
+    runner = OperatorRunner(namespace, test_settings, scraper=scraper).start()
+    try:
+        train_version(kube, namespace, "first", artifacts)
+        body = isvc("iris", replicas=5, monitoring={"intervalSeconds": 5})
+        kube.request("POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices", body=body)
+        wait_for(
+            lambda: len(assigned) == 5 and {"malformed", "too_large", "timeout"} <= set(failures),
+            timeout=90,
+            what="every pod scraped, each on its own server, the bad ones failing",
+        )
+        # The two good pods' requests land (a new pod counts in full, once): 100 each.
+        wait_for(
+            lambda: (
+                (m := status_of(kube, "InferenceService", namespace, "iris").get("metrics") or {})
+                and m.get("requests") == 200
+                and m
+            ),
+            timeout=60,
+            what="status.metrics.requests from the good pods",
+        )
+        assert set(failures) <= {"malformed", "too_large", "timeout"}  # nothing else failed
+    finally:
+        runner.stop()
+        for s in servers:
+            s.shutdown()
+            s.server_close()

@@ -233,3 +233,16 @@ def test_missing_storage_launches_no_pod(kube: Kube, namespace: str, operator: O
     assert condition(status, "Ready")["reason"] == "StorageNotFound"
     assert "PersistentVolumeClaim artifacts not found" in status["message"]
     assert kube.list("Job", namespace) == []
+
+
+def test_status_is_written_under_the_operators_field_manager(
+    kube: Kube, namespace: str, operator: OperatorRunner
+) -> None:
+    """The README's claim, read back from the API server's managedFields (issue #19, case 9)."""
+    create(kube, namespace, trainingjob("managed"))
+    wait_for(lambda: status_of(kube, "TrainingJob", namespace, "managed").get("phase"), what="a status")
+    obj = kube.get("TrainingJob", namespace, "managed")
+    assert obj is not None
+    managers = {(m["manager"], m.get("subresource", "")) for m in obj["metadata"]["managedFields"]}
+    assert ("mlops-operator", "status") in managers, managers
+    assert not [m for m, _ in managers if m.startswith("kopf")], managers

@@ -27,7 +27,6 @@ import loop  # noqa: E402
 from e2ekit import ROOT, Cluster  # noqa: E402
 
 ISVC = "iris"
-MODEL = "iris"
 TRAFFIC = loop.plan()
 CLAIM = "artifacts"  # manifests/samples/lifecycle/artifacts-pvc.yaml
 SAMPLE = ROOT / "manifests" / "samples" / "lifecycle"
@@ -150,19 +149,19 @@ def run(cluster: Cluster, ns: str, kind: str, deploy_seconds: float | None) -> i
     cluster.wait(ns, f"inferenceservice/{ISVC}", "condition=Ready", timeout=600)
     status = cluster.status(ns, "inferenceservice", ISVC)
     ip = cluster.get(ns, "service", ISVC)["spec"]["clusterIP"]
-    say(f"serving {status['modelVersion']} at {status['url']} (ClusterIP {ip})")
+    say(f"serving {status['modelVersion']} at {status['url']} (the cluster's DNS answers ClusterIP {ip})")
     snapshot(cluster, ns)
 
     n.phase("Normal traffic: 200 iris flowers, each answer labelled through the feedback endpoint")
     started = loop.now_rfc3339()
-    sent = loop.send(cluster, ns, ISVC, MODEL, TRAFFIC["normal"], pod="normal-traffic", feedback=True)
+    sent = loop.send(cluster, ns, ISVC, TRAFFIC["normal"], pod="normal-traffic", feedback=True)
     assert not sent.errors, sent.errors
     say(f"{sent.requests} requests, {sent.rows} rows, {sent.feedback} labels posted")
     before = loop.wait_scrape(cluster, ns, ISVC, started, requests=20, labelled=200, timeout=180)["metrics"]
     say(f"status.metrics: drift {fmt(before['drift'])} (threshold 0.2), accuracy {fmt(before['accuracy'])}")
 
     n.phase("Shifted traffic: half from a second site whose scanner adds +8 cm / +3 cm to the petals")
-    sent = loop.send(cluster, ns, ISVC, MODEL, TRAFFIC["shifted"], pod="shifted-traffic", feedback=True)
+    sent = loop.send(cluster, ns, ISVC, TRAFFIC["shifted"], pod="shifted-traffic", feedback=True)
     assert not sent.errors, sent.errors
     say(
         f"{sent.requests} requests, {sent.feedback} labels posted; the old model got {sent.accuracy:.0%} right"
@@ -189,15 +188,13 @@ def run(cluster: Cluster, ns: str, kind: str, deploy_seconds: float | None) -> i
     say(f"{new_version} verified: hold-out accuracy {fmt(v2)} (iris-v1: {fmt(v1)})")
 
     n.phase(f"Roll out {new_version} through the canary (50% of traffic for 30 s), under traffic")
-    status = loop.roll_out_under_traffic(
-        cluster, ns, ISVC, MODEL, new_version, TRAFFIC["canary"], timeout=900
-    )
+    status = loop.roll_out_under_traffic(cluster, ns, ISVC, new_version, TRAFFIC["canary"], timeout=900)
     say(f"canary {status['canary']['phase']}: {status['canary'].get('reason')}")
     loop.wait_served_only_by(cluster, ns, ISVC, new_version, timeout=600)
 
     n.phase(f"Shifted traffic again, now answered by {new_version}")
     started = loop.now_rfc3339()
-    sent = loop.send(cluster, ns, ISVC, MODEL, TRAFFIC["again"], pod="shifted-again", feedback=True)
+    sent = loop.send(cluster, ns, ISVC, TRAFFIC["again"], pod="shifted-again", feedback=True)
     assert not sent.errors, sent.errors
     after_status = loop.wait_scrape(cluster, ns, ISVC, started, requests=1, labelled=200, timeout=180)
     after = after_status["metrics"]

@@ -1,5 +1,6 @@
 """Helpers of the end-to-end tier: everything goes through kubectl, as a user would, and every
-request to a model is sent from a pod inside the cluster to the Service's ClusterIP."""
+request to a model is sent from a pod inside the cluster to the InferenceService's status.url
+(the Service's DNS name, resolved by the cluster's DNS)."""
 
 from __future__ import annotations
 

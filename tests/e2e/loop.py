@@ -2,7 +2,8 @@
 
 Shared by the e2e test (tests/e2e/test_loop.py) and the narrated demo (tests/e2e/demo.py), so the
 two cannot drift apart. Traffic is generated here (seeded, so every run sends the same rows) and
-sent from a pod inside the cluster to the InferenceService's ClusterIP (no cluster DNS needed).
+sent from a pod inside the cluster to the InferenceService's `status.url` (its Service's DNS name,
+resolved by the cluster's DNS), as a client in the cluster would.
 
 The shift (why the retrained model is really better): half of the shifted traffic is ordinary
 iris; the other half comes from a "second site" whose scanner reports petals
@@ -81,11 +82,12 @@ def plan() -> dict[str, Traffic]:
 
 
 # Runs in a pod of the server image: sends the rows in requests of ROWS_PER_REQUEST over the V2
-# protocol and, when asked, posts each request's true labels to the feedback endpoint by the
-# request id the server answered with. Prints one JSON line of totals.
+# protocol to status.url (http://<service>.<namespace>.svc.<domain>/v2/models/<model>) and, when
+# asked, posts each request's true labels to its feedback endpoint by the request id the server
+# answered with. Prints one JSON line of totals.
 _SENDER = """
-import json, http.client
-host, model, feedback = {host!r}, {model!r}, {feedback!r}
+import json, http.client, urllib.parse
+url, feedback = {url!r}, {feedback!r}
 rows, labels, per = {rows!r}, {labels!r}, {per!r}
 out = {{"requests": 0, "rows": 0, "correct": 0, "feedback": 0, "errors": [], "versions": {{}}}}
 
@@ -94,12 +96,13 @@ def post(conn, path, body):
     resp = conn.getresponse()
     return resp.status, resp.read()
 
-conn = http.client.HTTPConnection(host, 80, timeout=15)
+where = urllib.parse.urlsplit(url)
+conn = http.client.HTTPConnection(where.hostname, where.port or 80, timeout=15)
 for start in range(0, len(rows), per):
     chunk, truth = rows[start:start + per], labels[start:start + per]
     body = {{"inputs": [{{"name": "input-0", "shape": [len(chunk), len(chunk[0])], "datatype": "FP64",
                          "data": [x for row in chunk for x in row]}}]}}
-    status, data = post(conn, "/v2/models/" + model + "/infer", body)
+    status, data = post(conn, where.path + "/infer", body)
     if status != 200:
         out["errors"].append("infer HTTP %d: %r" % (status, data[:200]))
         continue
@@ -111,7 +114,7 @@ for start in range(0, len(rows), per):
     version = answer["model_version"]
     out["versions"][version] = out["versions"].get(version, 0) + 1
     if feedback:
-        status, data = post(conn, "/v2/models/" + model + "/feedback", {{"id": answer["id"], "labels": truth}})
+        status, data = post(conn, where.path + "/feedback", {{"id": answer["id"], "labels": truth}})
         if status == 200:
             out["feedback"] += len(truth)
         else:
@@ -140,19 +143,17 @@ class Sent:
 def send(
     cluster: Cluster,
     namespace: str,
-    service: str,
-    model: str,
+    isvc: str,
     traffic: Traffic,
     *,
     pod: str,
     feedback: bool,
 ) -> Sent:
-    """Send `traffic` to the Service's ClusterIP from pod `pod` (replaced if it exists)."""
-    ip = cluster.get(namespace, "service", service)["spec"]["clusterIP"]
+    """Send `traffic` to the InferenceService's status.url from pod `pod` (replaced if it exists)."""
+    url = cluster.status(namespace, "inferenceservice", isvc)["url"]
     cluster.kubectl("-n", namespace, "delete", "pod", pod, "--ignore-not-found", "--wait=true")
     code = _SENDER.format(
-        host=ip,
-        model=model,
+        url=url,
         feedback=feedback,
         rows=traffic.rows,
         labels=traffic.labels,
@@ -290,7 +291,6 @@ def roll_out_under_traffic(
     cluster: Cluster,
     namespace: str,
     isvc: str,
-    model: str,
     version: str,
     traffic: Traffic,
     *,
@@ -314,7 +314,7 @@ def roll_out_under_traffic(
             on_wait(status)
         if status.get("desiredModelVersion") == version:
             round_ += 1
-            send(cluster, namespace, isvc, model, traffic, pod=f"canary-traffic-{round_}", feedback=False)
+            send(cluster, namespace, isvc, traffic, pod=f"canary-traffic-{round_}", feedback=False)
             cluster.kubectl("-n", namespace, "delete", "pod", f"canary-traffic-{round_}", "--wait=false")
         else:
             time.sleep(3)

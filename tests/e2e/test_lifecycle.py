@@ -1,6 +1,6 @@
 """The lifecycle on real pods, as a user drives it with kubectl: a TrainingJob tunes and trains
 in the cluster, its ModelVersion is verified by a real verification pod, an InferenceService
-serves it through its Service, and a version change rolls out under load without a failed request.
+serves it at its status.url (the Service's DNS name), and a version change rolls out under load without a failed request.
 
 The tests of this module run in order and build on each other (one namespace, one volume)."""
 
@@ -77,20 +77,23 @@ def test_modelversion_is_verified_by_a_real_pod(cluster: Cluster, namespace: str
 
 
 def predict_from_a_pod(cluster: Cluster, namespace: str, pod: str, url: str) -> dict[str, Any]:
+    """POST the rows to status.url `url` over V2 (<url>/infer) and V1 (/v1/models/<model>:predict
+    on the same host), as a client in the cluster would: by the Service's DNS name."""
     out = cluster.run_python(
         namespace,
         pod,
         f"""
-        import json, urllib.request
+        import json, urllib.parse, urllib.request
+        url = {url!r}
+        host = urllib.parse.urlsplit(url)._replace(path="").geturl()
         rows = {ROWS!r}
         v2 = {{"inputs": [{{"name": "input-0", "shape": [len(rows), 4], "datatype": "FP64",
                             "data": [x for row in rows for x in row]}}]}}
         v1 = {{"instances": rows}}
-        def post(path, body):
-            req = urllib.request.Request("{url}" + path, json.dumps(body).encode(),
-                                         {{"Content-Type": "application/json"}})
+        def post(to, body):
+            req = urllib.request.Request(to, json.dumps(body).encode(), {{"Content-Type": "application/json"}})
             return json.loads(urllib.request.urlopen(req, timeout=10).read())
-        print(json.dumps({{"v2": post("/v2/models/iris/infer", v2), "v1": post("/v1/models/iris:predict", v1)}}))
+        print(json.dumps({{"v2": post(url + "/infer", v2), "v1": post(host + "/v1/models/iris:predict", v1)}}))
         """,
     )
     result = json.loads(out.strip().splitlines()[-1])
@@ -104,10 +107,9 @@ def test_inferenceservice_serves_predictions_through_its_service(cluster: Cluste
     status = cluster.status(namespace, "inferenceservice", "iris")
     assert status["modelVersion"] == "iris-v1"
     assert status["readyReplicas"] == 2
-    assert status["url"].startswith(f"http://iris.{namespace}.svc")
-    cluster_ip = cluster.get(namespace, "service", "iris")["spec"]["clusterIP"]
+    assert status["url"] == f"http://iris.{namespace}.svc.cluster.local/v2/models/iris"
 
-    answer = predict_from_a_pod(cluster, namespace, "predict-v1", f"http://{cluster_ip}")
+    answer = predict_from_a_pod(cluster, namespace, "predict-v1", status["url"])
     outputs = {o["name"]: o for o in answer["v2"]["outputs"]}
     assert answer["v2"]["model_version"] == "iris-v1"
     assert outputs["predict"]["data"] == LABELS
@@ -116,9 +118,11 @@ def test_inferenceservice_serves_predictions_through_its_service(cluster: Cluste
     assert cluster.status(namespace, "modelversion", "iris-v1").get("stage") == "Production"
 
 
+# Each request opens a connection to status.url's host, so each one resolves the Service's name.
 LOAD = """
-import http.client, json, threading, time
-host, deadline = "{ip}", time.monotonic() + {max_seconds}
+import http.client, json, threading, time, urllib.parse
+url, deadline = {url!r}, time.monotonic() + {max_seconds}
+where = urllib.parse.urlsplit(url)
 body = json.dumps({{"inputs": [{{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
                                 "data": [6.3, 3.3, 6.0, 2.5]}}]}})
 lock = threading.Lock()
@@ -129,8 +133,8 @@ def worker():
     global first_new
     while time.monotonic() < deadline:
         try:
-            conn = http.client.HTTPConnection(host, 80, timeout=10)
-            conn.request("POST", "/v2/models/iris/infer", body, {{"Content-Type": "application/json"}})
+            conn = http.client.HTTPConnection(where.hostname, where.port or 80, timeout=10)
+            conn.request("POST", where.path + "/infer", body, {{"Content-Type": "application/json"}})
             resp = conn.getresponse()
             data = resp.read()
             conn.close()
@@ -180,8 +184,8 @@ def test_version_change_rolls_out_under_load_without_a_failed_request(
     cluster.wait(namespace, "trainingjob/iris-lr", "jsonpath={.status.phase}=Succeeded", timeout=600)
     cluster.wait(namespace, "modelversion/iris-v2", "jsonpath={.status.phase}=Verified", timeout=300)
 
-    cluster_ip = cluster.get(namespace, "service", "iris")["spec"]["clusterIP"]
-    load = LOAD.format(ip=cluster_ip, max_seconds=420, new="iris-v2", settle=15)
+    url = cluster.status(namespace, "inferenceservice", "iris")["url"]
+    load = LOAD.format(url=url, max_seconds=420, new="iris-v2", settle=15)
     cluster.kubectl("-n", namespace, "delete", "pod", "load", "--ignore-not-found")
     # Start the load, then change the version while it runs.
     result: dict[str, Any] = {}

@@ -10,6 +10,13 @@ tuning grid; traffic and the shift are in tests/e2e/loop.py. The tests run in or
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import loop
@@ -18,10 +25,12 @@ from e2ekit import Cluster
 
 from waiting import wait_for
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "monitoring"))
+import promtool  # tests/monitoring: the dashboard's queries, read as lint reads them
+
 pytestmark = pytest.mark.e2e
 
 ISVC = "iris"
-MODEL = "iris"
 TRAFFIC = loop.plan()
 
 # Values later tests compare with.
@@ -54,7 +63,7 @@ def test_trains_and_serves_with_monitoring_and_retraining(
 
 def test_normal_traffic_shows_no_drift(cluster: Cluster, namespace: str) -> None:
     started = loop.now_rfc3339()
-    sent = loop.send(cluster, namespace, ISVC, MODEL, TRAFFIC["normal"], pod="normal-traffic", feedback=True)
+    sent = loop.send(cluster, namespace, ISVC, TRAFFIC["normal"], pod="normal-traffic", feedback=True)
     assert sent.errors == [] and sent.rows == 200 and sent.feedback == 200, sent
     status = loop.wait_scrape(cluster, namespace, ISVC, started, requests=20, labelled=200, timeout=120)
     m = status["metrics"]
@@ -70,9 +79,7 @@ def test_normal_traffic_shows_no_drift(cluster: Cluster, namespace: str) -> None
 
 
 def test_shifted_traffic_with_feedback_fires_one_retraining(cluster: Cluster, namespace: str) -> None:
-    sent = loop.send(
-        cluster, namespace, ISVC, MODEL, TRAFFIC["shifted"], pod="shifted-traffic", feedback=True
-    )
+    sent = loop.send(cluster, namespace, ISVC, TRAFFIC["shifted"], pod="shifted-traffic", feedback=True)
     assert sent.errors == [] and sent.feedback == 1500, sent
     assert sent.accuracy < 0.8, f"the old model should fail on the shifted traffic: {sent}"
 
@@ -113,9 +120,7 @@ def test_retrained_version_is_better_and_rolls_out(cluster: Cluster, namespace: 
     # The policy's comparison: better by at least minImprovement on the evaluation metric.
     assert mv["spec"]["metrics"]["accuracy"] >= seen["v1_accuracy"], (mv["spec"]["metrics"], seen)
 
-    status = loop.roll_out_under_traffic(
-        cluster, namespace, ISVC, MODEL, "iris-v2", TRAFFIC["canary"], timeout=600
-    )
+    status = loop.roll_out_under_traffic(cluster, namespace, ISVC, "iris-v2", TRAFFIC["canary"], timeout=600)
     assert status["canary"]["modelVersion"] == "iris-v2" and status["canary"]["phase"] == "Promoted"
     loop.wait_served_only_by(cluster, namespace, ISVC, "iris-v2", timeout=300)
     assert cluster.condition(namespace, "inferenceservice", ISVC, "Ready")["status"] == "True"
@@ -130,7 +135,7 @@ def test_retrained_version_is_better_and_rolls_out(cluster: Cluster, namespace: 
 
 def test_new_version_sees_no_drift_in_the_shifted_traffic(cluster: Cluster, namespace: str) -> None:
     started = loop.now_rfc3339()
-    sent = loop.send(cluster, namespace, ISVC, MODEL, TRAFFIC["again"], pod="shifted-again", feedback=True)
+    sent = loop.send(cluster, namespace, ISVC, TRAFFIC["again"], pod="shifted-again", feedback=True)
     assert sent.errors == [] and sent.versions == {"iris-v2": 40}, sent
     assert sent.accuracy >= 0.9, sent
     status = loop.wait_scrape(cluster, namespace, ISVC, started, requests=1, labelled=200, timeout=120)
@@ -146,3 +151,24 @@ def test_new_version_sees_no_drift_in_the_shifted_traffic(cluster: Cluster, name
     assert status["retraining"]["lastOutcome"] == f"{ISVC}-retrain-1 produced iris-v2, now serving"
     jobs = cluster.get(namespace, "trainingjob", selector=f"mlops.dev/inference-service={ISVC}")["items"]
     assert len(jobs) == 1
+
+
+def test_every_dashboard_query_returns_series(cluster: Cluster, namespace: str) -> None:
+    """Issue #21: the shipped Grafana dashboard's panels, for this InferenceService, answered by the
+    tier's real Prometheus (tests/cluster/local/prometheus.sh) over the loop's whole run."""
+    url = os.environ.get("MLOPS_E2E_PROMETHEUS_URL")
+    if not url:
+        pytest.skip(
+            "no Prometheus in this tier (MLOPS_E2E_PROMETHEUS_URL unset: the local cluster's make e2e sets it)"
+        )
+    queries = promtool.dashboard_queries(variables={"$namespace": namespace, "$inference_service": ISVC})
+    end = time.time()
+    empty = []
+    for title, expr in queries.items():
+        query = urllib.parse.urlencode({"query": expr, "start": end - 3600, "end": end, "step": 15})
+        with urllib.request.urlopen(f"{url}/api/v1/query_range?{query}", timeout=30) as answer:
+            doc = json.load(answer)
+        assert doc["status"] == "success", (title, doc)
+        if not doc["data"]["result"]:
+            empty.append(f"{title}: {expr}")
+    assert empty == [], "dashboard panels without data:\n" + "\n".join(empty)

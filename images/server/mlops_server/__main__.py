@@ -20,9 +20,10 @@ import prometheus_client
 from mlops_server import logs
 from mlops_server.config import Settings, parse_settings
 
-# Installed (the one runtime image carries it for the trainer's parquet input) but never used by
-# the server: pandas imports pyarrow whenever it can, which costs ~65 MiB of resident memory and
-# ~0.1 s of start-up (issue #10: RSS below MLServer's and KServe's, cold start). A finder makes
+# Not in the server's image (its dependency groups leave pyarrow out, issue #16), but installed
+# wherever the trainer's groups are (a development environment), and never used by the server:
+# pandas imports pyarrow whenever it can, which costs ~65 MiB of resident memory and ~0.1 s of
+# start-up (issue #10: RSS below MLServer's and KServe's, cold start). A finder makes
 # `import pyarrow` fail as if it were not installed, and pandas then works without it
 # (python-backed strings). Not a None entry in sys.modules: scikit-learn takes any entry there
 # for the real module.
@@ -57,6 +58,21 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+def raise_fd_limit(connections: int) -> None:
+    """Let the process hold `--max-connections` sockets plus its own files (soft limit up to hard).
+
+    Below that, accept() fails with EMFILE before the cap's 503 can be sent.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard)
+        )
+
+
 async def _serve(settings: Settings, started: float) -> int:
     from mlops_server.lifecycle import Server
 
@@ -72,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skip_unused_modules()
     settings = parse_settings(argv)  # exits 2 with a usage message on invalid flags or env
     logs.setup(settings.log_level)
+    raise_fd_limit(settings.max_connections)
     # No `*_created` companion series: the operator's scraper reads values, not creation times.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -6,6 +6,10 @@ Open Inference Protocol (V2):
     GET  /v2/models/{m}[/versions/{v}]          model metadata
     GET  /v2/models/{m}[/versions/{v}]/ready
     POST /v2/models/{m}[/versions/{v}]/infer
+  Triton's extensions, for the one served model:
+    POST /v2/repository/index                   [{"name", "version", "state": "READY"}]
+    GET  /v2/models/{m}[/versions/{v}]/config   the model configuration (inputs, outputs, batching)
+    GET  /v2/models[/{m}[/versions/{v}]]/stats  inference statistics (counts and nanoseconds)
 KServe V1:
     GET  /v1/models | /v1/models/{m}            readiness
     POST /v1/models/{m}:predict                 {"instances": [...]} -> {"predictions": [...]}
@@ -13,6 +17,16 @@ Ours:
     POST /v2/models/{m}/feedback                {"id": ..., "labels": [...]} -> rolling accuracy / rmse
                                                 (202 for an id another replica served: logged for retraining)
     GET  /metrics                               Prometheus exposition
+    GET  /                                      KServe V1 liveness: {"status": "alive"}
+
+Request bodies may be gzip or deflate (`Content-Encoding`), decompressed to the body limit at
+most (413 beyond it).
+
+Limits: a request's rows (`max_rows`) are checked from the declared shape or instance count
+before any tensor data is decoded (413 naming the limit); `parameters` nested deeper than
+`MAX_PARAMETER_DEPTH` is a 400. Bodies from `offload_bytes` up are decoded on a worker thread
+(the loop keeps answering health probes while a large request decodes); prediction always
+runs on the model thread (`mlops_server.batching`).
 
 Error mapping: `RequestError` -> its status (400/404/405/409/503); `ModelInputError` (the model
 rejected the values) -> 400; `FeedbackError` -> its status; anything else -> 500, logged with
@@ -21,16 +35,18 @@ its traceback, and the server keeps serving. Every error body is `{"error": "<me
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from mlops_server import __version__, codec, logs
 from mlops_server.codec import OUTPUT_PREDICT, OUTPUT_PROBA, ModelInputError, Prediction, RequestError
-from mlops_server.http import Request, Respond, Response, error
+from mlops_server.http import Request, Respond, Response, error, quoted
 from mlops_server.monitoring import FeedbackError
 
 if TYPE_CHECKING:
@@ -45,13 +61,35 @@ SERVER_NAME: Final = "mlops-server"
 PROMETHEUS: Final = b"text/plain; version=0.0.4; charset=utf-8"
 _GET: Final = ("GET",)
 _POST: Final = ("POST",)
+MAX_PARAMETER_DEPTH: Final = 16
+# Triton extension names this server implements (repository index only, no load/unload).
+EXTENSIONS: Final = ("binary_tensor_data", "parameters", "model_configuration", "statistics")
+
+
+class _EncodeError(Exception):
+    """The answer could not be encoded as JSON: a 500 that says so."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"failed to encode the response: {type(cause).__name__}: {quoted(str(cause))}")
 
 
 class App:
     """Serving state plus the request handler (`handle`), used by `mlops_server.http`."""
 
-    def __init__(self, model_name: str | None = None) -> None:
+    def __init__(
+        self,
+        model_name: str | None = None,
+        *,
+        max_rows: int = 65536,
+        offload_bytes: int = 64 << 10,
+        max_body_bytes: int = 8 << 20,
+    ) -> None:
         self.model_name = model_name
+        self.max_body_bytes = max_body_bytes
+        self.stats = _Stats()
+        self.max_rows = max_rows
+        self.offload_bytes = offload_bytes
+        self._decoder: ThreadPoolExecutor | None = None
         self.model: ServedModel | None = None
         self.batcher: Batcher | None = None
         self.metrics: Metrics | None = None
@@ -78,6 +116,11 @@ class App:
         self.predlog = predlog
         self.model = model  # last: handlers treat a set model as "everything attached"
 
+    def close(self) -> None:
+        """Stop the decode thread (after the HTTP layer drained)."""
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=True)
+
     @property
     def ready(self) -> bool:
         return self.model is not None and not self.closing
@@ -90,7 +133,7 @@ class App:
         try:
             route = self._route(parts)
             if route is None:
-                raise RequestError(f"no route for {request.path}", 404)
+                raise RequestError(f"no route for {quoted(request.path)}", 404)
             methods, handler, args = route
             if method not in methods:
                 respond(
@@ -98,7 +141,8 @@ class App:
                         405,
                         orjson.dumps(
                             {
-                                "error": f"method {method} is not allowed on {request.path}; use {', '.join(methods)}"
+                                "error": f"method {quoted(method)} is not allowed on {quoted(request.path)}; "
+                                f"use {', '.join(methods)}"
                             }
                         ),
                         headers=((b"allow", ", ".join(methods).encode()),),
@@ -117,9 +161,15 @@ class App:
                 return _GET, self._server_metadata, ()
             if parts[1] == "models" and n >= 3:
                 name = parts[2]
+                if n == 3 and name == "stats":
+                    return _GET, self._statistics, ("", "")
                 if n == 4:
                     if parts[3] == "infer":
                         return _POST, self._v2_infer, (name, "")
+                    if parts[3] == "config":
+                        return _GET, self._model_config, (name, "")
+                    if parts[3] == "stats":
+                        return _GET, self._statistics, (name, "")
                     if parts[3] == "ready":
                         return _GET, self._model_ready, (name, "")
                     if parts[3] == "feedback":
@@ -135,7 +185,13 @@ class App:
                         return _POST, self._v2_infer, (name, version)
                     if n == 6 and parts[5] == "ready":
                         return _GET, self._model_ready, (name, version)
+                    if n == 6 and parts[5] == "config":
+                        return _GET, self._model_config, (name, version)
+                    if n == 6 and parts[5] == "stats":
+                        return _GET, self._statistics, (name, version)
                 return None
+            if n == 3 and parts[1] == "repository" and parts[2] == "index":
+                return _POST, self._repository_index, ()
             if n == 3 and parts[1] == "health" and parts[2] in ("live", "ready"):
                 return _GET, self._live if parts[2] == "live" else self._ready, ()
             return None
@@ -151,7 +207,7 @@ class App:
         if n == 1 and head == "metrics":
             return _GET, self._metrics, ()
         if n == 1 and head == "":
-            return _GET, self._live, ()
+            return _GET, self._alive, ()
         return None
 
     def _error(self, exc: BaseException, request: Request) -> Response:
@@ -159,6 +215,12 @@ class App:
             return error(exc.status, exc.message)
         if isinstance(exc, FeedbackError):
             return error(exc.status, exc.message)
+        if isinstance(exc, _EncodeError):
+            log.error(
+                "Failed to encode a response",
+                extra={"fields": {"path": quoted(request.path), "error": str(exc)}},
+            )
+            return error(500, str(exc))
         if isinstance(exc, ModelInputError):
             return error(400, f"the model rejected the input: {exc}")
         log.error(
@@ -183,6 +245,9 @@ class App:
     def _live(self, request: Request, respond: Respond) -> None:
         respond(Response(200, b'{"live":true}'))
 
+    def _alive(self, request: Request, respond: Respond) -> None:
+        respond(Response(200, b'{"status":"alive"}'))
+
     def _ready(self, request: Request, respond: Respond) -> None:
         if self.ready:
             respond(Response(200, b'{"ready":true}'))
@@ -193,9 +258,7 @@ class App:
         respond(
             Response(
                 200,
-                orjson.dumps(
-                    {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
-                ),
+                orjson.dumps({"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}),
             )
         )
 
@@ -208,6 +271,52 @@ class App:
             respond(error(503, "shutting down", name=model.name, ready=False))
         else:
             respond(Response(200, orjson.dumps({"name": model.name, "ready": True})))
+
+    def _repository_index(self, request: Request, respond: Respond) -> None:
+        model = self.model
+        entries = []
+        if self.model_name is not None:
+            entry: dict[str, Any] = {"name": self.model_name}
+            if model is not None:
+                entry["version"] = model.version
+            entry["state"] = "READY" if self.ready else "UNAVAILABLE"
+            if not self.ready:
+                entry["reason"] = "shutting down" if self.closing else "model is not loaded yet"
+            entries.append(entry)
+        respond(Response(200, orjson.dumps(entries)))
+
+    def _model_config(self, request: Request, respond: Respond, name: str, version: str) -> None:
+        model = self._serving(name, version)
+        meta = model.metadata_v2()
+
+        def tensor(t: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "name": t["name"],
+                "data_type": f"TYPE_{t['datatype'].replace('BYTES', 'STRING')}",
+                "dims": t["shape"],
+            }
+
+        config = {
+            "name": model.name,
+            "platform": "sklearn",
+            "backend": SERVER_NAME,
+            "version_policy": {"specific": {"versions": [model.version]}},
+            # Shapes carry the batch dimension themselves (-1), as the V2 metadata does.
+            "max_batch_size": 0,
+            "input": [tensor(t) for t in meta["inputs"]],
+            "output": [tensor(t) for t in meta["outputs"]],
+            "parameters": {k: {"string_value": str(v)} for k, v in meta["parameters"].items()},
+        }
+        respond(Response(200, orjson.dumps(config)))
+
+    def _statistics(self, request: Request, respond: Respond, name: str, version: str) -> None:
+        if name:
+            self._serving(name, version)
+        model = self.model
+        entries = []
+        if model is not None:
+            entries.append(self.stats.document(model.name, model.version))
+        respond(Response(200, orjson.dumps({"model_stats": entries})))
 
     def _v1_models(self, request: Request, respond: Respond) -> None:
         respond(Response(200, orjson.dumps({"models": [self.model_name] if self.model_name else []})))
@@ -226,13 +335,60 @@ class App:
 
     # --- inference -------------------------------------------------------------------------
 
+    def _decode(
+        self,
+        request: Request,
+        respond: Respond,
+        protocol: str,
+        decode: Callable[[], Any],
+        proceed: Callable[[Any], None],
+    ) -> None:
+        """Run `decode` (inline when small, else on the decode thread), then `proceed` on the loop."""
+        if len(request.body) < self.offload_bytes:
+            try:
+                value = decode()
+            except Exception as e:
+                self._answer_error(request, respond, e, protocol)
+                return
+            proceed(value)
+            return
+        if self._decoder is None:
+            self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-decode")
+        future = asyncio.get_running_loop().run_in_executor(self._decoder, decode)
+
+        def decoded(done: asyncio.Future[Any]) -> None:
+            try:
+                result = done.result()
+            except Exception as e:
+                self._answer_error(request, respond, e, protocol)
+                return
+            proceed(result)
+
+        future.add_done_callback(decoded)
+
     def _v2_infer(self, request: Request, respond: Respond, name: str, version: str) -> None:
         try:
             model = self._serving(name, version)
-            parsed = codec.parse_v2(request.body, model.signature, model.outputs, request.json_length)
         except Exception as e:
             self._answer_error(request, respond, e, "v2")
             return
+        max_rows = self.max_rows
+
+        def decode() -> codec.V2Request:
+            parsed = codec.parse_v2(
+                self._payload(request), model.signature, model.outputs, request.json_length, max_rows
+            )
+            if parsed.parameters and _depth(parsed.parameters) > MAX_PARAMETER_DEPTH:
+                raise RequestError(f"parameters are nested more than {MAX_PARAMETER_DEPTH} levels deep")
+            return parsed
+
+        self._decode(
+            request, respond, "v2", decode, lambda parsed: self._v2_predict(request, respond, model, parsed)
+        )
+
+    def _v2_predict(
+        self, request: Request, respond: Respond, model: ServedModel, parsed: codec.V2Request
+    ) -> None:
         outputs = parsed.outputs
         frame = parsed.frame
 
@@ -266,10 +422,15 @@ class App:
             if parsed.parameters:
                 doc["parameters"] = parsed.parameters
             doc["outputs"] = tensors
+            try:
+                body = codec.dumps(doc)
+            except Exception as e:
+                self._answer_error(request, respond, _EncodeError(e), "v2")
+                return
             self._answered(
                 request,
                 respond,
-                Response(200, codec.dumps(doc)),
+                Response(200, body),
                 protocol="v2",
                 request_id=parsed.id,
                 frame=frame,
@@ -281,17 +442,30 @@ class App:
     def _v1_predict(self, request: Request, respond: Respond, name: str) -> None:
         try:
             model = self._serving(name)
-            frame = codec.parse_v1(request.body, model.signature)
         except Exception as e:
             self._answer_error(request, respond, e, "v1")
             return
+        max_rows = self.max_rows
+        self._decode(
+            request,
+            respond,
+            "v1",
+            lambda: codec.parse_v1(self._payload(request), model.signature, max_rows),
+            lambda frame: self._v1_answer(request, respond, frame),
+        )
+
+    def _v1_answer(self, request: Request, respond: Respond, frame: codec.Array) -> None:
         request_id = str(uuid.uuid4())
 
         def done(outcome: Outcome) -> None:
             if not isinstance(outcome, Prediction):
                 self._answer_error(request, respond, outcome, "v1")
                 return
-            body = codec.dumps({"predictions": codec.to_json_array(outcome.labels), "id": request_id})
+            try:
+                body = codec.dumps({"predictions": codec.to_json_array(outcome.labels), "id": request_id})
+            except Exception as e:
+                self._answer_error(request, respond, _EncodeError(e), "v1")
+                return
             self._answered(
                 request,
                 respond,
@@ -303,6 +477,12 @@ class App:
             )
 
         self._submit(frame, False, done)
+
+    def _payload(self, request: Request) -> bytes:
+        """The request body, decompressed when it has a Content-Encoding (bounded by the body limit)."""
+        if request.encoding:
+            return codec.inflate(request.body, request.encoding, self.max_body_bytes)
+        return request.body
 
     def _submit(self, frame: codec.Array, want_proba: bool, done: Callable[[Outcome], None]) -> None:
         batcher = self.batcher
@@ -321,6 +501,7 @@ class App:
         prediction: Prediction,
     ) -> None:
         respond(response)
+        self.stats.success(_elapsed(request), len(frame))
         metrics, feedback, predlog = self.metrics, self.feedback, self.predlog
         if metrics is not None:
             metrics.count_request(protocol, 200, _elapsed(request))
@@ -332,6 +513,7 @@ class App:
     def _answer_error(self, request: Request, respond: Respond, exc: BaseException, protocol: str) -> None:
         response = self._error(exc, request)
         respond(response)
+        self.stats.failure(_elapsed(request))
         if self.metrics is not None:
             self.metrics.count_request(protocol, response.status, _elapsed(request))
 
@@ -341,7 +523,7 @@ class App:
         model = self._serving(name)
         store, metrics = self.feedback, self.metrics
         assert store is not None and metrics is not None
-        doc = codec.loads(request.body)
+        doc = codec.loads(self._payload(request))
         if not isinstance(doc, dict):
             raise RequestError('feedback must be a JSON object {"id": ..., "labels": [...]}')
         request_id = doc.get("id")
@@ -385,6 +567,61 @@ class App:
             ("accuracy" if store.classification else "rmse"): quality,
         }
         respond(Response(200, orjson.dumps(body)))
+
+
+class _Stats:
+    """Triton's inference statistics for the served model, as far as this server measures them."""
+
+    def __init__(self) -> None:
+        self.success_count = 0
+        self.success_ns = 0
+        self.fail_count = 0
+        self.fail_ns = 0
+        self.rows = 0
+        self.last_ms = 0
+
+    def success(self, seconds: float, rows: int) -> None:
+        self.success_count += 1
+        self.success_ns += int(seconds * 1e9)
+        self.rows += rows
+        self.last_ms = int(time.time() * 1000)
+
+    def failure(self, seconds: float) -> None:
+        self.fail_count += 1
+        self.fail_ns += int(seconds * 1e9)
+
+    def document(self, name: str, version: str) -> dict[str, Any]:
+        zero = {"count": 0, "ns": 0}
+        return {
+            "name": name,
+            "version": version,
+            "last_inference": self.last_ms,
+            "inference_count": self.rows,
+            "execution_count": self.success_count,
+            "inference_stats": {
+                "success": {"count": self.success_count, "ns": self.success_ns},
+                "fail": {"count": self.fail_count, "ns": self.fail_ns},
+                # Not measured apart: queueing, decoding and encoding are inside "success".
+                "queue": zero,
+                "compute_input": zero,
+                "compute_infer": zero,
+                "compute_output": zero,
+            },
+            "batch_stats": [],
+        }
+
+
+def _depth(value: Any) -> int:
+    """Levels of objects and arrays in decoded JSON, counted no further than past the limit."""
+    depth = 0
+    level = [value]
+    while depth <= MAX_PARAMETER_DEPTH:
+        containers = [item for item in level if isinstance(item, (dict, list))]
+        if not containers:
+            return depth
+        depth += 1
+        level = [v for c in containers for v in (c.values() if isinstance(c, dict) else c)]
+    return depth
 
 
 def _elapsed(request: Request) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -50,6 +51,7 @@ _NUMPY_DTYPE: Final[Mapping[str, str]] = {
     "FP64": "<f8",
 }
 DATATYPES: Final = (*_NUMPY_DTYPE, "BYTES")
+_INT64_LIMIT: Final = float(1 << 63)
 _INT_RANGE: Final[Mapping[str, tuple[int, int]]] = {
     "INT8": (-(1 << 7), (1 << 7) - 1),
     "INT16": (-(1 << 15), (1 << 15) - 1),
@@ -89,6 +91,41 @@ class V2Request:
     parameters: dict[str, Any] | None
     frame: Array
     outputs: tuple[str, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Content-Encoding
+
+_WBITS: Final[Mapping[bytes, int]] = {
+    b"gzip": 16 + zlib.MAX_WBITS,
+    b"x-gzip": 16 + zlib.MAX_WBITS,
+    b"deflate": 0,
+}
+
+
+def inflate(body: bytes, encoding: bytes, limit: int) -> bytes:
+    """A gzip or deflate request body, decompressed to at most `limit` bytes (413 beyond).
+
+    zlib is asked for `limit + 1` bytes at most, so a small bomb never inflates further.
+    `deflate` is the zlib format (RFC 9110); a raw deflate stream is accepted too.
+    """
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise RequestError(
+            f"Content-Encoding {encoding.decode('latin-1')[:40]!r} is not supported; use gzip or deflate", 415
+        )
+    for attempt in (wbits,) if wbits else (zlib.MAX_WBITS, -zlib.MAX_WBITS):
+        inflater = zlib.decompressobj(attempt)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            continue
+        if len(out) > limit:
+            raise RequestError(f"request body exceeds the {limit}-byte limit once decompressed", 413)
+        if not inflater.eof:
+            raise RequestError(f"the {encoding.decode()} body is truncated")
+        return out
+    raise RequestError(f"the body is not valid {encoding.decode()} data")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +206,11 @@ def _check_integral(values: Array, where: str) -> None:
             value = values.ravel()[int(np.argmax(bad.ravel()))]
             shown = "null" if math.isnan(value) else repr(float(value))
             raise RequestError(f"{where}: expected integers, got {shown}")
+        # An integer feature is an int64 column for the model: 2^63 and beyond cannot be one.
+        out = (values >= _INT64_LIMIT) | (values < -_INT64_LIMIT)
+        if out.any():
+            value = values.ravel()[int(np.argmax(out.ravel()))]
+            raise RequestError(f"{where}: {float(value):.0f} is out of the int64 range [-2^63, 2^63)")
 
 
 def _to_feature(feature: Feature, arr: Array, where: str, original: Any = None) -> Array:
@@ -206,6 +248,8 @@ def _asarray(data: Any, where: str) -> Array:
         raise RequestError(f"{where}: data must be an array, got {type(data).__name__}")
     try:
         return np.asarray(data)
+    except OverflowError:
+        raise RequestError(f"{where}: an integer is out of range for any numeric type") from None
     except (ValueError, TypeError):
         raise RequestError(f"{where}: nested data is ragged (rows of different lengths)") from None
 
@@ -241,10 +285,12 @@ def _decode_json_tensor(datatype: str, data: Any, where: str) -> Array:
             raise RequestError(f"{where} (BYTES): expected strings, got {bad!r}")
         return arr.astype(object)
     # INT*/UINT*
+    low, high = _INT_RANGE[datatype]
     if kind not in "iu":
         bad = _first_offender(data, lambda v: isinstance(v, int) and not isinstance(v, bool))
+        if bad is None:  # all integers, but numpy found no integer type for them together
+            raise RequestError(f"{where} ({datatype}): value out of range [{low}, {high}]")
         raise RequestError(f"{where} ({datatype}): expected integers, got {bad!r}")
-    low, high = _INT_RANGE[datatype]
     if int(arr.min()) < low or int(arr.max()) > high:
         raise RequestError(f"{where} ({datatype}): value out of range [{low}, {high}]")
     return arr
@@ -279,7 +325,18 @@ def _decode_binary_tensor(datatype: str, chunk: memoryview, count: int, where: s
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
 
-def _parse_tensor(i: int, item: Any, binary: memoryview | None, offset: int) -> tuple[_Tensor, int]:
+def _check_rows(rows: int, max_rows: int | None, where: str) -> None:
+    if max_rows is not None and rows > max_rows:
+        raise RequestError(
+            f"{where} has {rows} rows; this server takes at most {max_rows} rows per request "
+            "(split the batch)",
+            413,
+        )
+
+
+def _parse_tensor(
+    i: int, item: Any, binary: memoryview | None, offset: int, max_rows: int | None = None
+) -> tuple[_Tensor, int]:
     if not isinstance(item, Mapping):
         raise RequestError(f"inputs[{i}] must be an object with name, shape, datatype and data")
     name = item.get("name")
@@ -295,6 +352,8 @@ def _parse_tensor(i: int, item: Any, binary: memoryview | None, offset: int) -> 
         raise RequestError(
             f"{where}: shape must be a non-empty array of non-negative integers, got {shape!r}"
         )
+    # Before any data is decoded: the declared shape alone tells how many rows it would be.
+    _check_rows(shape[0], max_rows, where)
     datatype = item.get("datatype")
     if datatype not in DATATYPES:
         raise RequestError(f"{where}: unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}")
@@ -394,8 +453,12 @@ def parse_v2(
     sig: Signature,
     available_outputs: Sequence[str],
     json_length: int | None = None,
+    max_rows: int | None = None,
 ) -> V2Request:
-    """Decode an inference request body; `json_length` is the Inference-Header-Content-Length."""
+    """Decode an inference request body; `json_length` is the Inference-Header-Content-Length.
+
+    A tensor declaring more than `max_rows` rows is refused (413) before its data is decoded.
+    """
     binary: memoryview | None = None
     if json_length is not None:
         if not 0 < json_length <= len(body):
@@ -423,7 +486,7 @@ def parse_v2(
     tensors: list[_Tensor] = []
     offset = 0
     for i, item in enumerate(inputs):
-        tensor, offset = _parse_tensor(i, item, binary, offset)
+        tensor, offset = _parse_tensor(i, item, binary, offset, max_rows)
         tensors.append(tensor)
     if len(tensors) == 1 and (tensors[0].name not in sig.index or len(sig.features) == 1):
         frame = _frame_from_matrix(tensors[0], sig)
@@ -454,8 +517,11 @@ def _requested_outputs(raw: Any, available: Sequence[str]) -> tuple[str, ...]:
 # V1
 
 
-def parse_v1(body: bytes, sig: Signature) -> Array:
-    """Decode `{"instances": [...]}`: rows as lists in feature order, or objects keyed by feature."""
+def parse_v1(body: bytes, sig: Signature, max_rows: int | None = None) -> Array:
+    """Decode `{"instances": [...]}`: rows as lists in feature order, or objects keyed by feature.
+
+    More than `max_rows` instances is refused (413) before any row is converted.
+    """
     doc = loads(body)
     if not isinstance(doc, dict):
         raise RequestError('request body must be a JSON object {"instances": [...]}')
@@ -464,6 +530,7 @@ def parse_v1(body: bytes, sig: Signature) -> Array:
         raise RequestError('request must have an "instances" array')
     if not instances:
         raise RequestError("empty batch: instances is empty")
+    _check_rows(len(instances), max_rows, "instances")
     n_features = len(sig.features)
     if all(isinstance(row, dict) for row in instances):
         rows = [_row_from_object(i, row, sig) for i, row in enumerate(instances)]
@@ -481,6 +548,8 @@ def parse_v1(body: bytes, sig: Signature) -> Array:
     if sig.numeric:
         try:
             arr = np.asarray(rows)
+        except OverflowError:
+            raise RequestError("instances: an integer is out of range for any numeric type") from None
         except (ValueError, TypeError):
             raise RequestError("instances contain nested values; expected one scalar per feature") from None
         if arr.ndim != 2:
@@ -495,7 +564,7 @@ def parse_v1(body: bytes, sig: Signature) -> Array:
         column = [row[j] for row in rows]
         try:
             arr = np.asarray(column)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             arr = np.empty(len(column), dtype=object)
             arr[:] = column
         if arr.ndim != 1:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 ENV_PREFIX: Final = "MLOPS_"
+KIB: Final = 1 << 10
 MIB: Final = 1 << 20
 RUNTIMES: Final = ("auto", "sklearn")  # see mlops_server.model
 
@@ -29,6 +30,16 @@ class Settings:
     max_batch_size: int = 64
     max_batch_delay_ms: float = 0.0
     max_body_bytes: int = 8 * MIB
+    max_rows: int = 65536
+    max_url_bytes: int = 8 * KIB
+    max_header_bytes: int = 32 * KIB
+    max_headers: int = 100
+    max_pipeline_bytes: int = 8 * MIB
+    max_connections: int = 2048
+    idle_timeout: float = 30.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    offload_bytes: int = 64 * KIB
     drift_window: int = 1000
     prediction_log: str | None = None
     log_sample_rate: float = 1.0
@@ -57,6 +68,13 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
@@ -151,6 +169,67 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--max-body-bytes",
         "largest request body accepted (413 above)",
         default=_DEFAULTS.max_body_bytes,
+        type=_positive_int,
+    )
+    add(
+        "--max-rows",
+        "most rows in one request, checked from the declared shape before the data is decoded "
+        "(413 above); the operator derives it from the pod's memory limit",
+        default=_DEFAULTS.max_rows,
+        type=_positive_int,
+    )
+    add(
+        "--max-url-bytes",
+        "longest request line URL (414 above)",
+        default=_DEFAULTS.max_url_bytes,
+        type=_positive_int,
+    )
+    add(
+        "--max-header-bytes",
+        "largest request head: URL and header fields (431 above)",
+        default=_DEFAULTS.max_header_bytes,
+        type=_positive_int,
+    )
+    add(
+        "--max-headers",
+        "most header fields in a request (431 above)",
+        default=_DEFAULTS.max_headers,
+        type=_positive_int,
+    )
+    add(
+        "--max-pipeline-bytes",
+        "bytes of unanswered pipelined requests buffered per connection before reading pauses",
+        default=_DEFAULTS.max_pipeline_bytes,
+        type=_positive_int,
+    )
+    add(
+        "--max-connections",
+        "open connections; one more gets 503 and is closed",
+        default=_DEFAULTS.max_connections,
+        type=_positive_int,
+    )
+    add(
+        "--idle-timeout",
+        "seconds an idle keep-alive connection stays open",
+        default=_DEFAULTS.idle_timeout,
+        type=_positive_float,
+    )
+    add(
+        "--header-timeout",
+        "seconds from a request's first byte to the end of its head (408 and close after)",
+        default=_DEFAULTS.header_timeout,
+        type=_positive_float,
+    )
+    add(
+        "--body-timeout",
+        "seconds from a request's head to the end of its body (408 and close after)",
+        default=_DEFAULTS.body_timeout,
+        type=_positive_float,
+    )
+    add(
+        "--offload-bytes",
+        "request bodies from this size are decoded on a worker thread, so health probes never wait",
+        default=_DEFAULTS.offload_bytes,
         type=_positive_int,
     )
     add(

@@ -23,7 +23,7 @@ from mlops_server import logs
 from mlops_server.app import App
 from mlops_server.codec import Array, Prediction
 from mlops_server.config import Settings
-from mlops_server.http import HttpServer
+from mlops_server.http import HttpServer, Limits
 from mlops_server.signature import Kind
 
 if TYPE_CHECKING:
@@ -47,6 +47,20 @@ def load_model(settings: Settings) -> ServedModel:
     )
 
 
+def limits_for(settings: Settings) -> Limits:
+    return Limits(
+        max_body_bytes=settings.max_body_bytes,
+        max_url_bytes=settings.max_url_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        max_pipeline_bytes=settings.max_pipeline_bytes,
+        max_connections=settings.max_connections,
+        idle_timeout=settings.idle_timeout,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+    )
+
+
 class Server:
     def __init__(self, settings: Settings, started: float | None = None, freeze_heap: bool = False) -> None:
         """`freeze_heap`: after loading, move every object alive then (scikit-learn, pandas, the
@@ -57,8 +71,13 @@ class Server:
         self.settings = settings
         self.freeze_heap = freeze_heap
         self.started = time.perf_counter() if started is None else started
-        self.app = App(settings.model_name)
-        self.http = HttpServer(self.app.handle, settings.max_body_bytes, settings.access_log)
+        self.app = App(
+            settings.model_name,
+            max_rows=settings.max_rows,
+            offload_bytes=settings.offload_bytes,
+            max_body_bytes=settings.max_body_bytes,
+        )
+        self.http = HttpServer(self.app.handle, limits_for(settings), settings.access_log)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-model")
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -151,6 +170,7 @@ class Server:
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
+        self.app.close()
         self.executor.shutdown(wait=True)
         if self.app.predlog is not None:
             self.app.predlog.flush()

@@ -16,8 +16,14 @@ runs the model one of two ways (`runtime`):
 Either way the signature is checked against the pipeline and one warm-up prediction runs before
 readiness. `predict` takes a frame (see `mlops_server.codec`) of any number of rows.
 
-Classifiers whose `predict` is by definition the arg-max of `predict_proba` (see
-`_LABELS_FROM_PROBA`) get one model pass per batch instead of two.
+The label of a classifier is what its `predict` returns. Only estimators whose scikit-learn
+`predict` *is* `classes_[argmax(predict_proba)]` (`_LABELS_FROM_PROBA`: forests and histogram
+gradient boosting) get one model pass per batch instead of two; a linear model's `predict`
+takes the arg-max of its decision function, and where probabilities tie exactly (or round to
+a tie) that arg-max differs from the probabilities'.
+
+Large frames are predicted `CHUNK_ROWS` rows at a time, so a model's intermediate arrays (a
+forest's node paths, a one-hot block) stay bounded whatever the request's row count.
 
 Numeric fast path: scikit-learn's DataFrame handling costs more than a small model (~0.5 ms
 per call for a scaler + logistic regression, ~2 ms behind a ColumnTransformer). When every
@@ -44,24 +50,13 @@ from mlops_server.signature import Kind, Signature, SignatureError
 
 log = logs.get("model")
 
-# Final estimators whose predict() equals classes_[argmax(predict_proba())], ties included
-# (np.argmax and these estimators both pick the first maximum).
+# Final estimators whose scikit-learn predict() is literally classes_[argmax(predict_proba())]
+# (the same arrays, the same first-maximum rule), ties included. Trees, boosting on decision
+# values, linear models and naive Bayes compute their label from other numbers.
 _LABELS_FROM_PROBA: Final = frozenset(
-    {
-        "LogisticRegression",
-        "RandomForestClassifier",
-        "ExtraTreesClassifier",
-        "DecisionTreeClassifier",
-        "ExtraTreeClassifier",
-        "GradientBoostingClassifier",
-        "HistGradientBoostingClassifier",
-        "GaussianNB",
-        "MultinomialNB",
-        "BernoulliNB",
-        "ComplementNB",
-        "CategoricalNB",
-    }
+    {"RandomForestClassifier", "ExtraTreesClassifier", "HistGradientBoostingClassifier"}
 )
+CHUNK_ROWS: Final = 8192
 
 _PANDAS_DTYPE: Final = {Kind.FLOAT: "float64", Kind.INT: "int64", Kind.BOOL: "bool", Kind.CATEGORY: "object"}
 
@@ -342,6 +337,19 @@ class ServedModel:
 
     def predict(self, frame: Array, want_proba: bool) -> Prediction:
         """Predict every row of `frame`; raises ModelInputError when the model rejects the values."""
+        if len(frame) <= CHUNK_ROWS:
+            return self._predict_rows(frame, want_proba)
+        parts = [
+            self._predict_rows(frame[start : start + CHUNK_ROWS], want_proba)
+            for start in range(0, len(frame), CHUNK_ROWS)
+        ]
+        proba = parts[0].proba
+        return Prediction(
+            labels=np.concatenate([p.labels for p in parts]),
+            proba=None if proba is None else np.concatenate([p.proba for p in parts if p.proba is not None]),
+        )
+
+    def _predict_rows(self, frame: Array, want_proba: bool) -> Prediction:
         matrix = self._matrix
         try:
             if matrix is None:
@@ -358,7 +366,7 @@ class ServedModel:
                         "ignore", message="X does not have valid feature names", category=UserWarning
                     )
                     labels, proba = self._predict(matrix.predict, matrix.predict_proba, frame, want_proba)
-        except ValueError as e:
+        except (ValueError, OverflowError) as e:
             raise ModelInputError(str(e)) from e
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels.ravel()

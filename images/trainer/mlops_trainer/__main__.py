@@ -8,7 +8,8 @@ Config: JSON from --config FILE or env MLOPS_CONFIG (see `config`). The result i
 line on stdout and the termination message (--result, env MLOPS_RESULT_PATH, default
 /dev/termination-log). Exit codes: 0 success (also a model that fails its gates), 2 bad input
 (permanent: the Job fails at once), 3 artifact verification failed, 1 transient or unexpected
-(retried). Logs are JSON lines on stderr.
+(retried), 143 stopped by SIGTERM before it finished (retried; the result says Terminated).
+Logs are JSON lines on stderr.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
+from types import FrameType
 from typing import Any, Final
 
 from mlops_trainer import logs
 from mlops_trainer.config import load_config
-from mlops_trainer.errors import EXIT_OK, EXIT_TRANSIENT, BadInput, TrainerError
+from mlops_trainer.errors import EXIT_OK, EXIT_TRANSIENT, BadInput, Terminated, TrainerError
 from mlops_trainer.result import emit_result, result_path
 
 ENV_INDEX: Final = "JOB_COMPLETION_INDEX"
@@ -79,16 +82,26 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
     return run_train(config, env)
 
 
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name} before it finished")
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run one subcommand; return the process exit code."""
     logs.configure()
     environ = os.environ if env is None else env
     args = _parser().parse_args(argv)
     path = result_path(args.result, environ)
+    # SIGTERM (a pod deleted gracefully: eviction, drain) ends the command with Terminated; once
+    # the command is over it is ignored, so a finished result is always written whole.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        result = run(args, environ)
+        try:
+            result = run(args, environ)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         code = EXIT_OK
-    except TrainerError as e:
+    except (TrainerError, Terminated) as e:
         logs.log("Failed", level=logging.ERROR, command=args.command, reason=e.reason, message=str(e))
         result, code = {"ok": False, "reason": e.reason, "message": str(e)}, e.exit_code
     except Exception as e:  # unexpected: report it, exit 1 so the Job retries
@@ -96,6 +109,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         result = {"ok": False, "reason": "Internal", "message": f"{type(e).__name__}: {e}"}
         code = EXIT_TRANSIENT
     emit_result(result, path)
+    signal.signal(signal.SIGTERM, previous)
     return code
 
 

@@ -12,6 +12,9 @@ EXIT_OK: Final = 0
 EXIT_TRANSIENT: Final = 1
 EXIT_BAD_INPUT: Final = 2
 EXIT_VERIFICATION_FAILED: Final = 3
+# Stopped by SIGTERM (eviction, drain, deletion) before it finished: 128 + 15, as a shell reports
+# it. Neither 2 nor 3, so the Job re-runs the pod (and an eviction's DisruptionTarget is not counted).
+EXIT_TERMINATED: Final = 143
 
 
 class TrainerError(Exception):
@@ -33,6 +36,17 @@ class Transient(TrainerError):
 
     reason = "Transient"
     exit_code = EXIT_TRANSIENT
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived before the command finished: no result, the Job runs it again (issue #19:
+    a trial used to exit 0 without its score, and the best was picked from the others).
+
+    A BaseException, like KeyboardInterrupt: the `except Exception` that classify a command's own
+    failures (a model that fails to predict is VerificationFailed) must never swallow it."""
+
+    reason: ClassVar[str] = "Terminated"
+    exit_code: ClassVar[int] = EXIT_TERMINATED
 
 
 class VerificationFailed(TrainerError):

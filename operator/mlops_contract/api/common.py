@@ -29,6 +29,19 @@ DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SHA256_HEX: Final = r"^[a-f0-9]{64}$"
 
 
+# Names of objects whose name becomes a child's name or a label value (Jobs, pods, the
+# job-name label): a DNS-1123 label, no dots (issue #19: a dotted TrainingJob name used to be
+# admitted, then refused by the trainer after its pod launched).
+DNS1123_LABEL: Final = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Names a Service is made from: a DNS-1035 label (a letter first; `9good` is refused by the Service).
+DNS1035_LABEL: Final = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def name_validation(pattern: str, what: str) -> dict[str, str]:
+    """The root CEL rule admitting only names matching `pattern` (`what` names the rule in the message)."""
+    return cel(f"self.metadata.name.matches('{pattern}')", f"name must be {what}")
+
+
 def cel(
     rule: str, message: str, *, field_path: str | None = None, reason: str | None = None
 ) -> dict[str, str]:

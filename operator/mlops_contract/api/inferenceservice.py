@@ -7,6 +7,7 @@ from typing import Any, Final, Literal
 from pydantic import ConfigDict, Field
 
 from mlops_contract.api.common import (
+    DNS1035_LABEL,
     DNS_LABEL,
     Condition,
     PodOptions,
@@ -14,6 +15,7 @@ from mlops_contract.api.common import (
     Status,
     cel,
     condition_list_field,
+    name_validation,
     validations,
 )
 from mlops_contract.api.trainingjob import TrainingJobSpec
@@ -325,6 +327,10 @@ class InferenceServiceStatus(Status):
 
 
 ROOT_VALIDATIONS: Final = [
+    name_validation(
+        DNS1035_LABEL,
+        "a DNS-1035 label: lower-case letters, digits and '-', starting with a letter and ending with a letter or digit, no dots (a Service is made from it)",
+    ),
     cel(
         "self.metadata.name.size() <= 45", "name must be at most 45 characters (child names append suffixes)"
     ),

@@ -7,6 +7,7 @@ from typing import Any, Final, Literal
 from pydantic import Field
 
 from mlops_contract.api.common import (
+    DNS1123_LABEL,
     DNS_LABEL,
     SHA256_HEX,
     Condition,
@@ -17,6 +18,7 @@ from mlops_contract.api.common import (
     Status,
     cel,
     condition_list_field,
+    name_validation,
 )
 from mlops_contract.api.trainingjob import OUTPUT_URI_PATTERN
 
@@ -153,6 +155,10 @@ class ModelVersionStatus(Status):
 
 
 ROOT_VALIDATIONS: Final = [
+    name_validation(
+        DNS1123_LABEL,
+        "a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit, no dots (its verification Job and labels are made from it)",
+    ),
     cel(
         "self.metadata.name.size() <= 52",
         "name must be at most 52 characters (verification Jobs append a suffix)",

@@ -9,6 +9,7 @@ from typing import Any, Final, Literal
 from pydantic import ConfigDict, Field
 
 from mlops_contract.api.common import (
+    DNS1123_LABEL,
     DNS_LABEL,
     SHA256_HEX,
     AnyValue,
@@ -20,6 +21,7 @@ from mlops_contract.api.common import (
     Status,
     cel,
     condition_list_field,
+    name_validation,
     validations,
 )
 from mlops_contract.estimators import BUILTIN_DATASETS, ESTIMATORS
@@ -160,6 +162,11 @@ class Tuning(Spec):
                 "parallelism must not exceed maxTrials",
                 field_path=".parallelism",
             ),
+            cel(
+                "!has(self.minTrials) || self.minTrials <= self.maxTrials",
+                "minTrials must not exceed maxTrials",
+                field_path=".minTrials",
+            ),
         )
     )
 
@@ -179,6 +186,15 @@ class Tuning(Spec):
     )
     cv: int = Field(3, ge=2, le=20, description="Cross-validation folds per trial.")
     seed: int = Field(42, ge=0, description="Seed of random search.")
+    min_trials: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Trials that must report a score before the best is picked from them; default: every"
+        " trial. A trial stopped before it finished (eviction, drain) is re-run by the Job; one that still"
+        " has no score when the tuning Job ends is missing, and with fewer scores than this the TrainingJob"
+        " fails with reason IncompleteTuning instead of picking a best from an incomplete set.",
+    )
 
 
 def grid_size(space: Mapping[str, Any]) -> int:
@@ -316,6 +332,10 @@ class TrainingJobStatus(Status):
 
 
 ROOT_VALIDATIONS: Final = [
+    name_validation(
+        DNS1123_LABEL,
+        "a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit, no dots (Jobs, pods and labels are made from it)",
+    ),
     cel("self.metadata.name.size() <= 50", "name must be at most 50 characters (child Jobs append suffixes)"),
 ]
 SPEC_VALIDATIONS: Final = [

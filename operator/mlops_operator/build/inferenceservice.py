@@ -61,6 +61,23 @@ PRE_STOP_SLEEP_SECONDS: Final = 5
 SHUTDOWN_TIMEOUT_SECONDS: Final = 20
 TERMINATION_GRACE_SECONDS: Final = 30
 DEFAULT_RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+# The server's row budget (--max-rows) from the container's memory limit: one row per
+# ROW_BUDGET_BYTES of the limit, within [MIN_ROWS, MAX_ROWS]; 1 GiB gives the server's default
+# 65,536. A row costs its decoded JSON (a Python float per value, ~40 B), the frame and the
+# outputs; the server predicts in 8,192-row chunks, so a model's temporaries do not grow with
+# it. 16 KiB a row leaves room for wide rows, a few concurrent requests and the model itself.
+ROW_BUDGET_BYTES: Final = 16 << 10
+MIN_ROWS: Final = 1024
+MAX_ROWS: Final = 1_000_000
+_BINARY_SUFFIXES: Final = {
+    "Ki": 1 << 10,
+    "Mi": 1 << 20,
+    "Gi": 1 << 30,
+    "Ti": 1 << 40,
+    "Pi": 1 << 50,
+    "Ei": 1 << 60,
+}
+_DECIMAL_SUFFIXES: Final = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
 
 
 class UnservableArtifact(ValueError):
@@ -115,7 +132,7 @@ def prediction_log_uri(
 
     spec.monitoring.predictionLog.uri, else `pvc://<artifact claim>/predictions/<namespace>/<name>`;
     None when the log is disabled or there is no uri and the artifact is not on a claim.
-    The same value is the retraining `feedback_uri` (see monitor.triggers.retraining_spec).
+    The same value is the retraining `feedback_uri` (see build.retraining.retraining_spec).
     """
     log = spec.monitoring.prediction_log
     if not log.enabled:
@@ -141,6 +158,32 @@ def server_runtime(mv: Mapping[str, Any]) -> str:
     an older operator that did not compare, runs with scikit-learn.
     """
     return "auto" if (mv.get("status") or {}).get("servingRuntime") == "arrays" else "sklearn"
+
+
+def quantity_bytes(text: str) -> int | None:
+    """A Kubernetes memory quantity ("1Gi", "512M", "1e9", "2048") in bytes; None if unreadable."""
+    text = str(text).strip()
+    number, multiplier = text, 1.0
+    suffixes = {**_BINARY_SUFFIXES, **_DECIMAL_SUFFIXES, "m": 0.001}
+    for suffix in sorted(suffixes, key=len, reverse=True):  # "Mi" before "M"
+        if text.endswith(suffix):
+            number, multiplier = text[: -len(suffix)], float(suffixes[suffix])
+            break
+    try:
+        value = float(number) * multiplier
+    except ValueError:
+        return None
+    return int(value) if value >= 0 else None
+
+
+def max_rows(spec: InferenceServiceSpec) -> int | None:
+    """--max-rows from the memory limit (see ROW_BUDGET_BYTES); None without one (server default)."""
+    limits = resources(spec.resources.to_dict() if spec.resources else None, DEFAULT_RESOURCES).get("limits")
+    memory = limits.get("memory") if isinstance(limits, Mapping) else None
+    limit = quantity_bytes(memory) if memory is not None else None
+    if limit is None:
+        return None
+    return max(MIN_ROWS, min(MAX_ROWS, limit // ROW_BUDGET_BYTES))
 
 
 def server_args(
@@ -175,6 +218,9 @@ def server_args(
         "--runtime",
         server_runtime(mv),
     ]
+    rows = max_rows(spec)
+    if rows is not None:
+        args += ["--max-rows", str(rows)]
     log_uri = prediction_log_uri(isvc, spec, mv)
     if log_uri is not None:
         args += [

@@ -1,4 +1,6 @@
-"""Pure builder for a ModelVersion's verification Job.
+"""Pure builders for a ModelVersion and its verification Job.
+
+`model_version_manifest` is the ModelVersion a successful TrainingJob registers.
 
 The Job runs `mlops-trainer verify` in the trainer image where the artifact is reachable
 (its claim mounted read-only): sha256 check, safe load, a prediction on a sample built from
@@ -10,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from mlops_contract.api.common import LABEL_MODEL_VERSION
+from mlops_contract.api.common import API_VERSION, LABEL_MODEL_VERSION, LABEL_TRAINING_JOB, LABEL_VERSION
 from mlops_contract.api.modelversion import ModelVersionSpec
+from mlops_contract.api.trainingjob import TrainingJobSpec
 from mlops_operator.build.common import child_name, labels, pvc_claims, pvc_volumes
 from mlops_operator.build.trainingjob import trainer_container, trainer_job
 from mlops_operator.settings import Settings
@@ -24,10 +27,15 @@ def verify_job_name(mv_name: str) -> str:
     return child_name(mv_name, "verify")
 
 
+def storage_uris(spec: ModelVersionSpec) -> list[str]:
+    """The locations the verification pod mounts (pvc:// ones need their claim)."""
+    return [spec.artifact.uri]
+
+
 def verification_job(mv: Mapping[str, Any], spec: ModelVersionSpec, settings: Settings) -> dict[str, Any]:
     name = mv["metadata"]["name"]
     lbls = labels(COMPONENT, name, spec.model, **{LABEL_MODEL_VERSION: name})
-    claims = pvc_claims([spec.artifact.uri])
+    claims = pvc_claims(storage_uris(spec))
     volumes, mounts = pvc_volumes(claims, settings, read_only=claims)
     args = ["verify", "--artifact", spec.artifact.uri, "--sha256", spec.artifact.sha256]
     container = trainer_container(
@@ -43,3 +51,60 @@ def verification_job(mv: Mapping[str, Any], spec: ModelVersionSpec, settings: Se
         backoff_limit=2,
         active_deadline_seconds=600,
     )
+
+
+def model_version_name(model: str, version: int) -> str:
+    return f"{model}-v{version}"
+
+
+def model_version_manifest(
+    tj: Mapping[str, Any], spec: TrainingJobSpec, result: Mapping[str, Any], version: int, default_image: str
+) -> dict[str, Any]:
+    """The ModelVersion for a successful run. Not owned by the TrainingJob: it outlives it."""
+    name = tj["metadata"]["name"]
+    mv_spec: dict[str, Any] = {
+        "model": spec.model,
+        "version": version,
+        "artifact": {"uri": result["artifactUri"], "format": "skops", "sha256": result["sha256"]},
+        "source": {
+            "trainingJob": name,
+            "dataUri": spec.data.source.uri,
+            "trainerImage": spec.image or default_image,
+            "estimator": spec.estimator.class_name,
+        },
+    }
+    if result.get("dataDigest"):
+        mv_spec["source"]["dataDigest"] = result["dataDigest"]
+    if isinstance(result.get("params"), dict):
+        mv_spec["source"]["params"] = result["params"]
+    if isinstance(result.get("metrics"), dict):
+        mv_spec["metrics"] = {
+            k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float))
+        }
+    if result.get("primaryMetric"):
+        mv_spec["primaryMetric"] = result["primaryMetric"]
+    baseline = result.get("baseline")
+    if (
+        isinstance(baseline, dict)
+        and baseline.get("modelVersion")
+        and isinstance(baseline.get("metrics"), dict)
+    ):
+        mv_spec["baseline"] = {
+            "modelVersion": str(baseline["modelVersion"]),
+            "metrics": {k: float(v) for k, v in baseline["metrics"].items() if isinstance(v, (int, float))},
+        }
+    if spec.evaluation.gates:
+        mv_spec["gates"] = [g.to_dict() for g in spec.evaluation.gates]
+    if isinstance(result.get("signature"), dict):
+        mv_spec["signature"] = result["signature"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelVersion",
+        "metadata": {
+            "name": model_version_name(spec.model, version),
+            "namespace": tj["metadata"]["namespace"],
+            "labels": labels("model", model_version_name(spec.model, version), spec.model)
+            | {LABEL_VERSION: str(version), LABEL_TRAINING_JOB: name},
+        },
+        "spec": mv_spec,
+    }

@@ -64,6 +64,12 @@ def _uris(spec: TrainingJobSpec) -> tuple[list[str], list[str]]:
     return sources, [spec.output.uri]
 
 
+def storage_uris(spec: TrainingJobSpec) -> list[str]:
+    """Every location the trainer pods mount (pvc:// ones need their claim)."""
+    sources, outputs = _uris(spec)
+    return sources + outputs
+
+
 def _secret_env(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     names = sorted(
         {s.secret_ref.name for s in [spec.data.source, *(spec.data.extra_sources or [])] if s.secret_ref}

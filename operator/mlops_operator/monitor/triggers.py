@@ -3,8 +3,8 @@
 `evaluate(retraining, state, metrics, annotations, now, isvc_name=...)` returns a decision and
 the next `TriggerState`; the caller persists the state in status (see `TriggerState.from_status`
 and `retraining_status`) and, when the decision fires, creates the TrainingJob named
-`decision.job_name` with `retraining_spec(...)`. Names are deterministic, so if the status write
-is lost the retry recreates the same name and AlreadyExists (409) means done.
+`decision.job_name` (built by build.retraining.retraining_job). Names are deterministic, so if
+the status write is lost the retry recreates the same name and AlreadyExists (409) means done.
 
 Triggers (a run created for one trigger also settles every other pending one):
 - manual: the mlops.dev/retrain annotation holds a value other than `last_manual`.
@@ -24,7 +24,6 @@ passed, `len(active_jobs) >= maxConcurrent`. The reason names the block.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -33,8 +32,7 @@ from enum import StrEnum
 from typing import Any, Final, Literal
 
 from mlops_contract.api.common import ANNOTATION_RETRAIN
-from mlops_contract.api.inferenceservice import InferenceServiceSpec, Metrics, Retraining, RetrainingStatus
-from mlops_contract.api.trainingjob import TrainingJobSpec
+from mlops_contract.api.inferenceservice import Metrics, Retraining, RetrainingStatus
 from mlops_contract.timeutil import format_time, parse_time
 from mlops_operator.monitor import cron
 from mlops_operator.status import conditions
@@ -265,43 +263,6 @@ def retraining_status(
     if decision.fire:
         out["lastTrigger"] = decision.trigger
         out["lastReason"] = decision.message
-    return out
-
-
-def retraining_spec(
-    spec: InferenceServiceSpec,
-    base: Mapping[str, Any],
-    feedback_uri: str | None,
-    served: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The TrainingJob spec (camelCase) of a retraining run.
-
-    `base`: spec.retraining.template (`.to_dict()`) or the spec of the TrainingJob named by
-    fromTrainingJob. `model` defaults to the InferenceService's model. With includeFeedback and
-    a `feedback_uri` (build.inferenceservice.prediction_log_uri: the directory the servers write
-    feedback-*.jsonl to), that directory is appended to data.extraSources as format jsonl, once.
-    `served`, the ModelVersion being served, becomes evaluation.baseline: the run scores it on
-    its own held-out rows so promotion compares the two versions on the same data.
-    Raises pydantic.ValidationError (a ValueError) when the result is not a valid TrainingJob spec.
-    """
-    out: dict[str, Any] = copy.deepcopy(dict(base))
-    if not out.get("model"):
-        out["model"] = spec.model
-    retraining = spec.retraining
-    if retraining is not None and retraining.include_feedback and feedback_uri:
-        data = out.setdefault("data", {})
-        extra = [dict(s) for s in data.get("extraSources") or []]
-        if not any(s.get("uri") == feedback_uri for s in extra):
-            extra.append({"uri": feedback_uri, "format": "jsonl"})
-        data["extraSources"] = extra
-    artifact = ((served or {}).get("spec") or {}).get("artifact") or {}
-    if served is not None and artifact.get("uri") and artifact.get("sha256"):
-        out.setdefault("evaluation", {})["baseline"] = {
-            "modelVersion": served["metadata"]["name"],
-            "uri": artifact["uri"],
-            "sha256": artifact["sha256"],
-        }
-    TrainingJobSpec.model_validate(out)
     return out
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +17,9 @@ from mlops_contract.timeutil import format_time, utc_now
 from mlops_operator.kube import AsyncKube
 from mlops_operator.metrics import OperatorMetrics
 from mlops_operator.reconcile.controller import Controller
+from mlops_operator.reconcile.scrapes import ScrapeMemory
 from mlops_operator.settings import Settings
-from mlops_operator.status.conditions import READY, Cond, kstatus, merge, status_patch
+from mlops_operator.status.conditions import READY, Cond, failure_to_report, kstatus, merge, status_patch
 from mlops_operator.store import Store, StoreKube
 
 log = logging.getLogger("mlops_operator")
@@ -32,27 +33,15 @@ def _version(obj: Mapping[str, Any]) -> str:
     return f"rv{meta.get('resourceVersion')}"
 
 
-Scraper = Callable[[Mapping[str, Any]], Awaitable[str | None]]
-
-
-async def _no_scraper(pod: Mapping[str, Any]) -> str | None:
-    return None
-
-
 @dataclass
 class Context:
     kube: AsyncKube | StoreKube
     settings: Settings
     clock: Callable[[], dt.datetime] = utc_now
-    # Reads a serving pod's /metrics text (HTTP to the pod IP in production).
-    scraper: Scraper = _no_scraper
     # The operator's own Prometheus metrics (metrics.py).
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
-    # Counter totals of the last scrape per (namespace, name, track), for per-interval rates.
-    scrape_totals: dict[tuple[str, str, str], Any] = field(default_factory=dict)
-    # When each (namespace, name)'s pods were last scraped; status.metrics.lastScrape only
-    # moves when a value changed, so it cannot pace the scrapes on its own.
-    scraped_at: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
+    # The InferenceService reconciler's own state: the pod scraper and what it last saw.
+    scrapes: ScrapeMemory = field(default_factory=ScrapeMemory)
     # Serialises version-number assignment per (namespace, model).
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     # The watched objects (None: every read goes to the API server) and the work queue that
@@ -153,6 +142,12 @@ class Context:
             return False
         await self.kube.patch_status(body["kind"], meta["namespace"], meta["name"], patch)
         return True
+
+    async def report_failure(self, body: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        """The Warning Event of a failure the `new` status enters (none when it was already there)."""
+        failure = failure_to_report((body.get("status") or {}).get("conditions"), new.get("conditions") or [])
+        if failure is not None:
+            await self.event(body, failure[0], failure[1], warning=True)
 
     async def write_invalid_spec(self, body: Mapping[str, Any], message: str, **fields: Any) -> None:
         """Status for a spec the operator cannot parse: Ready=False and Stalled=True, reason InvalidSpec."""

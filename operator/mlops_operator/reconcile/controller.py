@@ -181,6 +181,12 @@ class Controller:
             if e.status == 404:  # the object (or its namespace) is gone
                 self.forget(kind, ns, name)
                 return
+            if e.namespace_terminating:
+                # Nothing more goes into a namespace being deleted, and no retry: the object
+                # and its children go with the namespace (issue #19).
+                log.info("Skipped %s %s/%s: its namespace is being deleted", kind, ns, name)
+                self.forget(kind, ns, name)
+                return
             self.ctx.metrics.observe(kind, time.monotonic() - started, error=f"api_{e.status}")
             delay = self._next_backoff(key)
             log.warning("Reconcile of %s %s/%s failed: %s; retrying in %.0fs", kind, ns, name, e, delay)

@@ -1,44 +1,96 @@
-"""Reconcile an InferenceService: choose the version, roll it out (directly or through a
-canary), keep Service/HPA in place, scrape the serving pods, and fire retraining.
+"""Reconcile an InferenceService: observe → pure decisions → act → pure status (issue #16).
+
+One pass, in this order:
+1. `observe`: the model's ModelVersions, the stable and canary Deployments, whether an HPA is
+   left over from autoscaling, and the fromTrainingJob a retraining run would copy.
+2. `decide_rollout` (pure): the version to serve and how to get there (first rollout, rolling
+   update, a canary started or continued, steady state), as ordered steps: apply, delete, Event.
+3. The serving pods (listed only when a version is, or is to be, served) and one scrape of each
+   pod a decision needs: the canary's while it is analysed, every running pod's when the
+   monitoring interval is due (`scrape_due`).
+4. `canary_step` (pure): promote, roll back or continue, with its steps and status.canary;
+   `monitoring` (pure): what lands in status.metrics.
+5. `act`: the steps, in order; nothing is decided there.
+6. Retraining, when configured: the active runs are read, `plan_retraining` (pure) fires or
+   not and builds the run (build.retraining), the run is created, `retraining_status` (pure)
+   says what became of the last one.
+7. `compute_status` (pure), written only when it changed; the ModelVersions whose stage or
+   retention depends on it get a pass.
 
 Children are applied with server-side apply (idempotent; re-applying an unchanged manifest
-changes nothing). The served version is read back from the stable Deployment's pod
-template label, so a restarted operator resumes from what runs, not from memory. Scrape
-totals (for per-interval rates) are the only in-memory state; after a restart the first
-scrape uses lifetime counters.
+changes nothing). The served version is read back from the stable Deployment's pod template
+label, so a restarted operator resumes from what runs, not from memory. What is kept in memory
+(ctx.scrapes: scrape totals for per-interval rates, when each service was last scraped) is a
+cache; after a restart the first scrape uses lifetime counters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
 
 from pydantic import ValidationError
 
-from mlops_contract.api.common import API_VERSION, LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION
+from mlops_contract.api.common import LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION
 from mlops_contract.api.inferenceservice import InferenceServiceSpec, Metrics
-from mlops_contract.api.trainingjob import TrainingJobSpec
-from mlops_contract.timeutil import parse_time
+from mlops_contract.timeutil import format_time, parse_time
 from mlops_operator.build import inferenceservice as build
-from mlops_operator.build.common import labels, owner_reference
+from mlops_operator.build import retraining as build_retraining
 from mlops_operator.monitor import scrape, triggers
 from mlops_operator.reconcile.context import Context
+from mlops_operator.scraper import Scraper
 from mlops_operator.serving import canary, resolve
+from mlops_operator.settings import Settings
 from mlops_operator.status.conditions import READY, Cond, kstatus, merge, tf
 
 log = logging.getLogger("mlops_operator")
 
+TERMINAL: Final = ("Succeeded", "Failed")
+# The Events that close a canary, and the decision the operator's counter records for each.
+CANARY_DECISIONS: Final = {"CanaryPromoted": "promote", "CanaryRolledBack": "rollback"}
+Body = Mapping[str, Any]
 
-def _served_version(deploy: Mapping[str, Any] | None) -> str | None:
+
+# --- what a pass reads ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the decisions read, read once at the start of the pass."""
+
+    versions: Mapping[str, Body]  # the model's ModelVersions by name
+    stable: Body | None = None  # the stable Deployment
+    canary: Body | None = None  # the canary Deployment
+    hpa_left: bool = False  # an HPA exists though spec.autoscaling is off
+    source: Body | None = None  # the TrainingJob spec.retraining.fromTrainingJob names
+
+
+async def observe(ctx: Context, isvc: Body, spec: InferenceServiceSpec) -> Observed:
+    ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+    mvs = await ctx.of_model("ModelVersion", ns, spec.model)
+    stable = await ctx.kube.get("Deployment", ns, build.deployment_name(name, "stable"))
+    canary_deploy = await ctx.kube.get("Deployment", ns, build.deployment_name(name, "canary"))
+    hpa_left = spec.autoscaling is None and await ctx.child_exists(
+        "HorizontalPodAutoscaler", ns, build.deployment_name(name, "stable")
+    )
+    source_name = spec.retraining.from_training_job if spec.retraining is not None else None
+    source = await ctx.kube.get("TrainingJob", ns, source_name) if source_name else None
+    return Observed({m["metadata"]["name"]: m for m in mvs}, stable, canary_deploy, hpa_left, source)
+
+
+def served_version(deploy: Body | None) -> str | None:
+    """The ModelVersion a Deployment's pod template runs (its label), or None."""
     if not deploy:
         return None
     return ((deploy["spec"]["template"].get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL_VERSION)
 
 
-def _ready(deploy: Mapping[str, Any] | None) -> tuple[int, int, bool]:
+def readiness(deploy: Body | None) -> tuple[int, int, bool]:
     """(replicas, readyReplicas, rolled out) of a Deployment."""
     if not deploy:
         return 0, 0, False
@@ -50,281 +102,461 @@ def _ready(deploy: Mapping[str, Any] | None) -> tuple[int, int, bool]:
     return int(st.get("replicas") or 0), ready, current and updated >= want and ready >= want
 
 
-async def _samples(ctx: Context, pods: list[dict[str, Any]]) -> list[scrape.PodSample]:
-    texts = await asyncio.gather(*(ctx.scraper(p) for p in pods))
-    out = []
-    for pod, text in zip(pods, texts, strict=True):
-        if text:
-            try:
-                out.append(scrape.parse(text, pod["metadata"]["name"]))
-            except ValueError as e:
-                log.warning("Could not parse metrics of pod %s: %s", pod["metadata"]["name"], e)
-    return out
-
-
-def _running(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def running(pods: Sequence[Body], track: build.Track | None = None) -> list[Body]:
+    """The Running pods not being deleted (of one track, or all)."""
     return [
         p
         for p in pods
-        if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        if (p.get("status") or {}).get("phase") == "Running"
+        and not p["metadata"].get("deletionTimestamp")
+        and (track is None or (p["metadata"].get("labels") or {}).get(build.LABEL_TRACK) == track)
     ]
 
 
-async def _retraining_base(ctx: Context, ns: str, spec: InferenceServiceSpec) -> dict[str, Any] | None:
-    assert spec.retraining is not None  # caller checks
-    if spec.retraining.template is not None:
-        return spec.retraining.template.to_dict()
-    source = await ctx.kube.get("TrainingJob", ns, spec.retraining.from_training_job or "")
-    return dict(source["spec"]) if source else None
+async def scrape_pods(scraper: Scraper, pods: Sequence[Body]) -> dict[str, scrape.PodSample]:
+    """One scrape per pod, at once; pod name -> its sample. A pod whose scrape failed (None, or
+    an injected scraper's exception) or whose text does not parse is absent: the others land."""
+    texts = await asyncio.gather(*(scraper(p) for p in pods), return_exceptions=True)
+    out: dict[str, scrape.PodSample] = {}
+    for pod, text in zip(pods, texts, strict=True):
+        name = pod["metadata"]["name"]
+        if isinstance(text, BaseException):
+            if not isinstance(text, Exception):
+                raise text  # cancellation and the like are not a pod's failure
+            log.warning("Scrape of pod %s failed: %r", name, text)
+        elif text:
+            try:
+                out[name] = scrape.parse(text, name)
+            except ValueError as e:
+                log.warning("Could not parse metrics of pod %s: %s", name, e)
+    return out
 
 
-async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one readable pass
-    meta = isvc["metadata"]
-    ns, name = meta["namespace"], meta["name"]
-    generation = int(meta.get("generation") or 1)
-    old = isvc.get("status") or {}
-    now_dt = ctx.clock()
-    now = ctx.now()
-    try:
-        spec = InferenceServiceSpec.model_validate(isvc["spec"])
-    except ValidationError as e:
-        await ctx.write_invalid_spec(isvc, str(e))
-        return True
+# --- rollout and canary (pure) ---------------------------------------------------------------
 
-    mvs = await ctx.of_model("ModelVersion", ns, spec.model)
-    by_name = {m["metadata"]["name"]: m for m in mvs}
-    stable = await ctx.kube.get("Deployment", ns, build.deployment_name(name, "stable"))
-    canary_deploy = await ctx.kube.get("Deployment", ns, build.deployment_name(name, "canary"))
-    serving = _served_version(stable)
-    old_canary = old.get("canary") or {}
-    rolled_back = {old_canary["modelVersion"]} if old_canary.get("phase") == "RolledBack" else set()
-    choice = resolve.resolve(spec, mvs, serving, rolled_back)
-    desired = choice.name or serving
-    # A copy: it is updated below and compared with the stored status when writing.
-    canary_status: dict[str, Any] | None = dict(old_canary) if old_canary else None
-    messages: list[str] = []
-    if choice.name is None:
-        messages.append(choice.message)
 
-    await ctx.apply(build.service(isvc, spec))
+@dataclass(frozen=True)
+class Apply:
+    manifest: Body
+    reads: build.Track | None = None  # the status reads this track's Deployment from the answer
+
+
+@dataclass(frozen=True)
+class Delete:
+    kind: str
+    name: str
+    reads: build.Track | None = None  # the status reads no Deployment of this track afterwards
+
+
+@dataclass(frozen=True)
+class Event:
+    reason: str
+    message: str
+    warning: bool = False
+
+
+Step = Apply | Delete | Event
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The rollout decision of one pass."""
+
+    choice: resolve.Resolution
+    desired: str | None  # the version to serve (the choice, else the one serving)
+    serving: str | None  # the stable track's version once the steps ran
+    canary: Body | None = None  # status.canary
+    steps: tuple[Step, ...] = ()
+    analyse: bool = False  # a canary runs: its pods are scraped and `canary_step` decides
+    restarted: bool = False  # the canary (re)started: its counters start from zero
+    problem: str | None = None  # why the rollout is held (status.message)
+
+
+def service_steps(isvc: Body, spec: InferenceServiceSpec, hpa_left: bool) -> tuple[Step, ...]:
+    """The Service, and the HPA (applied, or deleted when autoscaling was turned off, so
+    replicas belong to spec.replicas again)."""
     hpa = build.hpa(isvc, spec)
-    if hpa:
-        await ctx.apply(hpa)
-    elif await ctx.child_exists("HorizontalPodAutoscaler", ns, build.deployment_name(name, "stable")):
-        # Autoscaling was turned off: replicas belong to spec.replicas again.
-        await ctx.delete_child("HorizontalPodAutoscaler", ns, build.deployment_name(name, "stable"))
-
-    # Pods are read only when something is (to be) served: scraping and canaries need them.
-    pods = await ctx.kube.list("Pod", ns, {LABEL_INFERENCE_SERVICE: name}) if desired or serving else []
-    try:
-        if desired is None:
-            pass
-        elif stable is None or serving is None or serving not in by_name:
-            stable = await ctx.apply(
-                build.deployment(
-                    isvc, spec, by_name[desired], ctx.settings, track="stable", replicas=spec.replicas
-                )
-            )
-            await ctx.event(isvc, "RolledOut", f"Serving {desired}")
-            serving = desired
-        elif desired != serving and spec.canary is None:
-            stable = await ctx.apply(
-                build.deployment(
-                    isvc, spec, by_name[desired], ctx.settings, track="stable", replicas=spec.replicas
-                )
-            )
-            await ctx.event(isvc, "RollingUpdate", f"Rolling update {serving} -> {desired}: {choice.message}")
-            serving = desired
-        elif desired != serving and spec.canary is not None:
-            stable_n, canary_n = build.split_replicas(spec.replicas, spec.canary.traffic_percent)
-            if (
-                canary_deploy is None
-                or _served_version(canary_deploy) != desired
-                or old_canary.get("modelVersion") != desired
-            ):
-                ctx.scrape_totals.pop((ns, name, "canary"), None)
-                canary_status = {"modelVersion": desired, "phase": "Progressing", "startedAt": now}
-                await ctx.event(
-                    isvc,
-                    "CanaryStarted",
-                    f"Canary {desired} gets {spec.canary.traffic_percent}% of traffic for {spec.canary.duration_seconds}s",
-                )
-            canary_deploy = await ctx.apply(
-                build.deployment(
-                    isvc, spec, by_name[desired], ctx.settings, track="canary", replicas=canary_n
-                )
-            )
-            await ctx.apply(
-                build.deployment(
-                    isvc, spec, by_name[serving], ctx.settings, track="stable", replicas=stable_n
-                )
-            )
-            canary_pods = _running(
-                [p for p in pods if (p["metadata"].get("labels") or {}).get(build.LABEL_TRACK) == "canary"]
-            )
-            key = (ns, name, "canary")
-            _, totals = scrape.aggregate(await _samples(ctx, canary_pods), ctx.scrape_totals.get(key))
-            ctx.scrape_totals[key] = totals
-            stats = scrape.canary_stats(totals)
-            started = parse_time((canary_status or {}).get("startedAt")) or now_dt
-            decision = canary.decide(spec.canary, started, now_dt, stats)
-            assert canary_status is not None  # set above
-            canary_status.update(
-                {
-                    "requests": stats.requests,
-                    "errorRate": round(stats.errors / stats.requests, 4) if stats.requests else None,
-                    "latencyP95Ms": stats.p95_ms,
-                    "reason": decision.message,
-                }
-            )
-            if decision.action == "promote":
-                stable = await ctx.apply(
-                    build.deployment(
-                        isvc, spec, by_name[desired], ctx.settings, track="stable", replicas=spec.replicas
-                    )
-                )
-                await ctx.delete_child("Deployment", ns, build.deployment_name(name, "canary"))
-                canary_status.update(phase="Promoted")
-                await ctx.event(isvc, "CanaryPromoted", f"Promoted {desired}: {decision.message}")
-                serving = desired
-            elif decision.action == "rollback":
-                await ctx.delete_child("Deployment", ns, build.deployment_name(name, "canary"))
-                await ctx.apply(
-                    build.deployment(
-                        isvc, spec, by_name[serving], ctx.settings, track="stable", replicas=spec.replicas
-                    )
-                )
-                canary_status.update(phase="RolledBack")
-                await ctx.event(
-                    isvc, "CanaryRolledBack", f"Rolled back {desired}: {decision.message}", warning=True
-                )
-        else:
-            # Steady state: keep the stable Deployment as built (replicas follow spec / the scale subresource).
-            stable = await ctx.apply(
-                build.deployment(
-                    isvc, spec, by_name[serving], ctx.settings, track="stable", replicas=spec.replicas
-                )
-            )
-            if canary_deploy is not None:
-                await ctx.delete_child("Deployment", ns, build.deployment_name(name, "canary"))
-                canary_deploy = None
-    except build.UnservableArtifact as e:
-        messages.append(str(e))
-
-    # --- monitoring ------------------------------------------------------------------------
-    metrics_status = dict(old.get("metrics") or {})
-    scraped: dict[str, Any] | None = None
-    last_scrape = parse_time(metrics_status.get("lastScrape"))
-    if serving and scrape.due(
-        now_dt, spec.monitoring.interval_seconds, last_scrape, ctx.scraped_at.get((ns, name))
-    ):
-        ctx.scraped_at[(ns, name)] = now_dt
-        key = (ns, name, "all")
-        aggregated, totals = scrape.aggregate(await _samples(ctx, _running(pods)), ctx.scrape_totals.get(key))
-        ctx.scrape_totals[key] = totals
-        scraped = aggregated
-        fresh = scrape.rounded(aggregated)
-        if scrape.changed(metrics_status, fresh):
-            metrics_status = Metrics.model_validate(fresh).to_dict() | {"lastScrape": now}
-
-    # --- retraining ------------------------------------------------------------------------
-    retraining_status = old.get("retraining")
-    if spec.retraining is not None:
-        state = triggers.TriggerState.from_status(old)
-        active = []
-        fetched: dict[str, dict[str, Any] | None] = {}  # read once per pass, reused for lastOutcome
-        for job in state.active_jobs:
-            tj = fetched[job] = await ctx.kube.get("TrainingJob", ns, job)
-            if tj and (tj.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-                active.append(job)
-        state = dataclasses.replace(state, active_jobs=tuple(active))
-        verdict, new_state = triggers.evaluate(
-            spec.retraining, state, scraped, meta.get("annotations") or {}, now_dt, isvc_name=name
-        )
-        if verdict.fire and verdict.job_name:
-            base = await _retraining_base(ctx, ns, spec)
-            if base is None:
-                messages.append(
-                    f"retraining source TrainingJob {spec.retraining.from_training_job} not found"
-                )
-            else:
-                feedback = (
-                    build.prediction_log_uri(isvc, spec, by_name[serving])
-                    if serving and spec.retraining.include_feedback
-                    else None
-                )
-                tj_spec = triggers.retraining_spec(spec, base, feedback, by_name.get(serving or ""))
-                TrainingJobSpec.model_validate(tj_spec)
-                tj_body = {
-                    "apiVersion": API_VERSION,
-                    "kind": "TrainingJob",
-                    "metadata": {
-                        "name": verdict.job_name,
-                        "namespace": ns,
-                        "labels": labels("retraining", name, spec.model, **{LABEL_INFERENCE_SERVICE: name}),
-                        "annotations": {
-                            "mlops.dev/trigger": str(verdict.trigger),
-                            "mlops.dev/reason": verdict.message[:1000],
-                        },
-                        "ownerReferences": [owner_reference(isvc)],
-                    },
-                    "spec": tj_spec,
-                }
-                _, created = await ctx.kube.create(tj_body)
-                if created:
-                    ctx.metrics.triggered(str(verdict.trigger))
-                    await ctx.event(
-                        isvc,
-                        "RetrainingTriggered",
-                        f"Created TrainingJob {verdict.job_name}: {verdict.message}",
-                    )
-        retraining_status = triggers.retraining_status(old.get("retraining"), new_state, verdict)
-        if new_state.count:
-            last_job = triggers.retraining_job_name(name, new_state.count)
-            last_tj = (
-                fetched[last_job] if last_job in fetched else await ctx.kube.get("TrainingJob", ns, last_job)
-            )
-            produced = ((last_tj or {}).get("status") or {}).get("modelVersion")
-            progressing = canary_status and canary_status.get("phase") == "Progressing"
-            in_canary = canary_status.get("modelVersion") if canary_status and progressing else None
-            outcome = triggers.run_outcome(
-                last_job,
-                last_tj,
-                by_name.get(produced or ""),
-                serving=serving,
-                canary=in_canary,
-                resolution=choice.message,
-            )
-            if outcome:
-                retraining_status["lastOutcome"] = outcome
-        if metrics_status or new_state.drift_breaches:
-            metrics_status["driftBreaches"] = new_state.drift_breaches
-
-    # --- status ----------------------------------------------------------------------------
-    replicas, ready_replicas, rolled_out = _ready(stable)
-    c_replicas, _c_ready, _ = _ready(canary_deploy)
-    traffic: list[dict[str, Any]] = []
-    if serving:
-        total = max(replicas + c_replicas, 1)
-        stable_percent = round(100 * replicas / total)
-        traffic.append({"modelVersion": serving, "percent": stable_percent, "replicas": replicas})
-        if canary_deploy is not None and canary_status and canary_status.get("phase") == "Progressing":
-            traffic.append(
-                {
-                    "modelVersion": canary_status["modelVersion"],
-                    "percent": 100 - stable_percent,
-                    "replicas": c_replicas,
-                }
-            )
-    ready = (bool(serving) and rolled_out and ready_replicas >= 1) or (
-        bool(serving) and spec.replicas == 0 and rolled_out
+    if hpa is not None:
+        return Apply(build.service(isvc, spec)), Apply(hpa)
+    name = build.deployment_name(isvc["metadata"]["name"], "stable")
+    return (
+        Apply(build.service(isvc, spec)),
+        *([Delete("HorizontalPodAutoscaler", name)] if hpa_left else []),
     )
-    progressing = bool(desired and desired != serving) or not rolled_out
-    version_ok = choice.name is not None
+
+
+def decide_rollout(
+    isvc: Body, spec: InferenceServiceSpec, seen: Observed, settings: Settings, now: str
+) -> Rollout:
+    """First rollout, rolling update, canary (see `_canary_rollout`) or steady state.
+
+    An artifact no pod can mount (build.UnservableArtifact) holds the rollout: no steps, the
+    builder's message in `problem`.
+    """
+    old_canary = (isvc.get("status") or {}).get("canary") or {}
+    serving = served_version(seen.stable)
+    rolled_back = {old_canary["modelVersion"]} if old_canary.get("phase") == "RolledBack" else set()
+    choice = resolve.resolve(spec, list(seen.versions.values()), serving, rolled_back)
+    desired = choice.name or serving
+    held = Rollout(choice, desired, serving, canary=dict(old_canary) or None)
+    if desired is None:
+        return held
+    try:
+        if seen.stable is None or serving is None or serving not in seen.versions:
+            manifest = build.deployment(
+                isvc, spec, seen.versions[desired], settings, track="stable", replicas=spec.replicas
+            )
+            steps: tuple[Step, ...] = (Apply(manifest, "stable"), Event("RolledOut", f"Serving {desired}"))
+            return dataclasses.replace(held, serving=desired, steps=steps)
+        if desired != serving and spec.canary is None:
+            manifest = build.deployment(
+                isvc, spec, seen.versions[desired], settings, track="stable", replicas=spec.replicas
+            )
+            message = f"Rolling update {serving} -> {desired}: {choice.message}"
+            return dataclasses.replace(
+                held, serving=desired, steps=(Apply(manifest, "stable"), Event("RollingUpdate", message))
+            )
+        if desired != serving:
+            return _canary_rollout(held, isvc, spec, seen, settings=settings, now=now)
+        # Steady state: keep the stable Deployment as built (replicas follow spec / the scale subresource).
+        manifest = build.deployment(
+            isvc, spec, seen.versions[serving], settings, track="stable", replicas=spec.replicas
+        )
+        steps = (Apply(manifest, "stable"),)
+        if seen.canary is not None:
+            steps += (
+                Delete("Deployment", build.deployment_name(isvc["metadata"]["name"], "canary"), "canary"),
+            )
+        return dataclasses.replace(held, steps=steps)
+    except build.UnservableArtifact as e:
+        return dataclasses.replace(held, problem=str(e))
+
+
+def _canary_rollout(
+    held: Rollout, isvc: Body, spec: InferenceServiceSpec, seen: Observed, *, settings: Settings, now: str
+) -> Rollout:
+    """A new version beside the stable one: the canary Deployment takes its share of the
+    replicas (and so of the traffic) and the analysis (re)starts when the canary is new."""
+    assert spec.canary is not None and held.desired is not None and held.serving is not None
+    desired, serving = held.desired, held.serving
+    stable_n, canary_n = build.split_replicas(spec.replicas, spec.canary.traffic_percent)
+    old = held.canary or {}
+    restarted = (
+        seen.canary is None or served_version(seen.canary) != desired or old.get("modelVersion") != desired
+    )
+    steps: list[Step] = []
+    status = dict(old)
+    if restarted:
+        status = {"modelVersion": desired, "phase": "Progressing", "startedAt": now}
+        message = f"Canary {desired} gets {spec.canary.traffic_percent}% of traffic for {spec.canary.duration_seconds}s"
+        steps.append(Event("CanaryStarted", message))
+    steps.append(
+        Apply(
+            build.deployment(isvc, spec, seen.versions[desired], settings, track="canary", replicas=canary_n),
+            "canary",
+        )
+    )
+    steps.append(
+        Apply(
+            build.deployment(isvc, spec, seen.versions[serving], settings, track="stable", replicas=stable_n)
+        )
+    )
+    return dataclasses.replace(held, canary=status, steps=tuple(steps), analyse=True, restarted=restarted)
+
+
+def canary_step(
+    isvc: Body,
+    spec: InferenceServiceSpec,
+    rollout: Rollout,
+    stats: canary.CanaryStats,
+    *,
+    versions: Mapping[str, Body],
+    settings: Settings,
+    now: dt.datetime,
+) -> Rollout:
+    """Promote, roll back or keep analysing a running canary (serving.canary.decide), from the
+    canary pods' statistics since it started; the steps are added after the rollout's."""
+    assert spec.canary is not None and rollout.canary is not None
+    assert rollout.desired is not None and rollout.serving is not None
+    desired, serving = rollout.desired, rollout.serving
+    started = parse_time(rollout.canary.get("startedAt")) or now
+    decision = canary.decide(spec.canary, started, now, stats)
+    status = {
+        **rollout.canary,
+        "requests": stats.requests,
+        "errorRate": round(stats.errors / stats.requests, 4) if stats.requests else None,
+        "latencyP95Ms": stats.p95_ms,
+        "reason": decision.message,
+    }
+    remove = Delete("Deployment", build.deployment_name(isvc["metadata"]["name"], "canary"))
+    if decision.action == "promote":
+        manifest = build.deployment(
+            isvc, spec, versions[desired], settings, track="stable", replicas=spec.replicas
+        )
+        steps: tuple[Step, ...] = (
+            Apply(manifest, "stable"),
+            remove,
+            Event("CanaryPromoted", f"Promoted {desired}: {decision.message}"),
+        )
+        return dataclasses.replace(
+            rollout, serving=desired, canary=status | {"phase": "Promoted"}, steps=rollout.steps + steps
+        )
+    if decision.action == "rollback":
+        manifest = build.deployment(
+            isvc, spec, versions[serving], settings, track="stable", replicas=spec.replicas
+        )
+        steps = (
+            remove,
+            Apply(manifest),
+            Event("CanaryRolledBack", f"Rolled back {desired}: {decision.message}", warning=True),
+        )
+        return dataclasses.replace(
+            rollout, canary=status | {"phase": "RolledBack"}, steps=rollout.steps + steps
+        )
+    return dataclasses.replace(rollout, canary=status)
+
+
+# --- monitoring (pure) -----------------------------------------------------------------------
+
+
+def scrape_due(
+    spec: InferenceServiceSpec,
+    serving: str | None,
+    old_metrics: Body,
+    scraped_at: dt.datetime | None,
+    now: dt.datetime,
+) -> bool:
+    """Whether this pass scrapes every running pod: a version is served and the interval passed
+    since the last scrape this process made or status.metrics records."""
+    last = parse_time(old_metrics.get("lastScrape"))
+    return bool(serving) and scrape.due(now, spec.monitoring.interval_seconds, last, scraped_at)
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    metrics: dict[str, Any]  # status.metrics (camelCase), before the retraining's driftBreaches
+    scraped: dict[str, Any] | None = None  # this scrape's aggregate for the triggers; None: no scrape
+    totals: scrape.PodTotals | None = None  # kept for the next scrape's rates
+
+
+def monitoring(
+    old_metrics: Body, samples: Sequence[scrape.PodSample] | None, previous: scrape.PodTotals | None, now: str
+) -> Monitoring:
+    """status.metrics after a scrape (`samples`; None: no scrape this pass). The stored metrics
+    change, with lastScrape, only when a rounded value changed (no status write per interval)."""
+    metrics = dict(old_metrics)
+    if samples is None:
+        return Monitoring(metrics)
+    aggregated, totals = scrape.aggregate(samples, previous)
+    fresh = scrape.rounded(aggregated)
+    if scrape.changed(metrics, fresh):
+        metrics = Metrics.model_validate(fresh).to_dict() | {"lastScrape": now}
+    return Monitoring(metrics, aggregated, totals)
+
+
+# --- retraining (pure) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetrainingPlan:
+    decision: triggers.TriggerDecision
+    state: triggers.TriggerState
+    job: dict[str, Any] | None = None  # the TrainingJob to create
+    problem: str | None = None  # why a fired trigger creates nothing (status.message)
+
+
+def plan_retraining(
+    isvc: Body,
+    spec: InferenceServiceSpec,
+    seen: Observed,
+    *,
+    runs: Mapping[str, Body | None],
+    serving: str | None,
+    scraped: Mapping[str, Any] | None,
+    now: dt.datetime,
+) -> RetrainingPlan:
+    """Fire a retraining run or not (monitor.triggers.evaluate) and build the run that fires.
+
+    `runs`: the TrainingJobs of status.retraining.activeJobs (None: gone); the finished and the
+    gone ones no longer count against maxConcurrent. `scraped`: this pass's scrape, or None.
+    """
+    assert spec.retraining is not None
+    state = triggers.TriggerState.from_status(isvc.get("status"))
+    active = tuple(
+        job
+        for job in state.active_jobs
+        if (run := runs.get(job)) and (run.get("status") or {}).get("phase") not in TERMINAL
+    )
+    meta = isvc["metadata"]
+    decision, new_state = triggers.evaluate(
+        spec.retraining,
+        dataclasses.replace(state, active_jobs=active),
+        scraped,
+        meta.get("annotations") or {},
+        now,
+        isvc_name=meta["name"],
+    )
+    if not (decision.fire and decision.job_name):
+        return RetrainingPlan(decision, new_state)
+    try:
+        job = build_retraining.retraining_job(
+            isvc,
+            spec,
+            name=decision.job_name,
+            trigger=str(decision.trigger),
+            reason=decision.message,
+            source=seen.source,
+            served=seen.versions.get(serving or ""),
+        )
+    except build_retraining.SourceNotFound as e:
+        return RetrainingPlan(decision, new_state, problem=str(e))
+    return RetrainingPlan(decision, new_state, job)
+
+
+@dataclass(frozen=True)
+class Retrained:
+    status: dict[str, Any]  # status.retraining
+    drift_breaches: int  # status.metrics.driftBreaches
+    problem: str | None = None
+
+
+def retraining_status(
+    isvc: Body,
+    plan: RetrainingPlan,
+    last_run: Body | None,
+    versions: Mapping[str, Body],
+    rollout: Rollout,
+) -> Retrained:
+    """status.retraining after the plan, with lastOutcome: what became of the last run
+    (`last_run`: the TrainingJob of run number `plan.state.count`, None when gone)."""
+    previous = (isvc.get("status") or {}).get("retraining")
+    out = triggers.retraining_status(previous, plan.state, plan.decision)
+    if plan.state.count:
+        produced = ((last_run or {}).get("status") or {}).get("modelVersion")
+        in_canary = (
+            rollout.canary if rollout.canary and rollout.canary.get("phase") == "Progressing" else None
+        )
+        outcome = triggers.run_outcome(
+            triggers.retraining_job_name(isvc["metadata"]["name"], plan.state.count),
+            last_run,
+            versions.get(produced or ""),
+            serving=rollout.serving,
+            canary=in_canary.get("modelVersion") if in_canary else None,
+            resolution=rollout.choice.message,
+        )
+        if outcome:
+            out["lastOutcome"] = outcome
+    return Retrained(out, plan.state.drift_breaches, plan.problem)
+
+
+# --- act --------------------------------------------------------------------------------------
+
+
+async def act(ctx: Context, isvc: Body, steps: Sequence[Step], seen: Observed) -> dict[str, Body | None]:
+    """Run the steps in order -> the Deployment per track the status reads."""
+    ns = isvc["metadata"]["namespace"]
+    deployments: dict[str, Body | None] = {"stable": seen.stable, "canary": seen.canary}
+    for step in steps:
+        if isinstance(step, Apply):
+            result = await ctx.apply(step.manifest)
+            if step.reads is not None:
+                deployments[step.reads] = result
+        elif isinstance(step, Delete):
+            await ctx.delete_child(step.kind, ns, step.name)
+            if step.reads is not None:
+                deployments[step.reads] = None
+        else:
+            await ctx.event(isvc, step.reason, step.message, warning=step.warning)
+            if step.reason in CANARY_DECISIONS:  # the steps before it promoted or rolled back
+                ctx.metrics.canary_decided(ns, isvc["metadata"]["name"], CANARY_DECISIONS[step.reason])
+    return deployments
+
+
+async def retrain(
+    ctx: Context,
+    isvc: Body,
+    spec: InferenceServiceSpec,
+    seen: Observed,
+    rollout: Rollout,
+    *,
+    scraped: Body | None,
+    now: dt.datetime,
+) -> Retrained:
+    """Read the active runs, plan, create the run that fires, read the last run for its outcome."""
+    ns = isvc["metadata"]["namespace"]
+    state = triggers.TriggerState.from_status(isvc.get("status"))
+    runs = {job: await ctx.kube.get("TrainingJob", ns, job) for job in state.active_jobs}
+    plan = plan_retraining(isvc, spec, seen, runs=runs, serving=rollout.serving, scraped=scraped, now=now)
+    if plan.job is not None:
+        _, created = await ctx.kube.create(plan.job)
+        if created:
+            ctx.metrics.triggered(ns, isvc["metadata"]["name"], str(plan.decision.trigger))
+            message = f"Created TrainingJob {plan.decision.job_name}: {plan.decision.message}"
+            await ctx.event(isvc, "RetrainingTriggered", message)
+    last_run = None
+    if plan.state.count:
+        last = triggers.retraining_job_name(isvc["metadata"]["name"], plan.state.count)
+        last_run = runs[last] if last in runs else await ctx.kube.get("TrainingJob", ns, last)
+    return retraining_status(isvc, plan, last_run, seen.versions, rollout)
+
+
+# --- status (pure) ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the status is computed from: this pass's decisions and the Deployments they left."""
+
+    rollout: Rollout
+    versions: Mapping[str, Body]
+    stable: Body | None
+    canary: Body | None  # the canary Deployment
+    metrics: Body  # status.metrics from `monitoring`
+    retrained: Retrained | None = None  # None: no spec.retraining
+
+
+def traffic(facts: Facts) -> list[dict[str, Any]]:
+    """status.traffic: the served version's share (by replicas), and the canary's while it runs."""
+    serving, status = facts.rollout.serving, facts.rollout.canary
+    if not serving:
+        return []
+    replicas, _, _ = readiness(facts.stable)
+    c_replicas, _, _ = readiness(facts.canary)
+    stable_percent = round(100 * replicas / max(replicas + c_replicas, 1))
+    out = [{"modelVersion": serving, "percent": stable_percent, "replicas": replicas}]
+    if facts.canary is not None and status and status.get("phase") == "Progressing":
+        out.append(
+            {"modelVersion": status["modelVersion"], "percent": 100 - stable_percent, "replicas": c_replicas}
+        )
+    return out
+
+
+def _drifted(spec: InferenceServiceSpec, metrics: Body) -> list[Cond]:
+    if spec.retraining is None or metrics.get("drift") is None:
+        return []
+    threshold = spec.monitoring.drift.threshold
+    above = float(metrics["drift"]) > threshold
+    reason = "DriftAboveThreshold" if above else "DriftBelowThreshold"
+    return [Cond("Drifted", tf(above), reason, f"drift {metrics['drift']} vs threshold {threshold}")]
+
+
+def compute_status(isvc: Body, spec: InferenceServiceSpec, facts: Facts, now: str) -> dict[str, Any]:
+    """The whole status from the facts of this pass (pure)."""
+    old = isvc.get("status") or {}
+    generation = int(isvc["metadata"].get("generation") or 1)
+    rollout, retrained = facts.rollout, facts.retrained
+    choice, desired, serving, canary_status = rollout.choice, rollout.desired, rollout.serving, rollout.canary
+    metrics = dict(facts.metrics)
+    if retrained is not None and (metrics or retrained.drift_breaches):
+        metrics["driftBreaches"] = retrained.drift_breaches
+    replicas, ready_replicas, rolled_out = readiness(facts.stable)
+    ready = bool(serving) and rolled_out and (ready_replicas >= 1 or spec.replicas == 0)
+    problems = [choice.message] if choice.name is None else []
+    problems += [p for p in (rollout.problem, retrained.problem if retrained else None) if p]
+    message = "; ".join(problems) or (f"serving {serving}" if serving else "no version to serve yet")
     reason = "Serving" if ready else ("NoServableVersion" if not serving else "RollingOut")
-    message = "; ".join(messages) or (f"serving {serving}" if serving else "no version to serve yet")
     conds = [
-        Cond("VersionResolved", tf(version_ok), str(choice.reason), choice.message),
+        Cond("VersionResolved", tf(choice.name is not None), str(choice.reason), choice.message),
         Cond(
             "RolledOut",
             tf(rolled_out and desired == serving),
@@ -343,24 +575,17 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
             if canary_status
             else []
         ),
-        *kstatus(Cond(READY, tf(ready), reason, message), in_progress=progressing, message=message),
+        *kstatus(
+            Cond(READY, tf(ready), reason, message),
+            in_progress=bool(desired and desired != serving) or not rolled_out,
+            message=message,
+        ),
+        *_drifted(spec, metrics),
     ]
-    if spec.retraining is not None and metrics_status.get("drift") is not None:
-        threshold = spec.monitoring.drift.threshold
-        conds.append(
-            Cond(
-                "Drifted",
-                tf(float(metrics_status["drift"]) > threshold),
-                "DriftAboveThreshold"
-                if float(metrics_status["drift"]) > threshold
-                else "DriftBelowThreshold",
-                f"drift {metrics_status['drift']} vs threshold {threshold}",
-            )
-        )
-    if spec.retraining is not None:
-        running, why, what = triggers.retraining_condition(retraining_status)
-        conds.append(Cond("Retraining", tf(running), why, what))
-    serving_mv = by_name.get(serving or "")
+    if retrained is not None:
+        running_, why, what = triggers.retraining_condition(retrained.status)
+        conds.append(Cond("Retraining", tf(running_), why, what))
+    serving_mv = facts.versions.get(serving or "")
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": merge(old.get("conditions"), conds, generation, now),
@@ -370,14 +595,65 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
         "desiredModelVersion": choice.name,
         "replicas": replicas,
         "readyReplicas": ready_replicas,
-        "selector": build.pod_selector(name),
-        "traffic": traffic or None,
+        "selector": build.pod_selector(isvc["metadata"]["name"]),
+        "traffic": traffic(facts) or None,
         "canary": canary_status,
-        "metrics": metrics_status or None,
-        "retraining": retraining_status,
+        "metrics": metrics or None,
+        "retraining": retrained.status if retrained else None,
         "message": message,
     }
-    status = {k: v for k, v in status.items() if v is not None}
+    return {k: v for k, v in status.items() if v is not None}
+
+
+# --- the pass ---------------------------------------------------------------------------------
+
+
+async def reconcile(ctx: Context, isvc: Body) -> bool:
+    """One pass (see the module docstring). Returns True only for a spec that does not parse."""
+    meta = isvc["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    try:
+        spec = InferenceServiceSpec.model_validate(isvc["spec"])
+    except ValidationError as e:
+        await ctx.write_invalid_spec(isvc, str(e))
+        return True
+    now_dt = ctx.clock()
+    now = format_time(now_dt)
+    memory = ctx.scrapes
+    old_metrics = (isvc.get("status") or {}).get("metrics") or {}
+    seen = await observe(ctx, isvc, spec)
+    rollout = decide_rollout(isvc, spec, seen, ctx.settings, now)
+    # Pods are read only when something is (to be) served: scraping and canaries need them.
+    pods = await ctx.kube.list("Pod", ns, {LABEL_INFERENCE_SERVICE: name}) if rollout.desired else []
+    due = scrape_due(spec, rollout.serving, old_metrics, memory.scraped_at.get((ns, name)), now_dt)
+    canary_pods = running(pods, "canary") if rollout.analyse else []
+    wanted = {p["metadata"]["name"]: p for p in [*canary_pods, *(running(pods) if due else [])]}
+    samples = await scrape_pods(memory.scraper, list(wanted.values()))
+    if rollout.analyse:
+        key = (ns, name, "canary")
+        previous = None if rollout.restarted else memory.totals.get(key)
+        _, memory.totals[key] = scrape.aggregate(_of(samples, canary_pods), previous)
+        stats = scrape.canary_stats(memory.totals[key])
+        rollout = canary_step(
+            isvc, spec, rollout, stats, versions=seen.versions, settings=ctx.settings, now=now_dt
+        )
+    monitored = monitoring(old_metrics, None, None, now)
+    if due:
+        memory.scraped_at[(ns, name)] = now_dt
+        monitored = monitoring(
+            old_metrics, _of(samples, running(pods)), memory.totals.get((ns, name, "all")), now
+        )
+        if monitored.totals is not None:
+            memory.totals[(ns, name, "all")] = monitored.totals
+    deployments = await act(ctx, isvc, service_steps(isvc, spec, seen.hpa_left) + rollout.steps, seen)
+    retrained = None
+    if spec.retraining is not None:
+        retrained = await retrain(ctx, isvc, spec, seen, rollout, scraped=monitored.scraped, now=now_dt)
+    facts = Facts(
+        rollout, seen.versions, deployments["stable"], deployments["canary"], monitored.metrics, retrained
+    )
+    old = isvc.get("status") or {}
+    status = compute_status(isvc, spec, facts, now)
     await ctx.write_status(isvc, status)
     # The versions whose stage or retention depends on this status get a pass, after the write,
     # so the pass reads the new status from the store.
@@ -388,7 +664,11 @@ async def reconcile(ctx: Context, isvc: Mapping[str, Any]) -> bool:  # one reada
     return False
 
 
-def versions_named(status: Mapping[str, Any]) -> set[str]:
+def _of(samples: Mapping[str, scrape.PodSample], pods: Sequence[Body]) -> list[scrape.PodSample]:
+    return [samples[p["metadata"]["name"]] for p in pods if p["metadata"]["name"] in samples]
+
+
+def versions_named(status: Body) -> set[str]:
     """The ModelVersions an InferenceService status serves, rolls out or routes traffic to."""
     named = {status.get("modelVersion"), status.get("desiredModelVersion")}
     named |= {t.get("modelVersion") for t in status.get("traffic") or []}
@@ -397,15 +677,13 @@ def versions_named(status: Mapping[str, Any]) -> set[str]:
 
 def forget(ctx: Context, namespace: str, name: str) -> None:
     """Drop what this process remembers of a deleted InferenceService (scrape totals, children)."""
-    for track in ("all", "canary", "stable"):
-        ctx.scrape_totals.pop((namespace, name, track), None)
-    ctx.scraped_at.pop((namespace, name), None)
+    ctx.scrapes.forget(namespace, name)
     ctx.forget_children(
         namespace, {name, build.deployment_name(name, "stable"), build.deployment_name(name, "canary")}
     )
 
 
-def interval(isvc: Mapping[str, Any]) -> float | None:
+def interval(isvc: Body) -> float | None:
     """Seconds until the next pass when nothing happens: the scrape interval (at most 30 s)
     while a version is served, a canary runs or a retraining schedule is set; otherwise None
     (the resync period: with nothing to scrape or time, only events bring work)."""
@@ -420,40 +698,3 @@ def interval(isvc: Mapping[str, Any]) -> float | None:
         return None
     seconds = float(((spec.get("monitoring") or {}).get("intervalSeconds")) or 30)
     return max(1.0, min(seconds, 30.0))
-
-
-async def http_scraper(pod: Mapping[str, Any], timeout: float = 3.0) -> str | None:
-    """GET http://<pod IP>:8080/metrics; None when unreachable."""
-    ip = (pod.get("status") or {}).get("podIP")
-    if not ip:
-        return None
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, build.PORT), timeout)
-    except (OSError, TimeoutError):
-        return None
-    try:
-        writer.write(f"GET {build.METRICS_PATH} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), timeout)
-    except (OSError, TimeoutError):
-        return None
-    finally:
-        writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    if b" 200 " not in head.split(b"\r\n", 1)[0]:
-        return None
-    if b"chunked" in head.lower():
-        body = _dechunk(body)
-    return body.decode(errors="replace")
-
-
-def _dechunk(body: bytes) -> bytes:
-    out = bytearray()
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return bytes(out)

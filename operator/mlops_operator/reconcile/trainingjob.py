@@ -13,12 +13,13 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from mlops_contract.api.common import API_VERSION, LABEL_TRAINING_JOB, LABEL_VERSION
+from mlops_contract.api.common import LABEL_INFERENCE_SERVICE, LABEL_TRAINING_JOB
 from mlops_contract.api.trainingjob import TrainingJobSpec, trial_count
 from mlops_contract.checks import check_spec
 from mlops_contract.estimators import ESTIMATORS, HIGHER_IS_BETTER
+from mlops_operator.build import modelversion as mv_build
 from mlops_operator.build import trainingjob as build
-from mlops_operator.build.common import labels, pvc_claims
+from mlops_operator.reconcile import storage
 from mlops_operator.reconcile.context import Context
 from mlops_operator.reconcile.pods import (
     PodResult,
@@ -28,7 +29,7 @@ from mlops_operator.reconcile.pods import (
     results,
     succeeded,
 )
-from mlops_operator.status.conditions import READY, Cond, get, kstatus, merge, tf
+from mlops_operator.status.conditions import READY, Cond, kstatus, merge, tf
 
 TERMINAL: Final = ("Succeeded", "Failed")
 MAX_VERSION_ATTEMPTS: Final = 5
@@ -76,7 +77,7 @@ async def _ensure_model_version(
         ]
         version = max(versions, default=0) + 1
         for _ in range(MAX_VERSION_ATTEMPTS):
-            mv = model_version_manifest(tj, spec, result, version, ctx.settings.trainer_image)
+            mv = mv_build.model_version_manifest(tj, spec, result, version, ctx.settings.trainer_image)
             _, created = await ctx.kube.create(mv)
             if created:
                 return mv["metadata"]["name"], True
@@ -84,153 +85,122 @@ async def _ensure_model_version(
         raise RuntimeError(f"could not find a free version number for model {spec.model}")
 
 
-def model_version_name(model: str, version: int) -> str:
-    return f"{model}-v{version}"
+def scored_trials(results: list[PodResult]) -> dict[int, PodResult]:
+    """The trials that reported a score, one per index (the last pod of an index that did)."""
+    out: dict[int, PodResult] = {}
+    for r in succeeded(results):
+        if isinstance((r.result or {}).get("score"), (int, float)):
+            out[r.index if r.index is not None else -1] = r
+    return out
 
 
-def model_version_manifest(
-    tj: Mapping[str, Any], spec: TrainingJobSpec, result: Mapping[str, Any], version: int, default_image: str
-) -> dict[str, Any]:
-    """The ModelVersion for a successful run. Not owned by the TrainingJob: it outlives it."""
-    name = tj["metadata"]["name"]
-    mv_spec: dict[str, Any] = {
-        "model": spec.model,
-        "version": version,
-        "artifact": {"uri": result["artifactUri"], "format": "skops", "sha256": result["sha256"]},
-        "source": {
-            "trainingJob": name,
-            "dataUri": spec.data.source.uri,
-            "trainerImage": spec.image or default_image,
-            "estimator": spec.estimator.class_name,
-        },
-    }
-    if result.get("dataDigest"):
-        mv_spec["source"]["dataDigest"] = result["dataDigest"]
-    if isinstance(result.get("params"), dict):
-        mv_spec["source"]["params"] = result["params"]
-    if isinstance(result.get("metrics"), dict):
-        mv_spec["metrics"] = {
-            k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float))
-        }
-    if result.get("primaryMetric"):
-        mv_spec["primaryMetric"] = result["primaryMetric"]
-    baseline = result.get("baseline")
-    if (
-        isinstance(baseline, dict)
-        and baseline.get("modelVersion")
-        and isinstance(baseline.get("metrics"), dict)
-    ):
-        mv_spec["baseline"] = {
-            "modelVersion": str(baseline["modelVersion"]),
-            "metrics": {k: float(v) for k, v in baseline["metrics"].items() if isinstance(v, (int, float))},
-        }
-    if spec.evaluation.gates:
-        mv_spec["gates"] = [g.to_dict() for g in spec.evaluation.gates]
-    if isinstance(result.get("signature"), dict):
-        mv_spec["signature"] = result["signature"]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "ModelVersion",
-        "metadata": {
-            "name": model_version_name(spec.model, version),
-            "namespace": tj["metadata"]["namespace"],
-            "labels": labels("model", model_version_name(spec.model, version), spec.model)
-            | {LABEL_VERSION: str(version), LABEL_TRAINING_JOB: name},
-        },
-        "spec": mv_spec,
-    }
+def tuning_outcome(spec: TrainingJobSpec, trials: int, results: list[PodResult]) -> dict[str, Any]:
+    """Facts of a completed tuning Job (pure): the best trial's params, or why none is picked.
+
+    A best is picked only from a complete set of scored trials, or from at least
+    `tuning.minTrials` of them (issue #19: a trial stopped by an eviction used to leave a hole
+    the best was silently picked around)."""
+    assert spec.tuning is not None
+    scored = scored_trials(results)
+    facts: dict[str, Any] = {"trialsCompleted": len(scored)}
+    required = spec.tuning.min_trials or trials
+    if len(scored) < min(required, trials):
+        missing = sorted(set(range(trials)) - set(scored))
+        shown = ", ".join(map(str, missing[:20])) + (" …" if len(missing) > 20 else "")
+        allowed = (
+            f"spec.tuning.minTrials is {spec.tuning.min_trials}"
+            if spec.tuning.min_trials
+            else ("set spec.tuning.minTrials to accept fewer")
+        )
+        return facts | _fail(
+            "IncompleteTuning",
+            f"{len(scored)} of {trials} trials reported a score (missing: {shown}); {allowed}",
+        )
+    best = best_trial(list(scored.values()))
+    if best is None or best.result is None:
+        return facts | _fail("TuningFailed", "no trial reported a score")
+    return facts | {"bestParams": dict(best.result.get("params") or {})}
 
 
-async def missing_claims(ctx: Context, ns: str, spec: TrainingJobSpec) -> list[str]:
-    uris = [spec.data.source.uri, *(s.uri for s in spec.data.extra_sources or []), spec.output.uri]
-    return [c for c in pvc_claims(uris) if await ctx.kube.get("PersistentVolumeClaim", ns, c) is None]
-
-
-async def observe_and_act(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any]:
-    """Create what is missing; return the facts the status is computed from."""
-    meta = tj["metadata"]
-    ns, name = meta["namespace"], meta["name"]
+async def _check(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any] | None:
+    """Facts that stop the run before any pod (invalid spec, missing storage), else None."""
     status = tj.get("status") or {}
-    facts: dict[str, Any] = {}
-
     problems = check_spec(spec)
     if problems:
         return _fail("InvalidSpec", "; ".join(problems))
     if not status.get("jobName") and not status.get("tuningJobName"):
-        missing = await missing_claims(ctx, ns, spec)
+        ns = tj["metadata"]["namespace"]
+        missing = await storage.missing_claims(ctx.kube, ns, build.storage_uris(spec))
         if missing:
             # A pod would only sit unschedulable: wait for the storage instead of launching it.
             return {
                 "phase": "Pending",
-                "reason": "StorageNotFound",
-                "message": f"PersistentVolumeClaim {', '.join(missing)} not found in {ns}",
+                "reason": storage.STORAGE_NOT_FOUND,
+                "message": storage.missing_message(missing, ns),
             }
+    return None
 
-    params: dict[str, Any] | None = None
-    if spec.tuning:
-        trials = trial_count(spec.tuning)
-        facts.update(trialsTotal=trials, tuningJobName=build.tune_job_name(name))
-        tune = await ctx.kube.get("Job", ns, build.tune_job_name(name))
-        if tune is None:
-            tune, created = await ctx.kube.create(build.tuning_job(tj, spec, ctx.settings, trials))
-            if created:
-                await ctx.event(
-                    tj, "TuningStarted", f"Created Job {build.tune_job_name(name)} with {trials} trials"
-                )
-        facts["startTime"] = (tune.get("status") or {}).get("startTime") or status.get("startTime")
-        done = int((tune.get("status") or {}).get("succeeded") or 0)
-        facts["trialsCompleted"] = min(done, trials)
-        if job_condition(tune, "Failed"):
-            results = await _pods(ctx, ns, name, "tune")
-            cond = job_condition(tune, "Failed") or {}
-            return facts | _fail(
-                "TuningFailed",
-                failure_message(last_failure(results), str(cond.get("message") or "tuning Job failed")),
+
+async def _tune(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any]:
+    """Run the tuning Job; its facts, with `bestParams` once a best is picked."""
+    assert spec.tuning is not None
+    ns, name = tj["metadata"]["namespace"], tj["metadata"]["name"]
+    trials = trial_count(spec.tuning)
+    facts: dict[str, Any] = {"trialsTotal": trials, "tuningJobName": build.tune_job_name(name)}
+    tune = await ctx.kube.get("Job", ns, build.tune_job_name(name))
+    if tune is None:
+        tune, created = await ctx.kube.create(build.tuning_job(tj, spec, ctx.settings, trials))
+        if created:
+            await ctx.event(
+                tj, "TuningStarted", f"Created Job {build.tune_job_name(name)} with {trials} trials"
             )
-        if not job_condition(tune, "Complete"):
-            return facts | {
-                "phase": "Running",
-                "reason": "Tuning",
-                "message": f"{facts['trialsCompleted']}/{trials} trials done",
-            }
-        best = best_trial(await _pods(ctx, ns, name, "tune"))
-        if best is None or best.result is None:
-            return facts | _fail("TuningFailed", "no trial reported a score")
-        params = dict(best.result.get("params") or {})
-        facts["bestParams"] = params
+    job_status = tune.get("status") or {}
+    facts["startTime"] = job_status.get("startTime") or (tj.get("status") or {}).get("startTime")
+    facts["trialsCompleted"] = min(int(job_status.get("succeeded") or 0), trials)
+    if (failed := job_condition(tune, "Failed")) is not None:
+        message = str(failed.get("message") or "tuning Job failed")
+        results = await _pods(ctx, ns, name, "tune")
+        return facts | _fail("TuningFailed", failure_message(last_failure(results), message))
+    if not job_condition(tune, "Complete"):
+        done = f"{facts['trialsCompleted']}/{trials} trials done"
+        return facts | {"phase": "Running", "reason": "Tuning", "message": done}
+    return facts | tuning_outcome(spec, trials, await _pods(ctx, ns, name, "tune"))
 
+
+async def _train(
+    ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec, params: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], Mapping[str, Any] | None]:
+    """Run the training Job -> (its facts, the trainer's result once it succeeded)."""
+    ns, name = tj["metadata"]["namespace"], tj["metadata"]["name"]
     job = await ctx.kube.get("Job", ns, build.train_job_name(name))
     if job is None:
         job, created = await ctx.kube.create(build.training_job(tj, spec, ctx.settings, params))
         if created:
             await ctx.event(tj, "TrainingStarted", f"Created Job {build.train_job_name(name)}")
-    facts["jobName"] = build.train_job_name(name)
-    facts.setdefault("startTime", (job.get("status") or {}).get("startTime") or status.get("startTime"))
-    if job_condition(job, "Failed"):
-        cond = job_condition(job, "Failed") or {}
+    job_status = job.get("status") or {}
+    facts: dict[str, Any] = {
+        "jobName": build.train_job_name(name),
+        "startTime": job_status.get("startTime") or (tj.get("status") or {}).get("startTime"),
+    }
+    if (failed := job_condition(job, "Failed")) is not None:
         failure = last_failure(await _pods(ctx, ns, name, "train"))
-        reason = (
-            "BadInput"
-            if failure and failure.exit_code == build.EXIT_BAD_INPUT
-            else str(cond.get("reason") or "TrainingFailed")
-        )
-        return facts | _fail(
-            reason, failure_message(failure, str(cond.get("message") or "training Job failed"))
-        )
+        bad_input = failure is not None and failure.exit_code == build.EXIT_BAD_INPUT
+        reason = "BadInput" if bad_input else str(failed.get("reason") or "TrainingFailed")
+        message = failure_message(failure, str(failed.get("message") or "training Job failed"))
+        return facts | _fail(reason, message), None
     if not job_condition(job, "Complete"):
-        return facts | {"phase": "Running", "reason": "Training", "message": "training"}
-
+        return facts | {"phase": "Running", "reason": "Training", "message": "training"}, None
     done_pods = succeeded(await _pods(ctx, ns, name, "train"))
     if not done_pods or not done_pods[-1].result:
-        return facts | _fail("NoResult", "the training pod finished without a result")
-    result = done_pods[-1].result
-    facts["completionTime"] = (job.get("status") or {}).get("completionTime")
-    mv_name, created = await _ensure_model_version(ctx, tj, spec, result)
-    if created:
-        await ctx.event(tj, "ModelRegistered", f"Created ModelVersion {mv_name}")
+        return facts | _fail("NoResult", "the training pod finished without a result"), None
+    return facts | {"completionTime": job_status.get("completionTime")}, done_pods[-1].result
+
+
+def registered_facts(mv_name: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """Facts of a run whose ModelVersion `mv_name` is registered, from the trainer's result (pure)."""
     metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items() if isinstance(v, (int, float))}
     primary = result.get("primaryMetric")
-    return facts | {
+    return {
         "phase": "Succeeded",
         "reason": "ModelRegistered",
         "message": f"ModelVersion {mv_name} registered",
@@ -243,6 +213,26 @@ async def observe_and_act(ctx: Context, tj: Mapping[str, Any], spec: TrainingJob
         "artifactSha256": result.get("sha256"),
         "dataDigest": result.get("dataDigest"),
     }
+
+
+async def observe_and_act(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any]:
+    """Create what is missing; return the facts the status is computed from."""
+    stop = await _check(ctx, tj, spec)
+    if stop is not None:
+        return stop
+    facts: dict[str, Any] = {}
+    if spec.tuning:
+        facts = await _tune(ctx, tj, spec)
+        if "bestParams" not in facts:
+            return facts
+    trained, result = await _train(ctx, tj, spec, facts.get("bestParams"))
+    facts |= {k: v for k, v in trained.items() if k != "startTime" or not facts.get("startTime")}
+    if result is None:
+        return facts
+    mv_name, created = await _ensure_model_version(ctx, tj, spec, result)
+    if created:
+        await ctx.event(tj, "ModelRegistered", f"Created ModelVersion {mv_name}")
+    return facts | registered_facts(mv_name, result)
 
 
 def compute_status(tj: Mapping[str, Any], facts: Mapping[str, Any], now: str) -> dict[str, Any]:
@@ -308,14 +298,9 @@ def compute_status(tj: Mapping[str, Any], facts: Mapping[str, Any], now: str) ->
     return {k: v for k, v in status.items() if v is not None}
 
 
-STORAGE_RECHECK_SECONDS: Final = 15.0
-
-
 def interval(tj: Mapping[str, Any]) -> float | None:
-    """A TrainingJob waiting for its PersistentVolumeClaim looks again every 15 s (nothing wakes
-    it when the claim appears); otherwise only events and the resync bring passes."""
-    ready = get((tj.get("status") or {}).get("conditions"), READY) or {}
-    return STORAGE_RECHECK_SECONDS if ready.get("reason") == "StorageNotFound" else None
+    """A TrainingJob waiting for its PersistentVolumeClaim looks again (reconcile/storage.py)."""
+    return storage.interval(tj)
 
 
 async def reconcile(ctx: Context, tj: Mapping[str, Any]) -> bool:
@@ -334,11 +319,13 @@ async def reconcile(ctx: Context, tj: Mapping[str, Any]) -> bool:
         else:
             facts = await observe_and_act(ctx, tj, spec)
     new = compute_status(tj, facts, ctx.now())
-    if new.get("phase") != old.get("phase"):
-        phase = new["phase"]
-        if phase == "Failed":
-            await ctx.event(tj, str(facts.get("reason")), f"Failed: {facts.get('message')}", warning=True)
-        elif phase == "Succeeded":
+    await ctx.report_failure(tj, new)
+    phase = new.get("phase")
+    if phase != old.get("phase"):
+        if phase == "Succeeded":
             await ctx.event(tj, "Succeeded", str(facts.get("message")))
+        isvc = (tj["metadata"].get("labels") or {}).get(LABEL_INFERENCE_SERVICE)
+        if isvc and phase in TERMINAL:  # a retraining run: its InferenceService's alert counts it
+            ctx.metrics.retraining_done(tj["metadata"]["namespace"], isvc, str(phase).lower())
     await ctx.write_status(tj, new)
     return new.get("phase") in TERMINAL

@@ -20,6 +20,10 @@ UNMANAGED: Final = frozenset({"kopf"})
 
 StatusValue = Literal["True", "False", "Unknown"]
 
+# Ready=False reasons that are not terminal (Stalled stays False: the operator waits and looks
+# again) but that only the user can end: they are reported like failures.
+WAITING_PROBLEMS: Final = frozenset({"StorageNotFound"})
+
 
 @dataclass(frozen=True)
 class Cond:
@@ -108,3 +112,20 @@ def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[
         else:
             patch[key] = value
     return patch or None
+
+
+def failure_to_report(
+    old: Iterable[Mapping[str, Any]] | None, new: Iterable[Mapping[str, Any]]
+) -> tuple[str, str] | None:
+    """(reason, message) of the Warning Event a status change owes, once per transition: the
+    new Ready is False for a failure (Stalled, or a wait in WAITING_PROBLEMS) with a reason the
+    old Ready did not have; None otherwise (issue #19: every failure reason has its Event)."""
+    new = list(new)
+    ready = get(new, READY) or {}
+    reason = str(ready.get("reason") or "")
+    if ready.get("status") != "False" or not (is_true(new, STALLED) or reason in WAITING_PROBLEMS):
+        return None
+    before = get(old, READY) or {}
+    if before.get("status") == "False" and before.get("reason") == reason:
+        return None
+    return reason, str(ready.get("message") or "")

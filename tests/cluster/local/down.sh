@@ -55,15 +55,17 @@ stop() {
   for name in "${!pids[@]}"; do say "stopped $name (pid ${pids[$name]}, $(secs_since "$t0") s)"; done
 }
 
-stop 10 kwok kube-scheduler kube-controller-manager
+stop 10 prometheus kwok kube-scheduler kube-controller-manager coredns
 if [ "$(node_mode)" = real ]; then
   pick_kubectl || true
   node_drain
-  stop 20 kube-proxy kubelet
+  stop 20 kube-proxy kubelet kube-router
+  netpol_cleanup
   node_kill_containers
   stop 20 containerd apiserver-forward
   node_cleanup
 fi
+stop 10 s3 # its data lives in $STATE, removed below
 stop 20 kube-apiserver
 stop 10 etcd
 

@@ -83,7 +83,7 @@ find_strays() {
   for p in /proc/[0-9]*; do
     exe=$(readlink "$p/exe" 2>/dev/null) || continue
     name=${exe##*/}
-    case " ${COMPONENTS[*]} containerd kubelet kube-proxy socat " in *" $name "*) ;; *) continue ;; esac
+    case " ${COMPONENTS[*]} coredns containerd kubelet kube-proxy kube-router socat versitygw " in *" $name "*) ;; *) continue ;; esac
     is_ours "${p#/proc/}" && echo "${p#/proc/} $name"
   done
   return 0
@@ -122,3 +122,9 @@ kc() { "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
 # shellcheck source-path=SCRIPTDIR source=node.sh
 . "$here/node.sh"
+# shellcheck source-path=SCRIPTDIR source=s3.sh
+. "$here/s3.sh"
+# shellcheck source-path=SCRIPTDIR source=dns.sh
+. "$here/dns.sh"
+# shellcheck source-path=SCRIPTDIR source=netpol.sh
+. "$here/netpol.sh"

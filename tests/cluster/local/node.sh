@@ -24,7 +24,7 @@ KUBELET_DIR=$STATE/kubelet
 KUBELET_HEALTHZ_PORT=10248
 KUBE_PROXY_HEALTHZ_PORT=10256
 # The node's processes, in start order (down.sh stops them in reverse, before the control plane).
-NODE_COMPONENTS=(containerd apiserver-forward kubelet kube-proxy)
+NODE_COMPONENTS=(containerd apiserver-forward kubelet kube-proxy kube-router) # kube-router: netpol.sh
 
 # What the cluster runs as: "real" (this node) or "kwok" (simulated nodes), recorded by up.sh.
 node_mode() { cat "$STATE/node-mode" 2>/dev/null || echo kwok; }
@@ -151,22 +151,30 @@ node_apiserver_forward() {
   ln -sf "$(command -v socat)" "$STATE/bin/socat" # argv[0] under $STATE marks the process as ours
   start apiserver-forward - -- "$STATE/bin/socat" \
     "TCP-LISTEN:$APISERVER_PORT,bind=$NODE_IP,reuseaddr,fork" "TCP:127.0.0.1:$APISERVER_PORT"
-  kc apply --server-side --force-conflicts --field-manager=mlops-local-cluster -f - >/dev/null <<EOF
+  node_ip_endpoints default kubernetes "{name: https, port: $APISERVER_PORT, protocol: TCP}" |
+    kc apply --server-side --force-conflicts --field-manager=mlops-local-cluster -f - >/dev/null
+}
+
+# node_ip_endpoints NAMESPACE SERVICE PORT...: the EndpointSlice (YAML) of a Service served by a
+# process on the node itself (no pod to select), the node IP its one endpoint.
+node_ip_endpoints() {
+  local port
+  cat <<EOF
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: kubernetes
-  namespace: default
+  name: $2
+  namespace: $1
   labels:
-    kubernetes.io/service-name: kubernetes
+    kubernetes.io/service-name: $2
     endpointslice.kubernetes.io/managed-by: mlops-local-cluster
 addressType: IPv4
 endpoints:
 - addresses: [$NODE_IP]
   conditions: {ready: true}
 ports:
-- {name: https, port: $APISERVER_PORT, protocol: TCP}
 EOF
+  for port in "${@:3}"; do echo "- $port"; done
 }
 
 node_kubelet() {
@@ -191,7 +199,10 @@ authentication:
   webhook: {enabled: true}
   x509: {clientCAFile: $PKI/ca.crt}
 authorization: {mode: Webhook}
-clusterDomain: cluster.local
+# Pods resolve through CoreDNS (dns.sh), never through this host's resolver.
+clusterDNS: [$DNS_SERVICE_IP]
+clusterDomain: $CLUSTER_DOMAIN
+resolvConf: $(dns_node_resolv_conf)
 failSwapOn: false
 serializeImagePulls: false
 # A test node on a shared disk: do not evict pods for disk pressure a laptop or CI VM always has.

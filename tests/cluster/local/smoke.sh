@@ -2,7 +2,8 @@
 # Checks that a running local cluster (up.sh) behaves as the integration tests expect:
 # API server ready, nodes Ready, Deployment pods Running/Ready, Job pods completed or failed by
 # patching pods/status (and kwok leaving that status alone), deleted pods going away (GC,
-# Job accounting, namespace deletion), RBAC enforced, the ServiceAccount token authenticating.
+# Job accounting, namespace deletion), RBAC enforced, the ServiceAccount token authenticating,
+# the cluster DNS answering Service names and no outside name.
 # Works in a throw-away namespace, removed at the end. Exit 0 when every check passes.
 set -euo pipefail
 LOG_TAG=smoke
@@ -75,6 +76,18 @@ check "Deployment web available with 2 ready replicas" until_true 60 \
 say "      $(kc -n "$NS" get pods -l app=web -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.spec.nodeName} {.status.podIP}; {end}')"
 check "web pods have podIPs in 10.244.0.0/16" \
   [ "$(kc -n "$NS" get pods -l app=web -o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}' | grep -c '^10\.244\.')" = 2 ]
+
+# Cluster DNS (dns.sh): a Service's name resolves to its ClusterIP, other names are unknown.
+kc -n "$NS" expose deployment web --port=80 >/dev/null
+web_ip=$(jp service/web '{.spec.clusterIP}')
+read -r dns_addr dns_port < <(dns_listen)
+lookup() { "$(expected_bin_dir)/netcheck" lookup "$1" "$dns_addr:$dns_port"; }
+check "web.$NS.svc.$CLUSTER_DOMAIN resolves to the Service's ClusterIP $web_ip" \
+  until_true 10 sh -c "[ \"\$('$(expected_bin_dir)/netcheck' lookup web.$NS.svc.$CLUSTER_DOMAIN. $dns_addr:$dns_port)\" = $web_ip ]"
+check "kubernetes.default.svc.$CLUSTER_DOMAIN resolves to 10.96.0.1" [ "$(lookup "kubernetes.default.svc.$CLUSTER_DOMAIN.")" = 10.96.0.1 ]
+check "an outside name (pypi.org) is not found: nothing is forwarded" [ "$(lookup pypi.org. || true)" = "not found" ]
+check "RBAC: CoreDNS may watch Services but not read Secrets or Pods" [ \
+  "$(kc auth can-i watch services --as=system:coredns)/$(kc auth can-i get secrets --as=system:coredns || true)/$(kc auth can-i list pods --as=system:coredns || true)" = yes/no/no ]
 
 # Job completed by patching its pod to Succeeded; kwok must not write Running back.
 job ok-job 0

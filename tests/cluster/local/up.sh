@@ -111,10 +111,10 @@ EOF
 cluster_healthy() {
   local c
   for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
-  [ -s "$SA_DIR/token" ] && apiserver_ready && pick_kubectl || return 1
+  [ -s "$SA_DIR/token" ] && apiserver_ready && pick_kubectl && pid_of s3 >/dev/null && s3_healthy || return 1
   local ready
   ready=$(kc get nodes -l type=kwok -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c '^True$') || true
-  [ "${ready:-0}" -ge "${#NODES[@]}" ] || return 1
+  [ "${ready:-0}" -ge "${#NODES[@]}" ] && pid_of coredns >/dev/null && dns_ready || return 1
   [ "$NODE" = kwok ] && return 0
   for c in "${NODE_COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
   real_node_ready
@@ -388,8 +388,19 @@ fi
 if [ "$NODE" = real ]; then
   step "real node $NODE_NAME: containerd, kubelet ${KUBE_VERSION}, kube-proxy, pod network $POD_CIDR"
   node_up
-  done_step "node $NODE_NAME Ready"
+  netpol_up
+  done_step "node $NODE_NAME Ready, NetworkPolicies enforced (kube-router ${KUBE_ROUTER_VERSION})"
 fi
+
+# ---------------------------------------------------------------- S3 (issue #17; functions in s3.sh)
+
+step "S3 server versitygw ${VERSITYGW_VERSION}"
+s3_up
+done_step "s3"
+
+step "CoreDNS ${COREDNS_VERSION} for $CLUSTER_DOMAIN on $(dns_listen | tr ' ' :) (dns.sh)"
+dns_up
+done_step "CoreDNS ready"
 
 # ---------------------------------------------------------------- service account for in-cluster style clients
 

@@ -166,6 +166,7 @@ def expected_args(log: str | None = DEFAULT_LOG, rate: str = "1", **flags: str) 
         "--drift-window": "1000",
         "--shutdown-timeout": "20",
         "--runtime": "auto",
+        "--max-rows": "65536",
     }
     values.update({"--" + k.replace("_", "-"): v for k, v in flags.items()})
     if log is not None:
@@ -203,6 +204,37 @@ ARG_CASES = [
     ("verified-for-sklearn", {}, mv(runtime="sklearn"), expected_args(runtime="sklearn")),
     ("verified-before-the-runtime-was-recorded", {}, mv(runtime=None), expected_args(runtime="sklearn")),
 ]
+
+
+@pytest.mark.parametrize(
+    ("memory", "rows"),
+    [
+        ("1Gi", 65536),  # the default limit: the server's own default
+        ("4Gi", 262144),
+        ("2G", 122070),
+        ("64Mi", 4096),
+        ("1Mi", 1024),  # floor
+        ("1Ti", 1_000_000),  # ceiling
+        ("3221225472", 196608),
+        ("1.5Gi", 98304),
+    ],
+)
+def test_max_rows_follows_the_memory_limit(memory: str, rows: int) -> None:
+    c = container(deploy(isvc(resources={"limits": {"memory": memory}}), mv()))
+    assert c["args"][c["args"].index("--max-rows") + 1] == str(rows)
+
+
+def test_no_memory_limit_leaves_the_server_default() -> None:
+    c = container(deploy(isvc(resources={"requests": {"cpu": "1"}}), mv()))
+    assert "--max-rows" not in c["args"]
+
+
+def test_quantity_bytes() -> None:
+    assert b.quantity_bytes("1Ki") == 1024
+    assert b.quantity_bytes("1k") == 1000
+    assert b.quantity_bytes("1e3") == 1000
+    assert b.quantity_bytes("1500m") == 1
+    assert b.quantity_bytes("lots") is None
 
 
 @pytest.mark.parametrize(("name", "spec", "version", "args"), ARG_CASES, ids=[c[0] for c in ARG_CASES])

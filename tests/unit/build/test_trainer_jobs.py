@@ -12,7 +12,7 @@ from mlops_contract.api.modelversion import ModelVersionSpec
 from mlops_contract.api.trainingjob import TrainingJobSpec
 from mlops_operator.build import modelversion as mv_build
 from mlops_operator.build import trainingjob as build
-from mlops_operator.reconcile.trainingjob import model_version_manifest
+from mlops_operator.build.modelversion import model_version_manifest
 from mlops_operator.settings import Settings
 
 SETTINGS = Settings(trainer_image="trainer:1", pvc_root="/mnt/pvc", run_as_user=10001)

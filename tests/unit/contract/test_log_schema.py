@@ -92,9 +92,18 @@ def test_the_operator_logs_the_schema(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         text=True,
     )
-    time.sleep(3)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    # Stop it only once it has failed to reach the API server (a SIGINT during start-up, on a
+    # loaded machine, would interrupt the imports before logging is set up).
+    deadline = time.monotonic() + 60
+    for line in proc.stderr:
+        seen.append(line)
+        if "127.0.0.1:9" in line or time.monotonic() > deadline:
+            break
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=30)
+    _, rest = proc.communicate(timeout=30)
+    stderr = "".join(seen) + rest
     docs = _lines(stderr)
     loggers = {d["logger"] for d in docs}
     assert "mlops_operator" in loggers and any(name.startswith("kopf") for name in loggers), loggers

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
-from mlops_contract.api.inferenceservice import InferenceServiceSpec, Retraining
+from mlops_contract.api.inferenceservice import Retraining
 from mlops_operator.monitor.triggers import (
     Reason,
     TriggerDecision,
@@ -19,7 +17,6 @@ from mlops_operator.monitor.triggers import (
     evaluate,
     retraining_condition,
     retraining_job_name,
-    retraining_spec,
     retraining_status,
     run_outcome,
 )
@@ -409,76 +406,6 @@ def test_status_without_firing_keeps_the_last_trigger() -> None:
     assert out == {"count": 2, "activeJobs": [], "lastTrigger": "drift", "lastReason": "r"}
 
 
-# --- the retraining TrainingJob spec ----------------------------------------------------------
-
-FEEDBACK = "pvc://artifacts/predictions/ml/iris"
-
-
-def isvc_spec(**retraining_fields: Any) -> InferenceServiceSpec:
-    return InferenceServiceSpec.model_validate(
-        {"model": "iris", "version": 1, "retraining": {"template": TEMPLATE, **retraining_fields}}
-    )
-
-
-SPEC_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str | None, str, list[dict[str, Any]] | None]] = [
-    ("model-filled-feedback-appended", {}, TEMPLATE, FEEDBACK, "iris", [{"uri": FEEDBACK, "format": "jsonl"}]),
-    ("feedback-off", {"includeFeedback": False}, TEMPLATE, FEEDBACK, "iris", None),
-    ("no-prediction-log", {}, TEMPLATE, None, "iris", None),
-    ("template-model-kept", {}, TEMPLATE | {"model": "iris-v2"}, FEEDBACK, "iris-v2", [{"uri": FEEDBACK, "format": "jsonl"}]),
-    (
-        "existing-extra-sources-kept",
-        {},
-        {**TEMPLATE, "data": {"source": {"uri": "builtin:iris"}, "extraSources": [{"uri": "pvc://d/more.csv"}]}},
-        FEEDBACK,
-        "iris",
-        [{"uri": "pvc://d/more.csv"}, {"uri": FEEDBACK, "format": "jsonl"}],
-    ),
-    (
-        "feedback-not-duplicated",
-        {},
-        {**TEMPLATE, "data": {"source": {"uri": "builtin:iris"}, "extraSources": [{"uri": FEEDBACK, "format": "jsonl"}]}},
-        FEEDBACK,
-        "iris",
-        [{"uri": FEEDBACK, "format": "jsonl"}],
-    ),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("name", "fields", "base", "feedback", "model", "extra"), SPEC_CASES, ids=[c[0] for c in SPEC_CASES]
-)
-def test_retraining_spec(
-    name: str,
-    fields: dict[str, Any],
-    base: dict[str, Any],
-    feedback: str | None,
-    model: str,
-    extra: list[dict[str, Any]] | None,
-) -> None:
-    before = copy.deepcopy(base)
-    out = retraining_spec(isvc_spec(**fields), base, feedback)
-    assert base == before  # the template is never mutated
-    assert out["model"] == model
-    assert out["data"].get("extraSources") == extra
-    assert out["estimator"] == TEMPLATE["estimator"]
-
-
-def test_retraining_spec_from_a_copied_trainingjob() -> None:
-    copied = {"model": "iris", **TEMPLATE, "tuning": {"space": {"n_estimators": [10, 50]}}}
-    spec = InferenceServiceSpec.model_validate(
-        {"model": "iris", "version": 1, "retraining": {"fromTrainingJob": "iris-train"}}
-    )
-    out = retraining_spec(spec, copied, FEEDBACK)
-    assert out["tuning"] == {"space": {"n_estimators": [10, 50]}}
-    assert out["data"]["extraSources"] == [{"uri": FEEDBACK, "format": "jsonl"}]
-
-
-def test_retraining_spec_must_be_a_valid_trainingjob() -> None:
-    with pytest.raises(ValidationError):
-        retraining_spec(isvc_spec(), {"data": {"source": {"uri": "builtin:iris"}}}, None)
-
-
-# --- status.retraining.lastOutcome ------------------------------------------------------------
 def _tj(phase: str | None, mv: str | None = None, message: str | None = None) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase} if phase else {}
     if mv:
@@ -563,20 +490,6 @@ def test_run_outcome_says_what_became_of_the_last_run(
         "iris-retrain-2", tj, mv, serving=serving, canary=canary, resolution="Keeping iris-v1: not better."
     )
     assert got == expected
-
-
-def test_retraining_spec_scores_the_served_version_as_its_baseline() -> None:
-    served = {
-        "metadata": {"name": "iris-v4"},
-        "spec": {"artifact": {"uri": "pvc://mlops-artifacts/models/iris/run-4", "sha256": "ab" * 32}},
-    }
-    out = retraining_spec(isvc_spec(), TEMPLATE, None, served)
-    assert out["evaluation"]["baseline"] == {
-        "modelVersion": "iris-v4",
-        "uri": "pvc://mlops-artifacts/models/iris/run-4",
-        "sha256": "ab" * 32,
-    }
-    assert "baseline" not in (retraining_spec(isvc_spec(), TEMPLATE, None).get("evaluation") or {})
 
 
 @pytest.mark.parametrize(

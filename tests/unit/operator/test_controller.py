@@ -200,15 +200,19 @@ def test_every_watch_handler_runs_on_the_event_loop() -> None:
     assert [f.__name__ for f in fns if not asyncio.iscoroutinefunction(f)] == []
 
 
-def test_only_a_trainingjob_waiting_for_its_claim_is_rechecked_on_a_timer() -> None:
-    from mlops_operator.reconcile import trainingjob
+def test_only_an_object_waiting_for_its_claim_is_rechecked_on_a_timer() -> None:
+    from mlops_operator.handlers import KINDS
+    from mlops_operator.reconcile.storage import STORAGE_RECHECK_SECONDS
 
-    def tj(reason: str) -> dict[str, Any]:
+    def body(reason: str) -> dict[str, Any]:
         return {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": reason}]}}
 
-    assert trainingjob.interval(tj("StorageNotFound")) == trainingjob.STORAGE_RECHECK_SECONDS
-    assert trainingjob.interval(tj("Training")) is None
-    assert trainingjob.interval({}) is None
+    for kind in ("TrainingJob", "ModelVersion"):
+        interval = KINDS[kind].interval
+        assert interval is not None, kind
+        assert interval(body("StorageNotFound")) == STORAGE_RECHECK_SECONDS
+        assert interval(body("Training")) is None
+        assert interval({}) is None
 
 
 def test_a_recorded_verification_failure_is_final_and_nothing_else_is() -> None:

@@ -40,9 +40,18 @@ class Requester:
     async def __call__(self, method: str, url: str, **kwargs: Any) -> Response:
         self.calls.append({"method": method, "url": url, **kwargs})
         answer = self.answers.get((method, url.split("?", maxsplit=1)[0]))
+        if isinstance(answer, tuple):  # (status, message)
+            answer, message = answer
+        else:
+            message = "nope"
         if isinstance(answer, int):
-            error = {404: errors.APINotFoundError, 409: errors.APIConflictError}.get(answer, errors.APIError)
-            raise error({"message": "nope"}, status=answer, headers={})
+            error = {
+                403: errors.APIForbiddenError,
+                404: errors.APINotFoundError,
+                409: errors.APIConflictError,
+                500: errors.APIServerError,
+            }.get(answer, errors.APIError)
+            raise error({"message": message}, status=answer, headers={})
         return Response(answer if answer is not None else {})
 
 
@@ -84,7 +93,10 @@ async def test_status_is_merge_patched_on_the_subresource() -> None:
     k, r = kube({})
     await k.patch_status("TrainingJob", "ns", "t", {"phase": "Running"})
     call = r.calls[0]
-    assert call["url"] == "/apis/mlops.dev/v1alpha1/namespaces/ns/trainingjobs/t/status"
+    assert (
+        call["url"]
+        == "/apis/mlops.dev/v1alpha1/namespaces/ns/trainingjobs/t/status?fieldManager=mlops-operator"
+    )
     assert call["headers"]["Content-Type"] == "application/merge-patch+json"
     assert call["payload"] == {"status": {"phase": "Running"}}
 
@@ -103,7 +115,7 @@ async def test_create_treats_409_as_success_and_returns_the_existing_object() ->
 async def test_events_are_best_effort_and_logs_are_text() -> None:
     k, r = kube(
         {
-            ("POST", "/api/v1/namespaces/ns/events"): 403,
+            ("POST", "/api/v1/namespaces/ns/events"): 422,
             ("GET", "/api/v1/namespaces/ns/pods/p/log"): b"line\n",
         }
     )
@@ -157,10 +169,11 @@ BUILDERS = {
         Request("DELETE", "/apis/batch/v1/namespaces/ns/jobs/j", body={"propagationPolicy": "Foreground"}),
     ),
     "status subresource": (
-        k8s.status_request("TrainingJob", "ns", "t", {"phase": "Running"}),
+        k8s.status_request("TrainingJob", "ns", "t", {"phase": "Running"}, "manager"),
         Request(
             "PATCH",
             f"{CRD}/namespaces/ns/trainingjobs/t/status",
+            query={"fieldManager": "manager"},
             body={"status": {"phase": "Running"}},
             content_type="application/merge-patch+json",
         ),
@@ -216,7 +229,7 @@ OPERATIONS = {
     "delete": (("delete", "Job", "ns", "j", "Orphan"), k8s.delete_request("Job", "ns", "j", "Orphan")),
     "patch_status": (
         ("patch_status", "TrainingJob", "ns", "t", {"phase": "Running"}),
-        k8s.status_request("TrainingJob", "ns", "t", {"phase": "Running"}),
+        k8s.status_request("TrainingJob", "ns", "t", {"phase": "Running"}, "mlops-operator"),
     ),
     "pod_log_tail": (("pod_log_tail", "ns", "p", 3), k8s.log_request("ns", "p", 3)),
 }
@@ -301,3 +314,34 @@ async def test_create_raises_a_conflict_when_the_existing_object_vanished() -> N
     for e in (sync.value, async_.value):
         assert (e.status, e.reason) == (409, "Conflict")
         assert "TrainingJob t exists and vanished" in e.body
+
+
+TERMINATING = (
+    'jobs "j" is forbidden: unable to create new content in namespace ns because it is being terminated'
+)
+
+
+async def test_a_create_in_a_terminating_namespace_fails_at_once_without_retries() -> None:
+    """Issue #19: kopf retried every such 403 three times with an ERROR line each."""
+    k, r = kube({("POST", "/apis/batch/v1/namespaces/ns/jobs"): (403, TERMINATING)})
+    with pytest.raises(KubeError) as refused:
+        await k.create({"kind": "Job", "metadata": {"name": "j", "namespace": "ns"}})
+    assert refused.value.namespace_terminating
+    assert [c["backoffs"] for c in r.calls] == [()]
+
+
+@pytest.mark.parametrize("status", [403, 500])
+async def test_other_retryable_failures_still_get_kopfs_retries(status: int) -> None:
+    k, r = kube({("POST", "/apis/batch/v1/namespaces/ns/jobs"): status})
+    with pytest.raises(KubeError) as failed:
+        await k.create({"kind": "Job", "metadata": {"name": "j", "namespace": "ns"}})
+    assert failed.value.status == status and not failed.value.namespace_terminating
+    assert [c["backoffs"] for c in r.calls] == [(), k8s.BACKOFFS]
+
+
+async def test_an_event_in_a_terminating_namespace_is_dropped_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    k, _ = kube({("POST", "/api/v1/namespaces/ns/events"): (403, TERMINATING)})
+    await k.event({"kind": "Job", "metadata": {"name": "j", "namespace": "ns"}}, "Reason", "message")
+    assert [r for r in caplog.records if r.levelno >= 30] == []

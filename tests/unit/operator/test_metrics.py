@@ -42,13 +42,28 @@ def test_every_kind_starts_at_zero() -> None:
         assert value(m, "mlops_operator_active_resources", kind=kind) == 0
 
 
-def test_retraining_triggers_by_trigger() -> None:
+def test_retraining_and_canary_counters_name_their_inference_service() -> None:
     m = OperatorMetrics()
-    m.triggered("drift")
-    m.triggered("drift")
-    m.triggered("schedule")
-    assert value(m, "mlops_operator_retraining_triggers_total", trigger="drift") == 2
-    assert value(m, "mlops_operator_retraining_triggers_total", trigger="schedule") == 1
+    m.triggered("ml", "iris", "drift")
+    m.triggered("ml", "iris", "drift")
+    m.triggered("ml", "wine", "schedule")
+    m.retraining_done("ml", "iris", "failed")
+    m.canary_decided("ml", "iris", "rollback")
+    isvc = {"namespace": "ml", "inference_service": "iris"}
+    assert value(m, "mlops_operator_retraining_triggers_total", **isvc, trigger="drift") == 2
+    assert (
+        value(
+            m,
+            "mlops_operator_retraining_triggers_total",
+            namespace="ml",
+            inference_service="wine",
+            trigger="schedule",
+        )
+        == 1
+    )
+    assert value(m, "mlops_operator_retraining_runs_finished_total", **isvc, outcome="failed") == 1
+    assert value(m, "mlops_operator_retraining_runs_finished_total", **isvc, outcome="succeeded") is None
+    assert value(m, "mlops_operator_canary_decisions_total", **isvc, decision="rollback") == 1
 
 
 def test_active_resources_are_read_at_scrape_time() -> None:
@@ -62,8 +77,17 @@ def test_active_resources_are_read_at_scrape_time() -> None:
 
 def test_each_operator_has_its_own_registry() -> None:
     a, b = OperatorMetrics(), OperatorMetrics()
-    a.triggered("manual")
-    assert value(b, "mlops_operator_retraining_triggers_total", trigger="manual") is None
+    a.triggered("ml", "iris", "manual")
+    assert (
+        value(
+            b,
+            "mlops_operator_retraining_triggers_total",
+            namespace="ml",
+            inference_service="iris",
+            trigger="manual",
+        )
+        is None
+    )
 
 
 async def test_reconcile_passes_record_outcomes_and_the_active_gauge_counts_held_objects() -> None:
@@ -114,3 +138,44 @@ def test_priority_random_differs_per_process() -> None:
     values = {_parser().parse_args(["--priority=random"]).priority for _ in range(5)}
     assert len(values) > 1 and all(v > 0 for v in values)
     assert _parser().parse_args(["--priority", "7"]).priority == 7
+
+
+class _EventsOnly:
+    """The one call `act` makes for Event steps."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def event(self, body: Mapping[str, Any], reason: str, message: str, kind: str) -> None:
+        self.events.append(reason)
+
+
+async def test_act_counts_the_canary_decision_its_event_closes() -> None:
+    from mlops_operator.reconcile import inferenceservice as r
+
+    kube = _EventsOnly()
+    ctx = Context(kube=kube, settings=Settings())  # type: ignore[arg-type]
+    isvc = {"kind": "InferenceService", "metadata": {"namespace": "ml", "name": "iris"}}
+    seen = r.Observed(versions={})
+    steps = [
+        r.Event("CanaryRolledBack", "Rolled back iris-v2", warning=True),
+        r.Event("RolledOut", "Serving iris-v1"),
+    ]
+    await r.act(ctx, isvc, steps, seen)
+    assert kube.events == ["CanaryRolledBack", "RolledOut"]
+    isvc_labels = {"namespace": "ml", "inference_service": "iris"}
+    assert (
+        value(ctx.metrics, "mlops_operator_canary_decisions_total", **isvc_labels, decision="rollback") == 1
+    )
+    assert (
+        value(ctx.metrics, "mlops_operator_canary_decisions_total", **isvc_labels, decision="promote") is None
+    )
+
+
+def test_scrape_failures_count_by_reason() -> None:
+    m = OperatorMetrics()
+    m.scrape_failed("timeout")
+    m.scrape_failed("timeout")
+    m.scrape_failed("malformed")
+    assert value(m, "mlops_operator_scrape_failures_total", reason="timeout") == 2
+    assert value(m, "mlops_operator_scrape_failures_total", reason="malformed") == 1

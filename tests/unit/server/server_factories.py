@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
+import os
+import queue
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -70,7 +75,9 @@ def metadata_for(model: str, pipeline: Any, X: pd.DataFrame, y: pd.Series, task:
     }
 
 
-def _write(directory: Path, model: str, pipeline: Any, X: pd.DataFrame, y: pd.Series, task: str) -> Artifact:
+def write_model(
+    directory: Path, model: str, pipeline: Any, X: pd.DataFrame, y: pd.Series, task: str
+) -> Artifact:
     meta = artifact.write_artifact(directory, pipeline, metadata_for(model, pipeline, X, y, task))
     return Artifact(directory, meta["sha256"], pipeline, X, y, meta)
 
@@ -101,7 +108,7 @@ def iris_logistic(directory: Path, column_transformer: bool = False) -> Artifact
     else:
         prepare = StandardScaler()
     pipeline = Pipeline([("prepare", prepare), ("estimator", LogisticRegression(max_iter=1000))]).fit(X, y)
-    return _write(directory, MODEL, pipeline, X, y, "classification")
+    return write_model(directory, MODEL, pipeline, X, y, "classification")
 
 
 def iris_forest(directory: Path, trees: int = 100) -> Artifact:
@@ -111,7 +118,7 @@ def iris_forest(directory: Path, trees: int = 100) -> Artifact:
 
     X, y = load_iris(return_X_y=True, as_frame=True)
     pipeline = Pipeline([("estimator", RandomForestClassifier(n_estimators=trees, random_state=0))]).fit(X, y)
-    return _write(directory, MODEL, pipeline, X, y, "classification")
+    return write_model(directory, MODEL, pipeline, X, y, "classification")
 
 
 def diabetes_ridge(directory: Path) -> Artifact:
@@ -122,7 +129,7 @@ def diabetes_ridge(directory: Path) -> Artifact:
 
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     pipeline = Pipeline([("scale", StandardScaler()), ("estimator", Ridge(alpha=1.0))]).fit(X, y)
-    return _write(directory, "diabetes", pipeline, X, y, "regression")
+    return write_model(directory, "diabetes", pipeline, X, y, "regression")
 
 
 def mixed_frame(rows: int = 200) -> tuple[pd.DataFrame, pd.Series]:
@@ -153,7 +160,53 @@ def mixed_logistic(directory: Path) -> Artifact:
         sparse_threshold=0.0,
     )
     pipeline = Pipeline([("prepare", prepare), ("estimator", LogisticRegression(max_iter=1000))]).fit(X, y)
-    return _write(directory, "mixed", pipeline, X, y, "classification")
+    return write_model(directory, "mixed", pipeline, X, y, "classification")
+
+
+# ---------------------------------------------------------------------------------------------
+# The server as a real process
+
+ROOT = Path(__file__).resolve().parents[3]
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "images/server")),
+    "PYTHONWARNINGS": "error",
+}
+
+
+def server_process(*args: str, **popen: Any) -> subprocess.Popen[bytes]:
+    """`python -m mlops_server` on an ephemeral loopback port; its JSON log on stderr."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlops_server", "--host", "127.0.0.1", "--port", "0", *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
+
+
+class StderrLog:
+    """Collects a process's JSON log lines on a thread, so tests can wait for one."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        assert proc.stderr is not None
+        self._thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for raw in stream:
+            if raw.startswith(b"{"):
+                self.lines.put(json.loads(raw))
+
+    def wait_for(self, message: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            self.seen.append(line)
+            if line["message"] == message:
+                return line
 
 
 # ---------------------------------------------------------------------------------------------

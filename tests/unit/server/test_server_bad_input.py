@@ -352,3 +352,43 @@ def test_many_pipelined_requests_behind_an_inference(iris_server: RunningServer)
         while chunk := sock.recv(1 << 20):
             data += chunk
     assert data.count(b"HTTP/1.1 200 OK") == n + 1
+
+
+def test_an_integer_feature_beyond_int64_is_400_on_the_scikit_learn_path(
+    start_server: StartServer, mixed: Artifact
+) -> None:
+    server = start_server(mixed)
+    c = server.client()
+    for size in (1 << 63, 1 << 64, 10**30):
+        raw = (
+            b'{"instances": [{"weight": 10.0, "size": %d, "color": "red"}]}' % size
+        )  # orjson stops at 64 bits
+        reply = c.post("/v1/models/mixed:predict", raw=raw)
+        assert reply.status == 400, reply.error
+        assert "out of the int64 range" in reply.error
+    ok = c.post("/v1/models/mixed:predict", {"instances": [{"weight": 10.0, "size": 2, "color": "red"}]})
+    assert ok.status == 200
+
+
+def test_an_unencodable_answer_is_a_500_with_a_message(iris_server: RunningServer) -> None:
+    import numpy as np
+
+    model = iris_server.server.app.model
+    assert model is not None
+
+    def predict(X: Any) -> Any:
+        return np.array([object()] * len(X), dtype=object)  # no JSON form
+
+    saved = model._matrix, model._frame_methods, model.has_proba
+    model._matrix = model._frame_methods = type(saved[1])(predict, None)
+    model.has_proba = False
+    try:
+        reply = iris_server.client().infer(
+            v2_matrix([ROW]),
+        )
+    finally:
+        model._matrix, model._frame_methods, model.has_proba = saved
+    assert reply.status == 500
+    assert reply.error.startswith("failed to encode the response: ")
+    assert "not JSON serializable" in reply.error
+    assert iris_server.client().infer(v2_matrix([ROW])).status == 200

@@ -4,40 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from server_factories import Artifact
+from server_factories import ENV, Artifact, StderrLog, server_process
 
 from mlops_contract import artifact
-
-ROOT = Path(__file__).resolve().parents[3]
-ENV = {
-    **os.environ,
-    "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "images/server")),
-    "PYTHONWARNINGS": "error",
-}
-
-
-def _server(*args: str, **popen: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mlops_server", "--host", "127.0.0.1", "--port", "0", *args],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        **popen,
-    )
 
 
 def _log_lines(stderr: bytes) -> list[dict[str, Any]]:
@@ -110,7 +90,7 @@ def test_refuses_to_serve_a_bad_artifact(
     directory = _copy(iris, tmp_path)
     if damage is not None:
         damage(directory)
-    proc = _server("--artifact", str(directory), *flags)
+    proc = server_process("--artifact", str(directory), *flags)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2, stderr.decode()
     refused = [line for line in _log_lines(stderr) if line["message"] == "Refused to serve the artifact"]
@@ -119,37 +99,13 @@ def test_refuses_to_serve_a_bad_artifact(
     assert refused[0]["level"] == "error"
 
 
-class _Stderr:
-    """Collects a process's JSON log lines on a thread, so tests can wait for one."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        assert proc.stderr is not None
-        self._thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: Any) -> None:
-        for raw in stream:
-            if raw.startswith(b"{"):
-                self.lines.put(json.loads(raw))
-
-    def wait_for(self, message: str, timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            self.seen.append(line)
-            if line["message"] == message:
-                return line
-
-
 @pytest.fixture
-def process(iris: Artifact, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], _Stderr, Path]]:
+def process(iris: Artifact, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], StderrLog, Path]]:
     log_dir = tmp_path / "log"
-    proc = _server(
+    proc = server_process(
         "--artifact", str(iris.directory), "--sha256", iris.sha256, "--prediction-log", str(log_dir)
     )
-    stderr = _Stderr(proc)
+    stderr = StderrLog(proc)
     try:
         yield proc, stderr, log_dir
     finally:
@@ -161,7 +117,7 @@ def process(iris: Artifact, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[b
 
 
 def test_sigterm_finishes_the_request_in_flight(
-    process: tuple[subprocess.Popen[bytes], _Stderr, Path],
+    process: tuple[subprocess.Popen[bytes], StderrLog, Path],
 ) -> None:
     proc, stderr, log_dir = process
     port = stderr.wait_for("Started listening")["port"]
@@ -203,7 +159,7 @@ def test_sigterm_finishes_the_request_in_flight(
     assert [orjson.loads(line)["id"] for line in logged] == ["in-flight"]
 
 
-def test_sigint_when_idle_exits_zero(process: tuple[subprocess.Popen[bytes], _Stderr, Path]) -> None:
+def test_sigint_when_idle_exits_zero(process: tuple[subprocess.Popen[bytes], StderrLog, Path]) -> None:
     proc, stderr, _ = process
     stderr.wait_for("Loaded model")
     proc.send_signal(signal.SIGINT)
@@ -229,8 +185,8 @@ def test_skip_unused_modules_blocks_only_what_is_not_imported_yet() -> None:
 
 def test_serves_the_dataframe_path_without_pyarrow(mixed: Artifact) -> None:
     """pyarrow is installed but kept out of the server (issue #10: RSS); text features still work."""
-    proc = _server("--artifact", str(mixed.directory))
-    stderr = _Stderr(proc)
+    proc = server_process("--artifact", str(mixed.directory))
+    stderr = StderrLog(proc)
     try:
         port = stderr.wait_for("Started listening")["port"]
         stderr.wait_for("Loaded model")
@@ -297,8 +253,10 @@ def test_a_numeric_model_runs_without_scikit_learn_in_the_process(
     iris_ct: Artifact, runtime: str, mapped: set[str]
 ) -> None:
     # Issue #10 (cold start): the arrays runtime never imports scikit-learn, scipy or pandas.
-    proc = _server("--artifact", str(iris_ct.directory), "--sha256", iris_ct.sha256, "--runtime", runtime)
-    stderr = _Stderr(proc)
+    proc = server_process(
+        "--artifact", str(iris_ct.directory), "--sha256", iris_ct.sha256, "--runtime", runtime
+    )
+    stderr = StderrLog(proc)
     try:
         loaded = stderr.wait_for("Loaded model", timeout=60)
         assert loaded["runtime"] == ("arrays" if runtime == "auto" else "sklearn")

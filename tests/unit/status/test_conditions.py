@@ -59,3 +59,43 @@ def test_transition_time_moves_only_when_status_flips() -> None:
     assert same[0]["lastTransitionTime"] == "t1"
     assert (same[0]["reason"], same[0]["observedGeneration"]) == ("StillPending", 2)
     assert flipped[0]["lastTransitionTime"] == "t3"
+
+
+def _conds(ready: tuple[str, str], stalled: str = "False") -> list[dict[str, str]]:
+    return [
+        {"type": "Ready", "status": ready[0], "reason": ready[1], "message": f"{ready[1]} says why"},
+        {"type": "Stalled", "status": stalled, "reason": "x"},
+    ]
+
+
+FAILURES = {
+    "a stall is reported": (
+        None,
+        _conds(("False", "InvalidSpec"), "True"),
+        ("InvalidSpec", "InvalidSpec says why"),
+    ),
+    "a wait only the user can end is reported": (
+        _conds(("Unknown", "Pending")),
+        _conds(("False", "StorageNotFound")),
+        ("StorageNotFound", "StorageNotFound says why"),
+    ),
+    "once per transition, not per pass": (
+        _conds(("False", "StorageNotFound")),
+        _conds(("False", "StorageNotFound")),
+        None,
+    ),
+    "a new failure reason is reported again": (
+        _conds(("False", "StorageNotFound")),
+        _conds(("False", "DuplicateVersion"), "True"),
+        ("DuplicateVersion", "DuplicateVersion says why"),
+    ),
+    "progress is not a failure": (None, _conds(("False", "Training")), None),
+    "ready is not a failure": (_conds(("False", "InvalidSpec"), "True"), _conds(("True", "Servable")), None),
+}
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), FAILURES.values(), ids=FAILURES.keys())
+def test_failure_to_report(old: Any, new: Any, expected: Any) -> None:
+    from mlops_operator.status.conditions import failure_to_report
+
+    assert failure_to_report(old, new) == expected

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from trainer_factories import FakeS3, Trainer, make_config, make_spec, mixed_frame
+from trainer_factories import Trainer, make_config, make_spec, mixed_frame
 
 from mlops_contract import storage
 from mlops_contract.storage import FetchError, InvalidUri, ParsedUri
+from s3kit import S3Server, free_port
 
 
 @pytest.mark.parametrize(
@@ -165,45 +169,201 @@ def test_fetch_unreachable_host_is_transient(tmp_path: Path) -> None:
     assert raised.value.transient is True
 
 
-@pytest.fixture
-def fake_s3(monkeypatch: pytest.MonkeyPatch) -> FakeS3:
-    fake = FakeS3(
-        {
-            ("bucket", "train/a.csv"): b"a,label\n1,x\n",
-            ("bucket", "train/nested/b.csv"): b"a,label\n2,y\n",
-            ("bucket", "single.csv"): b"a,label\n3,z\n",
-        }
-    )
-    monkeypatch.setattr(storage, "_s3_client", lambda env: fake)
-    return fake
+# ---------------------------------------------------------------- s3:// against a real server
+# tests/s3kit.py runs versitygw (posix backend) on loopback; every test gets its own bucket.
+# `env` below is what the cluster's Secret puts in a pod: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# AWS_ENDPOINT_URL, AWS_REGION.
+
+MANY_KEYS = 1_205  # more than one ListObjectsV2 page (1,000 keys): the continuation token is followed
+LARGE_BYTES = 101 * 1024 * 1024  # over 100 MB: s3transfer uploads and downloads it in 8 MB parts
 
 
-def test_fetch_s3_object(tmp_path: Path, fake_s3: FakeS3) -> None:
-    path = storage.fetch("s3://bucket/single.csv", tmp_path, {})
+@pytest.fixture(autouse=True)
+def no_aws_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only the variables a test passes count, never ~/.aws or the developer's AWS_* variables."""
+    for name in [n for n in os.environ if n.startswith("AWS_") or n == "S3_USE_VIRTUAL_BUCKET"]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+def put(s3: S3Server, bucket: str, objects: dict[str, bytes]) -> None:
+    client = s3.client()
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda item: client.put_object(Bucket=bucket, Key=item[0], Body=item[1]), objects.items()
+            )
+        )
+
+
+def test_fetch_s3_object(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> None:
+    put(s3_server, s3_bucket, {"single.csv": b"a,label\n3,z\n", "single.csv.bak": b"other"})
+
+    path = storage.fetch(f"s3://{s3_bucket}/single.csv", tmp_path, s3_server.env)
+
     assert path == tmp_path / "single.csv"
     assert path.read_bytes() == b"a,label\n3,z\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["single.csv"]
 
 
-def test_fetch_s3_prefix(tmp_path: Path, fake_s3: FakeS3) -> None:
-    path = storage.fetch("s3://bucket/train", tmp_path, {})
+def test_fetch_s3_prefix(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> None:
+    put(
+        s3_server,
+        s3_bucket,
+        {
+            "train/a.csv": b"a,label\n1,x\n",
+            "train/nested/b.csv": b"a,label\n2,y\n",
+            "train/empty-dir/": b"",  # a folder marker some tools write: not a file
+            "training/not-mine.csv": b"shares the prefix text, not the folder",
+        },
+    )
+
+    path = storage.fetch(f"s3://{s3_bucket}/train", tmp_path, s3_server.env)
+
     assert path == tmp_path / "train"
-    assert sorted(str(p.relative_to(path)) for p in path.rglob("*.csv")) == ["a.csv", "nested/b.csv"]
+    assert sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()) == [
+        "a.csv",
+        "nested/b.csv",
+    ]
+    assert (path / "nested" / "b.csv").read_bytes() == b"a,label\n2,y\n"
 
 
-def test_fetch_s3_missing_is_permanent(tmp_path: Path, fake_s3: FakeS3) -> None:
+def test_fetch_s3_prefix_with_many_objects(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> None:
+    objects = {f"parts/p-{i:05d}.csv": f"a\n{i}\n".encode() for i in range(MANY_KEYS)}
+    put(s3_server, s3_bucket, objects)
+
+    path = storage.fetch(f"s3://{s3_bucket}/parts", tmp_path, s3_server.env)
+
+    files = sorted(path.iterdir())
+    assert len(files) == MANY_KEYS
+    assert files[-1].name == f"p-{MANY_KEYS - 1:05d}.csv"
+    assert files[-1].read_bytes() == f"a\n{MANY_KEYS - 1}\n".encode()
+
+
+def test_large_object_round_trip_is_multipart(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> None:
+    source = tmp_path / "up"
+    source.mkdir()
+    blob = source / "model.bin"
+    with blob.open("wb") as f:
+        for _ in range(LARGE_BYTES // (1024 * 1024)):
+            f.write(os.urandom(1024 * 1024))
+    expected = hashlib.sha256(blob.read_bytes()).hexdigest()
+
+    storage.upload(source, f"s3://{s3_bucket}/big", s3_server.env)
+    head = s3_server.client().head_object(Bucket=s3_bucket, Key="big/model.bin")
+    path = storage.fetch(f"s3://{s3_bucket}/big/model.bin", tmp_path / "down", s3_server.env)
+
+    assert head["ContentLength"] == LARGE_BYTES
+    assert head["ETag"].strip('"').endswith("-13")  # an S3 multipart ETag: md5 of the parts, "-<parts>"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == expected
+
+
+def test_custom_endpoint_is_addressed_path_style(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> None:
+    # "localhost", a name: botocore would put the bucket into it (virtual host) unless told otherwise.
+    env = {**s3_server.env, "AWS_ENDPOINT_URL": s3_server.endpoint.replace("127.0.0.1", "localhost")}
+    put(s3_server, s3_bucket, {"k.csv": b"a\n1\n"})
+
+    assert storage.fetch(f"s3://{s3_bucket}/k.csv", tmp_path, env).read_bytes() == b"a\n1\n"
+    path_url = storage._s3_client(env).generate_presigned_url(
+        "get_object", {"Bucket": s3_bucket, "Key": "k.csv"}
+    )
+    virtual_env = {**env, "S3_USE_VIRTUAL_BUCKET": "true"}
+    virtual_url = storage._s3_client(virtual_env).generate_presigned_url(
+        "get_object", {"Bucket": s3_bucket, "Key": "k.csv"}
+    )
+    port = s3_server.endpoint.rsplit(":", 1)[1]
+    assert path_url.startswith(f"http://localhost:{port}/{s3_bucket}/k.csv?")
+    assert virtual_url.startswith(f"http://{s3_bucket}.localhost:{port}/k.csv?")
+
+
+def test_credentials_come_from_the_environment(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put(s3_server, s3_bucket, {"data/x.csv": b"a\n1\n"})
+    for name, value in s3_server.env.items():  # as a Secret's envFrom sets them in the pod
+        monkeypatch.setenv(name, value)
+
+    path = storage.fetch(f"s3://{s3_bucket}/data/x.csv", tmp_path)
+    storage.upload(path.parent, f"s3://{s3_bucket}/copy")
+
+    listed = s3_server.client().list_objects_v2(Bucket=s3_bucket, Prefix="copy/")
+    assert [o["Key"] for o in listed["Contents"]] == ["copy/x.csv"]
+
+
+@pytest.mark.parametrize(
+    ("override", "code"),
+    [
+        # versitygw's name for AWS's InvalidAccessKeyId (both 403): why _s3_error reads the status.
+        ({"AWS_ACCESS_KEY_ID": "nobody"}, "XAdminUserNotFound"),
+        ({"AWS_SECRET_ACCESS_KEY": "wrong-secret"}, "SignatureDoesNotMatch"),
+    ],
+)
+def test_wrong_credentials_are_permanent(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, override: dict[str, str], code: str
+) -> None:
+    put(s3_server, s3_bucket, {"x.csv": b"a\n1\n"})
+    uri = f"s3://{s3_bucket}/x.csv"
     with pytest.raises(FetchError) as raised:
-        storage.fetch("s3://bucket/nothing", tmp_path, {})
+        storage.fetch(uri, tmp_path, {**s3_server.env, **override})
     assert raised.value.transient is False
-    assert str(raised.value) == "s3://bucket/nothing: no such object or prefix"
+    assert str(raised.value).startswith(f"LIST {uri} failed: {code}: ")
 
 
-def test_upload_to_s3(tmp_path: Path, fake_s3: FakeS3) -> None:
+@pytest.mark.parametrize(
+    ("objects", "key", "message"),
+    [
+        ({"other.csv": b"x"}, "missing.csv", "{uri}: no such object or prefix"),
+        ({"empty/": b""}, "empty", "{uri}: no such object or prefix"),  # only a folder marker
+    ],
+    ids=["missing-key", "prefix-without-files"],
+)
+def test_nothing_to_fetch_is_permanent(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, objects: dict[str, bytes], key: str, message: str
+) -> None:
+    put(s3_server, s3_bucket, objects)
+    uri = f"s3://{s3_bucket}/{key}"
+    with pytest.raises(FetchError) as raised:
+        storage.fetch(uri, tmp_path, s3_server.env)
+    assert raised.value.transient is False
+    assert str(raised.value) == message.format(uri=uri)
+
+
+def test_missing_bucket_is_permanent(tmp_path: Path, s3_server: S3Server) -> None:
+    with pytest.raises(FetchError) as raised:
+        storage.fetch("s3://no-such-bucket-here/x.csv", tmp_path, s3_server.env)
+    assert raised.value.transient is False
+    assert str(raised.value).startswith("LIST s3://no-such-bucket-here/x.csv failed: NoSuchBucket: ")
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FetchError) as raised:
+        storage.upload(tmp_path, "s3://no-such-bucket-here/out", s3_server.env)
+    assert raised.value.transient is False
+    assert str(raised.value).startswith("PUT s3://no-such-bucket-here/out failed: ")
+    assert "NoSuchBucket" in str(raised.value)
+
+
+def test_server_down_is_transient(tmp_path: Path, s3_server: S3Server) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(FetchError) as raised:
+        storage.fetch("s3://bucket/x.csv", tmp_path, {**s3_server.env, "AWS_ENDPOINT_URL": dead})
+    assert raised.value.transient is True
+    assert str(raised.value).startswith(
+        "LIST s3://bucket/x.csv failed: Could not connect to the endpoint URL"
+    )
+
+
+def test_upload_to_s3(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "model.json").write_text("{}")
     (tmp_path / "sub" / "x").write_text("x")
-    storage.upload(tmp_path, "s3://bucket/models/m/1", {})
-    assert fake_s3.objects[("bucket", "models/m/1/model.json")] == b"{}"
-    assert fake_s3.objects[("bucket", "models/m/1/sub/x")] == b"x"
+
+    storage.upload(tmp_path, f"s3://{s3_bucket}/models/m/1", s3_server.env)
+
+    client = s3_server.client()
+    listed = client.list_objects_v2(Bucket=s3_bucket)
+    assert [o["Key"] for o in listed["Contents"]] == ["models/m/1/model.json", "models/m/1/sub/x"]
+    assert client.get_object(Bucket=s3_bucket, Key="models/m/1/sub/x")["Body"].read() == b"x"
 
 
 def test_s3_without_boto3_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,47 +374,21 @@ def test_s3_without_boto3_says_how_to_install(tmp_path: Path, monkeypatch: pytes
     assert str(raised.value) == "s3:// needs boto3, which is not installed: pip install 'mlops-operator[s3]'"
 
 
-def test_s3_client_reads_endpoint_and_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, dict[str, Any]]] = []
-
-    class FakeBoto3:
-        @staticmethod
-        def client(service: str, **kwargs: Any) -> str:
-            calls.append((service, kwargs))
-            return "client"
-
-    monkeypatch.setitem(sys.modules, "boto3", FakeBoto3)
-    env = {
-        "AWS_ENDPOINT_URL": "http://minio:9000",
-        "AWS_ACCESS_KEY_ID": "id",
-        "AWS_SECRET_ACCESS_KEY": "secret",
-    }
-    assert storage._s3_client(env) == "client"
-    assert calls == [
-        (
-            "s3",
-            {
-                "endpoint_url": "http://minio:9000",
-                "aws_access_key_id": "id",
-                "aws_secret_access_key": "secret",
-            },
-        )
-    ]
-
-
-def test_train_from_https_and_s3_sources(trainer: Trainer, http_base: str, fake_s3: FakeS3) -> None:
+def test_train_from_https_and_s3_sources(
+    trainer: Trainer, http_base: str, s3_server: S3Server, s3_bucket: str
+) -> None:
     table = mixed_frame().drop(columns=["spend"])
     Handler.body = table.iloc[:120].to_csv(index=False).encode()
-    fake_s3.objects[("bucket", "more/part-1.csv")] = table.iloc[120:].to_csv(index=False).encode()
+    put(s3_server, s3_bucket, {"more/part-1.csv": table.iloc[120:].to_csv(index=False).encode()})
     spec = make_spec(
         data={
             "source": {"uri": f"{http_base}/data/train.csv"},
-            "extraSources": [{"uri": "s3://bucket/more"}],
+            "extraSources": [{"uri": f"s3://{s3_bucket}/more"}],
             "target": "churn",
         }
     )
     try:
-        run = trainer.run("train", make_config(spec), MLOPS_HTTP_AUTHORIZATION="Basic abc")
+        run = trainer.run("train", make_config(spec), MLOPS_HTTP_AUTHORIZATION="Basic abc", **s3_server.env)
     finally:
         Handler.body = b"a,label\n1,x\n2,y\n"
 

@@ -134,7 +134,8 @@ CASES: list[tuple[str, Arrange, str]] = [
     (
         "invalid-param-value",
         spec_patch(estimator={"class": "RandomForestClassifier", "params": {"n_estimators": -1}}),
-        "fit failed: The 'n_estimators' parameter of RandomForestClassifier must be an int in the range [1, inf). Got -1 instead.",
+        # Found before any data is read, as scikit-learn's validation would (mlops_contract.params).
+        "estimator.params.n_estimators: RandomForestClassifier -1 is not accepted; n_estimators must be an int in [1, inf)",
     ),
     (
         "single-class-target",

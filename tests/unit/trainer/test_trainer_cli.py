@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,44 @@ def test_process_train_verify_and_exit_codes(tmp_path: Path) -> None:
         "reason": "BadInput",
         "message": "only 150 usable rows; data.minRows is 1000",
     }
+
+
+def test_sigterm_before_a_trial_finishes_exits_143_without_a_score(tmp_path: Path) -> None:
+    """A trial pod deleted gracefully (eviction, drain) exits non-zero, so its Job index is run
+    again, and leaves no score behind (issue #19). The trial blocks reading its data from a FIFO
+    until the signal arrives."""
+    (tmp_path / "pvc" / "data").mkdir(parents=True)
+    os.mkfifo(tmp_path / "pvc" / "data" / "rows.csv")
+    spec = make_spec(
+        data={"source": {"uri": "pvc://data/rows.csv"}, "target": "y"},
+        tuning={"space": {"n_estimators": [5, 10]}},
+    )
+    result_file = tmp_path / "termination-log"
+    proc = subprocess.Popen(
+        [sys.executable, "-W", "error", "-m", "mlops_trainer", "trial", "--index", "0"],
+        env={
+            **os.environ,
+            "MLOPS_CONFIG": json.dumps(make_config(spec)),
+            "MLOPS_PVC_ROOT": str(tmp_path / "pvc"),
+            "MLOPS_RESULT_PATH": str(result_file),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait until the trial has started (and is blocked on its data)
+            if json.loads(line).get("message") == "Started trial":
+                break
+        else:
+            raise AssertionError(f"the trial ended before it started: {proc.communicate()}")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, out
+    result = json.loads(out)
+    assert result == json.loads(result_file.read_text())
+    assert result["ok"] is False and result["reason"] == "Terminated"
+    assert "score" not in result

@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from trainer_factories import FakeS3, Trainer, make_config, make_spec, merge, mixed_frame
+from trainer_factories import Trainer, make_config, make_spec, merge, mixed_frame
 
-from mlops_contract import artifact, storage
+from mlops_contract import artifact
 from mlops_contract.estimators import ESTIMATORS
+from s3kit import S3Server
 
 BUILTIN_CASES = [
     # id, dataset, estimator, params, metric, bound (score must beat it; for rmse: stay under it)
@@ -403,31 +404,25 @@ def test_small_classes_skip_stratification(trainer: Trainer) -> None:
     assert skipped == [{**skipped[0], "reason": "class 'rare' has a single row"}]
 
 
-def test_s3_output_is_uploaded(trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeS3()
-    monkeypatch.setattr(storage, "_s3_client", lambda env: fake)
-    spec = make_spec(output={"uri": "s3://models-bucket/registry"})
-    run = trainer.run("train", make_config(spec))
+def test_s3_output_is_uploaded(trainer: Trainer, s3_server: S3Server, s3_bucket: str) -> None:
+    spec = make_spec(output={"uri": f"s3://{s3_bucket}/registry"})
+    run = trainer.run("train", make_config(spec), **s3_server.env)
 
     assert run.code == 0, run.result
-    assert run.result["artifactUri"] == "s3://models-bucket/registry/demo/demo-1"
-    assert sorted(fake.objects) == [
-        ("models-bucket", "registry/demo/demo-1/model.json"),
-        ("models-bucket", "registry/demo/demo-1/model.skops"),
+    assert run.result["artifactUri"] == f"s3://{s3_bucket}/registry/demo/demo-1"
+    client = s3_server.client()
+    listed = client.list_objects_v2(Bucket=s3_bucket)
+    assert [o["Key"] for o in listed["Contents"]] == [
+        "registry/demo/demo-1/model.json",
+        "registry/demo/demo-1/model.skops",
     ]
-    assert (
-        artifact.sha256_bytes(fake.objects[("models-bucket", "registry/demo/demo-1/model.skops")])
-        == run.result["sha256"]
-    )
+    skops = client.get_object(Bucket=s3_bucket, Key="registry/demo/demo-1/model.skops")["Body"].read()
+    assert artifact.sha256_bytes(skops) == run.result["sha256"]
 
     verified = trainer.run(
-        "verify",
-        None,
-        "--artifact",
-        "s3://models-bucket/registry/demo/demo-1",
-        "--sha256",
-        run.result["sha256"],
-    )
+        "verify", None, "--artifact", f"s3://{s3_bucket}/registry/demo/demo-1", "--sha256", run.result["sha256"],
+        **s3_server.env,
+    )  # fmt: skip
     assert verified.code == 0, verified.result
 
 

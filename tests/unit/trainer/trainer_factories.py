@@ -145,24 +145,3 @@ class Trainer:
 
     def artifact_dir(self, model: str = "demo", name: str = "demo-1") -> Path:
         return self.pvc_root / "mlops-artifacts" / "models" / model / name
-
-
-class FakeS3:
-    """The slice of a boto3 S3 client that `mlops_contract.storage` uses, in memory."""
-
-    def __init__(self, objects: Mapping[tuple[str, str], bytes] | None = None) -> None:
-        self.objects: dict[tuple[str, str], bytes] = dict(objects or {})
-
-    def get_paginator(self, operation: str) -> FakeS3:
-        assert operation == "list_objects_v2"
-        return self
-
-    def paginate(self, Bucket: str, Prefix: str) -> list[dict[str, Any]]:
-        keys = sorted(k for b, k in self.objects if b == Bucket and k.startswith(Prefix))
-        return [{"Contents": [{"Key": k} for k in keys]}] if keys else [{}]
-
-    def download_file(self, bucket: str, key: str, filename: str) -> None:
-        Path(filename).write_bytes(self.objects[(bucket, key)])
-
-    def upload_file(self, filename: str, bucket: str, key: str) -> None:
-        self.objects[(bucket, key)] = Path(filename).read_bytes()

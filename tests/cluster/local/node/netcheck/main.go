@@ -2,20 +2,28 @@
 //
 //	netcheck serve ADDR      answers every GET with "netcheck <hostname> <path>"
 //	netcheck get URL [TRIES] fetches URL (retrying once a second), prints the body, exit 0 on 200
+//	netcheck lookup NAME [SERVER]
+//	                         resolves NAME (through the DNS server at SERVER, host:port, if given;
+//	                         never the host's resolver then) and prints its addresses, exit 0; for a
+//	                         name the server says does not exist it prints "not found", exit 3
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
 func main() {
 	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: netcheck serve ADDR | netcheck get URL [TRIES]")
+		fmt.Fprintln(os.Stderr, "usage: netcheck serve ADDR | netcheck get URL [TRIES] | netcheck lookup NAME [SERVER]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -56,8 +64,34 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, "netcheck get failed:", last)
 		os.Exit(1)
+	case "lookup":
+		os.Exit(lookup(os.Args[2], os.Args[3:]))
 	default:
 		fmt.Fprintln(os.Stderr, "unknown command", os.Args[1])
 		os.Exit(2)
 	}
+}
+
+func lookup(name string, server []string) int {
+	resolver := net.DefaultResolver
+	if len(server) > 0 {
+		// The Go resolver, its every query sent to that server only (TCP or UDP as it chooses).
+		resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, server[0])
+		}}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addrs, err := resolver.LookupHost(ctx, name)
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		fmt.Println("not found")
+		return 3
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "netcheck lookup failed:", err)
+		return 1
+	}
+	fmt.Println(strings.Join(addrs, " "))
+	return 0
 }

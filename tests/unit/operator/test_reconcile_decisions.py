@@ -1,0 +1,117 @@
+"""The pure decisions of the TrainingJob and ModelVersion passes (issue #19): a best trial is
+picked only from a complete set (or `tuning.minTrials`), and a verification Job's state is read
+into ArtifactVerified without I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mlops_contract.api.modelversion import ModelVersionSpec
+from mlops_contract.api.trainingjob import TrainingJobSpec
+from mlops_operator.reconcile.modelversion import job_verification, settled
+from mlops_operator.reconcile.pods import PodResult
+from mlops_operator.reconcile.trainingjob import tuning_outcome
+
+
+def spec(**tuning: Any) -> TrainingJobSpec:
+    return TrainingJobSpec.model_validate(
+        {
+            "model": "iris",
+            "data": {"source": {"uri": "builtin:iris"}},
+            "estimator": {"class": "LogisticRegression"},
+            "tuning": {"space": {"C": [0.1, 1.0, 10.0]}, **tuning},
+        }
+    )
+
+
+def trial(index: int, score: float | None, phase: str = "Succeeded") -> PodResult:
+    result = {"ok": True, "params": {"C": index}, "metric": "accuracy"}
+    if score is not None:
+        result["score"] = score
+    return PodResult(f"p{index}", phase, 0, result, "", index)
+
+
+OUTCOMES = {
+    "complete: the best is picked": ({}, [trial(0, 0.5), trial(1, 0.9), trial(2, 0.7)], None, {"C": 1}, 3),
+    "a trial without a score: refused": (
+        {},
+        [trial(0, 0.5), trial(1, None), trial(2, 0.7)],
+        "IncompleteTuning",
+        None,
+        2,
+    ),
+    "a trial with no pod result at all: refused": (
+        {},
+        [trial(0, 0.5), trial(2, 0.7)],
+        "IncompleteTuning",
+        None,
+        2,
+    ),
+    "minTrials allows fewer": ({"minTrials": 2}, [trial(0, 0.5), trial(2, 0.7)], None, {"C": 2}, 2),
+    "below minTrials: refused": ({"minTrials": 3}, [trial(0, 0.5)], "IncompleteTuning", None, 1),
+    "a re-run index counts once": (
+        {},
+        [trial(0, 0.5), trial(0, 0.6), trial(1, 0.7), trial(2, 0.1)],
+        None,
+        {"C": 1},
+        3,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("tuning", "results", "reason", "best", "scored"), OUTCOMES.values(), ids=OUTCOMES.keys()
+)
+def test_tuning_outcome(
+    tuning: dict[str, Any], results: list[PodResult], reason: str | None, best: Any, scored: int
+) -> None:
+    facts = tuning_outcome(spec(**tuning), 3, results)
+    assert facts.get("reason") == reason
+    assert facts.get("bestParams") == best
+    assert facts["trialsCompleted"] == scored
+    if reason:
+        assert facts["phase"] == "Failed"
+        assert "minTrials" in facts["message"] and f"{scored} of 3 trials" in facts["message"]
+
+
+MV = ModelVersionSpec.model_validate(
+    {"model": "iris", "version": 1, "artifact": {"uri": "pvc://a/m", "format": "skops", "sha256": "0" * 64}}
+)
+
+
+def job(condition: str | None) -> dict[str, Any]:
+    return {"status": {"conditions": [{"type": condition, "status": "True"}] if condition else []}}
+
+
+@pytest.mark.parametrize(
+    ("condition", "exit_code", "status", "reason"),
+    [
+        (None, None, "Unknown", "Verifying"),
+        ("Complete", 0, "True", "Verified"),
+        ("Failed", 3, "False", "VerificationFailed"),
+        ("Failed", 1, "False", "VerificationError"),
+    ],
+)
+def test_job_verification(condition: str | None, exit_code: int | None, status: str, reason: str) -> None:
+    ok = exit_code == 0
+    pod = PodResult(
+        "v", "Succeeded" if ok else "Failed", exit_code, {"ok": ok, "runtime": "arrays"}, "", None
+    )
+    v = job_verification("m-verify", job(condition), [pod], "now")
+    assert (v.status, v.reason) == (status, reason)
+    assert v.fields["verificationJob"] == "m-verify"
+    if ok:
+        assert v.fields["servingRuntime"] == "arrays" and v.fields["verifiedAt"] == "now"
+
+
+def test_settled_decisions_need_no_job() -> None:
+    duplicate = settled({}, "older", MV)
+    assert duplicate is not None and duplicate.reason == "DuplicateVersion" and "older" in duplicate.message
+    verified = {"conditions": [{"type": "ArtifactVerified", "status": "True"}], "verifiedAt": "t"}
+    assert (v := settled(verified, None, MV)) is not None and v.fields["verifiedAt"] == "t"
+    assert settled({}, None, MV) is None
+    # Waiting for storage is not settled: the claim is looked for again.
+    waiting = {"conditions": [{"type": "ArtifactVerified", "status": "Unknown", "reason": "StorageNotFound"}]}
+    assert settled(waiting, None, MV) is None
