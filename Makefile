@@ -105,7 +105,9 @@ bench-operator: venv cluster-up ## 1,000 TrainingJobs against the local cluster'
 # --- Images ----------------------------------------------------------------------------------
 IMAGE_TAG ?= dev
 # The local cluster lives where no registry is reachable: its images start FROM a debootstrap base.
-LOCAL_BASE ?= $(if $(filter local,$(CLUSTER)),1,)
+# So does kind's unless KIND_PULL=1 says registries are reachable (tests/cluster/kind/up.sh).
+KIND_PULL ?= 0
+LOCAL_BASE ?= $(if $(filter local,$(CLUSTER)),1,$(if $(filter 1,$(KIND_PULL)),,1))
 CACHE_DIR := $(or $(MLOPS_CACHE),$(HOME)/.cache/mlops-operator)
 IMAGE_ARCHIVE := $(CACHE_DIR)/images/mlops-operator-$(IMAGE_TAG).tar
 .PHONY: images
@@ -117,8 +119,10 @@ KIND_VERSION ?= v0.30.0
 KIND_NODE_IMAGE ?= kindest/node:v1.34.0
 KIND_CLUSTER ?= mlops
 KIND := $(CACHE_DIR)/bin/kind-$(KIND_VERSION)
+KIND_ENV = KIND=$(KIND) KIND_CLUSTER=$(KIND_CLUSTER) KUBECONFIG_FILE=$(CACHE_DIR)/kind-$(KIND_CLUSTER).kubeconfig
 ifeq ($(CLUSTER),kind)
-KUBECTL ?= kubectl
+# The cluster's own kubectl version (hosts often have none).
+KUBECTL = $$($(LOCAL)/build.sh | tail -n 1)/kubectl
 KUBECONFIG_FILE := $(CACHE_DIR)/kind-$(KIND_CLUSTER).kubeconfig
 else
 KUBECTL = $$($(LOCAL)/build.sh | tail -n 1)/kubectl
@@ -160,16 +164,19 @@ $(KIND):
 	@mkdir -p $(dir $(KIND))
 	GOBIN=/tmp/kind-$(KIND_VERSION) go install sigs.k8s.io/kind@$(KIND_VERSION) && mv /tmp/kind-$(KIND_VERSION)/kind $(KIND)
 
+.PHONY: kind-image
+kind-image: ## Build the kind node image mlops-operator/kind-node offline (cached; rebuilt when its inputs change)
+	tests/cluster/kind/node-image.sh
+
 .PHONY: kind-up
-kind-up: $(KIND) ## Create a kind cluster (needs Docker and access to kind's node image)
-	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --image $(KIND_NODE_IMAGE) --wait 120s
-	$(KIND) get kubeconfig --name $(KIND_CLUSTER) > $(KUBECONFIG_FILE)
-	@echo "kubeconfig: $(KUBECONFIG_FILE)"
+kind-up: $(KIND) ## Create the kind cluster (1 control plane + 2 workers; the local node image unless KIND_PULL=1)
+	$(KIND_ENV) KIND_NODE_IMAGE=$(KIND_NODE_IMAGE) KIND_PULL=$(KIND_PULL) tests/cluster/kind/up.sh
+	@echo "kubeconfig: $(CACHE_DIR)/kind-$(KIND_CLUSTER).kubeconfig"
 
 .PHONY: kind-load
 kind-load: $(KIND) ## Load the images into the kind cluster (kind load image-archive)
-	$(KIND) load image-archive $(IMAGE_ARCHIVE) --name $(KIND_CLUSTER)
+	DOCKER_HOST=unix:///run/mlops-kind/docker.sock $(KIND) load image-archive $(IMAGE_ARCHIVE) --name $(KIND_CLUSTER)
 
 .PHONY: kind-down
-kind-down: $(KIND) ## Delete the kind cluster
-	$(KIND) delete cluster --name $(KIND_CLUSTER)
+kind-down: $(KIND) ## Delete the kind cluster and stop its Docker daemon
+	$(KIND_ENV) tests/cluster/kind/down.sh

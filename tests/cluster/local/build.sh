@@ -16,7 +16,8 @@ mkdir -p "$bin"
 log() { printf '[build %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 # kubectl too: the scripts here use one of the cluster's own version (hosts often have none or an old one).
-kube_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+# kubeadm: the kind node image (tests/cluster/kind/) bootstraps its nodes with it.
+kube_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm)
 need_kube=()
 for c in "${kube_cmds[@]}"; do [ -x "$bin/$c" ] || need_kube+=("$c"); done
 
@@ -51,6 +52,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubeadm"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 	_ "k8s.io/kubernetes/cmd/kubelet"
 )

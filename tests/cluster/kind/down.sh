@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Deletes the kind cluster, its `kind` network and kubeconfig, then stops the kind Docker
+# daemon (dockerd.sh). The daemon's data root (the node image: the cache) stays.
+#
+#   KIND=/path/to/kind KUBECONFIG_FILE=/path/to/kubeconfig tests/cluster/kind/down.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+: "${KIND:?KIND must name the kind binary}" "${KUBECONFIG_FILE:?KUBECONFIG_FILE must be set}"
+name=${KIND_CLUSTER:-mlops}
+export DOCKER_HOST=unix://${MLOPS_KIND_RUN:-/run/mlops-kind}/docker.sock
+if "$here/dockerd.sh" status; then
+  "$KIND" delete cluster --name "$name" --kubeconfig "$KUBECONFIG_FILE"
+  # kind leaves its network (a bridge and iptables rules on the host) for the next cluster.
+  if [ -z "$(docker ps -aq --filter network=kind)" ]; then
+    docker network rm kind >/dev/null 2>&1 || true
+  fi
+  "$here/dockerd.sh" stop
+fi
+rm -f "$KUBECONFIG_FILE"
