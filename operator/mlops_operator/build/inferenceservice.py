@@ -14,8 +14,10 @@ Invariants:
 - Rollouts drop no requests: maxUnavailable 0 / maxSurge 1, readiness on /v2/health/ready, a
   preStop sleep so endpoints are withdrawn before the server drains, and a drain timeout
   (`SHUTDOWN_TIMEOUT_SECONDS`) that ends before `terminationGracePeriodSeconds`.
-- Only pvc:// artifacts are servable (the server reads a local directory); anything else
-  raises `UnservableArtifact` (a spec/registry problem, not a transient one).
+- The server reads a local directory: a pvc:// artifact's claim is mounted read-only; an s3://
+  artifact is copied into an emptyDir by an init container (`fetch_container`: the trainer
+  image's `mlops-trainer fetch`, which checks the sha256) before the server starts, so the
+  server image needs no S3 client (issue #17). Anything else raises `UnservableArtifact`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from mlops_operator.build.common import (
     pvc_volumes,
     resources,
     scheduling,
+    secret_env,
 )
 from mlops_operator.settings import Settings
 
@@ -61,6 +64,13 @@ PRE_STOP_SLEEP_SECONDS: Final = 5
 SHUTDOWN_TIMEOUT_SECONDS: Final = 20
 TERMINATION_GRACE_SECONDS: Final = 30
 DEFAULT_RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+# An s3:// artifact (issue #17): fetched by FETCH_CONTAINER into the emptyDir MODEL_VOLUME,
+# which the server mounts read-only at MODEL_DIR. The download streams to disk and the digest
+# is computed in 1 MiB chunks, so the memory it needs does not grow with the artifact.
+FETCH_CONTAINER: Final = "fetch-artifact"
+MODEL_VOLUME: Final = "model"
+MODEL_DIR: Final = "/mnt/model"
+FETCH_RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 # The server's row budget (--max-rows) from the container's memory limit: one row per
 # ROW_BUDGET_BYTES of the limit, within [MIN_ROWS, MAX_ROWS]; 1 GiB gives the server's default
 # 65,536. A row costs its decoded JSON (a Python float per value, ~40 B), the frame and the
@@ -81,7 +91,7 @@ _DECIMAL_SUFFIXES: Final = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P"
 
 
 class UnservableArtifact(ValueError):
-    """The ModelVersion's artifact is not on a PersistentVolumeClaim, so no pod can mount it."""
+    """The ModelVersion's artifact is neither on a PersistentVolumeClaim nor in S3."""
 
 
 def deployment_name(isvc_name: str, track: Track) -> str:
@@ -186,21 +196,61 @@ def max_rows(spec: InferenceServiceSpec) -> int | None:
     return max(MIN_ROWS, min(MAX_ROWS, limit // ROW_BUDGET_BYTES))
 
 
+def artifact_dir(mv: Mapping[str, Any], settings: Settings) -> str:
+    """Where the server finds the artifact: its claim's mount (pvc://) or the fetched copy (s3://)."""
+    uri = mv["spec"]["artifact"]["uri"]
+    scheme = parse_uri(uri).scheme
+    if scheme == "pvc":
+        return local_path(uri, settings.pvc_root).as_posix()
+    if scheme == "s3":
+        return MODEL_DIR
+    raise UnservableArtifact(
+        f"{mv['metadata']['name']}: artifact {uri} is neither pvc:// nor s3://; it cannot be served"
+    )
+
+
+def fetch_container(mv: Mapping[str, Any], settings: Settings) -> dict[str, Any] | None:
+    """The init container copying an s3:// artifact into MODEL_DIR (sha256 checked), else None.
+
+    It runs the trainer image (boto3 lives there, never in the server image) with the artifact's
+    Secret as its environment. Exit 2 (missing, refused, tampered) and 1 (transient) both keep
+    the pod not ready while the kubelet retries with back-off; its termination message (the
+    result JSON) is what the InferenceService status reports (reason ArtifactFetchFailed).
+    """
+    artifact = mv["spec"]["artifact"]
+    if parse_uri(artifact["uri"]).scheme != "s3":
+        return None
+    container: dict[str, Any] = {
+        "name": FETCH_CONTAINER,
+        "image": settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mlops-trainer"],
+        "args": ["fetch", "--artifact", artifact["uri"], "--sha256", artifact["sha256"], "--dest", MODEL_DIR],
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "resources": dict(FETCH_RESOURCES),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": MODEL_VOLUME, "mountPath": MODEL_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108  # the pod's own emptyDir
+        ],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    env_from = secret_env([(artifact.get("secretRef") or {}).get("name")])
+    if env_from:
+        container["envFrom"] = env_from
+    return container
+
+
 def server_args(
     isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
 ) -> list[str]:
     """Command-line of `mlops-server` for this version (see mlops_server.config)."""
     artifact = mv["spec"]["artifact"]
-    if parse_uri(artifact["uri"]).scheme != "pvc":
-        raise UnservableArtifact(
-            f"{mv['metadata']['name']}: artifact {artifact['uri']} is not on a PersistentVolumeClaim; "
-            "only pvc:// artifacts can be served"
-        )
     args = [
         "--model-name",
         spec.model,
         "--artifact",
-        local_path(artifact["uri"], settings.pvc_root).as_posix(),
+        artifact_dir(mv, settings),
         "--sha256",
         artifact["sha256"],
         "--model-version",
@@ -235,13 +285,18 @@ def server_args(
 def _volumes(
     isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The artifact claim read-only, the log claim read-write; one read-write mount when they coincide."""
-    artifact_claim = parse_uri(mv["spec"]["artifact"]["uri"]).claim
+    """The artifact claim read-only, the log claim read-write; one read-write mount when they
+    coincide. An s3:// artifact: the emptyDir the init container fills, read-only here."""
+    artifact = parse_uri(mv["spec"]["artifact"]["uri"])
+    artifact_claims = {artifact.claim} if artifact.scheme == "pvc" else set()
     log_uri = prediction_log_uri(isvc, spec, mv)
     log_claim = parse_uri(log_uri).claim if log_uri else None
-    claims = {artifact_claim} | ({log_claim} if log_claim else set())
-    read_only = {artifact_claim} - {log_claim}
-    return pvc_volumes(claims, settings, read_only=read_only)
+    claims = artifact_claims | ({log_claim} if log_claim else set())
+    volumes, mounts = pvc_volumes(claims, settings, read_only=artifact_claims - {log_claim})
+    if artifact.scheme == "s3":
+        volumes.append({"name": MODEL_VOLUME, "emptyDir": {}})
+        mounts.append({"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True})
+    return volumes, mounts
 
 
 def _probe(path: str, *, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
@@ -265,8 +320,8 @@ def deployment(
     """The Deployment serving `mv` on `track`.
 
     `replicas` is written for the canary, and for the stable track unless spec.autoscaling is
-    set (then the HPA owns it and the field is omitted). Raises UnservableArtifact for a
-    non-pvc artifact.
+    set (then the HPA owns it and the field is omitted). Raises UnservableArtifact for an
+    artifact neither pvc:// nor s3://.
     """
     if replicas < 0:
         raise ValueError(f"replicas must be >= 0, got {replicas}")
@@ -308,6 +363,7 @@ def deployment(
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "containers": [container],
         "volumes": volumes,
+        **({"initContainers": [init]} if (init := fetch_container(mv, settings)) else {}),
         **scheduling(spec),
     }
     deploy_spec: dict[str, Any] = {

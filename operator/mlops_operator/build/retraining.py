@@ -87,6 +87,8 @@ def retraining_spec(
             "uri": artifact["uri"],
             "sha256": artifact["sha256"],
         }
+        if artifact.get("secretRef"):
+            out["evaluation"]["baseline"]["secretRef"] = dict(artifact["secretRef"])
     TrainingJobSpec.model_validate(out)
     return out
 

@@ -253,9 +253,63 @@ def test_image(spec: dict[str, Any], image: str) -> None:
     assert container(deploy(isvc(**spec)))["image"] == image
 
 
-def test_s3_artifact_is_unservable() -> None:
-    with pytest.raises(b.UnservableArtifact, match="pvc://"):
-        deploy(version=mv(uri="s3://bucket/models/iris"))
+# --- an s3:// artifact: an init container fetches it into an emptyDir (issue #17) -----------
+
+
+def s3_version(secret: str | None = "s3-creds") -> dict[str, Any]:
+    version = mv(uri="s3://bucket/models/iris/tj-1")
+    if secret:
+        version["spec"]["artifact"]["secretRef"] = {"name": secret}
+    return version
+
+
+def test_s3_artifact_is_fetched_by_an_init_container() -> None:
+    spec = pod_spec(deploy(version=s3_version()))
+    (init,) = spec["initContainers"]
+    assert init["name"] == b.FETCH_CONTAINER
+    assert init["image"] == SETTINGS.trainer_image  # boto3 lives there, never in the server image
+    assert init["command"] == ["mlops-trainer"]
+    assert init["args"] == [
+        "fetch", "--artifact", "s3://bucket/models/iris/tj-1", "--sha256", SHA3, "--dest", b.MODEL_DIR
+    ]  # fmt: skip
+    assert init["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert {"name": b.MODEL_VOLUME, "mountPath": b.MODEL_DIR} in init["volumeMounts"]
+    assert init["resources"]["limits"]["memory"]
+
+
+def test_s3_artifact_server_reads_the_fetched_copy_read_only() -> None:
+    d = deploy(version=s3_version())
+    c = container(d)
+    assert c["args"][c["args"].index("--artifact") + 1] == b.MODEL_DIR
+    assert c["args"][c["args"].index("--sha256") + 1] == SHA3  # the server checks it again
+    assert {"name": b.MODEL_VOLUME, "mountPath": b.MODEL_DIR, "readOnly": True} in c["volumeMounts"]
+    assert "envFrom" not in c  # the server never sees the credentials
+    volumes = {v["name"]: v for v in pod_spec(d)["volumes"]}
+    assert volumes[b.MODEL_VOLUME] == {"name": b.MODEL_VOLUME, "emptyDir": {}}
+    assert not [v for v in volumes.values() if "persistentVolumeClaim" in v]  # no claim at all
+
+
+def test_s3_artifact_without_secret_uses_the_default_chain() -> None:
+    (init,) = pod_spec(deploy(version=s3_version(secret=None)))["initContainers"]
+    assert "envFrom" not in init
+
+
+def test_s3_artifact_with_a_log_claim_mounts_only_the_log_claim() -> None:
+    body = isvc(monitoring={"predictionLog": {"uri": "pvc://logs/iris"}})
+    d = deploy(body, s3_version())
+    claims = [v["persistentVolumeClaim"] for v in pod_spec(d)["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"claimName": "logs", "readOnly": False}]
+
+
+def test_pvc_artifact_has_no_init_container() -> None:
+    assert "initContainers" not in pod_spec(deploy())
+
+
+def test_s3_artifact_has_no_default_prediction_log() -> None:
+    # The default log lives on the artifact's claim; an s3:// artifact has none.
+    assert "--prediction-log" not in container(deploy(version=s3_version()))["args"]
 
 
 def test_negative_replicas_are_refused() -> None:
