@@ -119,7 +119,8 @@ def running(pods: Sequence[Body], track: build.Track | None = None) -> list[Body
 
 def artifact_fetch_failure(pods: Sequence[Body], versions: set[str | None]) -> str | None:
     """Why pods of `versions` cannot start: the failure their artifact-fetching init container
-    reported (the message of its result, else its termination text), or None (pure)."""
+    reported (the message of its result, else its termination text), or why it could not be
+    started (a missing Secret: CreateContainerConfigError), or None (pure)."""
     for pod in pods:
         if (pod["metadata"].get("labels") or {}).get(LABEL_MODEL_VERSION) not in versions - {None}:
             continue
@@ -127,9 +128,13 @@ def artifact_fetch_failure(pods: Sequence[Body], versions: set[str | None]) -> s
             # The current run's end if it ended (exit 0: fetched), else the last run's.
             state, last = cs.get("state") or {}, cs.get("lastState") or {}
             ended = state.get("terminated") or last.get("terminated") or {}
-            if cs.get("name") == build.FETCH_CONTAINER and ended.get("exitCode"):
-                name, code = pod["metadata"]["name"], ended["exitCode"]
-                return f"pod {name} cannot fetch its artifact (exit {code}): {_result_message(ended)}"
+            if cs.get("name") != build.FETCH_CONTAINER:
+                continue
+            name, waiting = pod["metadata"]["name"], state.get("waiting") or {}
+            if ended.get("exitCode"):
+                return f"pod {name} cannot fetch its artifact (exit {ended['exitCode']}): {_result_message(ended)}"
+            if waiting.get("reason") == "CreateContainerConfigError":  # e.g. its Secret does not exist
+                return f"pod {name} cannot start its artifact fetch: {waiting.get('message') or waiting['reason']}"
     return None
 
 

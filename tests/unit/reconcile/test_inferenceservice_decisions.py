@@ -501,6 +501,16 @@ FETCH_CASES = [
         [fetching_pod("iris-v2", {"terminated": {"exitCode": 1, "message": "boom"}})],
         ": boom",
     ),
+    (
+        "secret-missing",
+        [
+            fetching_pod(
+                "iris-v2",
+                {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "s3" not found'}},
+            )
+        ],
+        'cannot start its artifact fetch: secret "s3" not found',
+    ),
     ("fetched-ok", [fetching_pod("iris-v2", {"terminated": {"exitCode": 0}}, FAILED)], None),
     ("still-fetching", [fetching_pod("iris-v2", {"running": {}})], None),
     ("another-versions-pod", [fetching_pod("iris-v9", FAILED)], None),
@@ -518,11 +528,7 @@ def test_artifact_fetch_failure(name: str, pods: list[dict[str, Any]], found: st
     if found is None:
         assert failure is None
     else:
-        assert (
-            failure is not None
-            and failure.startswith("pod p-iris-v2 cannot fetch its artifact")
-            and found in failure
-        )
+        assert failure is not None and failure.startswith("pod p-iris-v2 cannot ") and found in failure
 
 
 def test_status_says_the_artifact_could_not_be_fetched_while_the_old_pods_serve() -> None:
