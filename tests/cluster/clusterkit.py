@@ -130,12 +130,22 @@ def run_program_locally(
         return proc.returncode, Path(result.name).read_text(), proc.stderr
 
 
+def _core(kube: Kube, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    """A Secret or ConfigMap, read with the test's credentials (the operator's client knows
+    neither kind: it never reads them)."""
+    obj: dict[str, Any] = kube.request("GET", f"/api/v1/namespaces/{namespace}/{plural}/{name}")
+    return obj
+
+
 def _secret(kube: Kube, namespace: str, name: str) -> dict[str, str]:
     import base64
 
-    secret = kube.get("Secret", namespace, name)
-    assert secret is not None, f"Secret {namespace}/{name} does not exist (a kubelet would not start the pod)"
+    secret = _core(kube, namespace, "secrets", name)
     return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def _config_map(kube: Kube, namespace: str, name: str) -> dict[str, str]:
+    return dict(_core(kube, namespace, "configmaps", name).get("data") or {})
 
 
 def container_env(kube: Kube, namespace: str, container: dict[str, Any]) -> dict[str, str]:
@@ -146,9 +156,7 @@ def container_env(kube: Kube, namespace: str, container: dict[str, Any]) -> dict
         if "secretRef" in source:
             data = _secret(kube, namespace, source["secretRef"]["name"])
         else:
-            data = dict(
-                (kube.get("ConfigMap", namespace, source["configMapRef"]["name"]) or {}).get("data") or {}
-            )
+            data = _config_map(kube, namespace, source["configMapRef"]["name"])
         env.update({source.get("prefix", "") + k: v for k, v in data.items()})
     for item in container.get("env") or []:
         ref = item.get("valueFrom") or {}
@@ -159,8 +167,9 @@ def container_env(kube: Kube, namespace: str, container: dict[str, Any]) -> dict
                 ref["secretKeyRef"]["key"]
             ]
         elif "configMapKeyRef" in ref:
-            config_map = kube.get("ConfigMap", namespace, ref["configMapKeyRef"]["name"]) or {}
-            env[item["name"]] = config_map["data"][ref["configMapKeyRef"]["key"]]
+            env[item["name"]] = _config_map(kube, namespace, ref["configMapKeyRef"]["name"])[
+                ref["configMapKeyRef"]["key"]
+            ]
     return env
 
 
