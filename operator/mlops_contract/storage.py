@@ -271,6 +271,12 @@ def _s3_error(action: str, uri: str, error: Exception) -> FetchError:
     InvalidAccessKeyId; both 403). 4xx is permanent except timeouts and throttling; 5xx and
     connection errors (no response at all) are transient.
     """
+    if type(error).__name__ == "NoCredentialsError":  # botocore's: the whole default chain came up empty
+        return FetchError(
+            f"{action} {uri} failed: no S3 credentials (give the location a secretRef, or the pod a "
+            "workload identity)",
+            transient=False,
+        )
     code, status = "", 0
     response = _s3_response(error)
     if response is not None:
