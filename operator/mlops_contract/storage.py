@@ -345,6 +345,21 @@ def _s3_list(client: Any, bucket: str, key: str) -> list[str]:
     return keys
 
 
+def upload_file(path: str | os.PathLike[str], uri: str, env: Mapping[str, str] | None = None) -> None:
+    """Store one local file as the s3:// object `uri`."""
+    source = os.environ if env is None else env
+    parsed = parse_uri(uri)
+    if parsed.scheme != "s3" or not parsed.path:
+        raise InvalidUri(f"{uri!r}: upload_file needs an s3://<bucket>/<key> URI")
+    client = _s3_client(source)
+    try:
+        client.upload_file(str(path), parsed.bucket, parsed.path)
+    except Exception as e:
+        raise _s3_error("PUT", uri, e) from e
+    finally:
+        client.close()
+
+
 def upload(local_dir: str | os.PathLike[str], uri: str, env: Mapping[str, str] | None = None) -> None:
     """Copy every file of `local_dir` to the s3:// prefix `uri` (keys `<prefix>/<relative path>`)."""
     source = os.environ if env is None else env

@@ -148,7 +148,15 @@ def test_s3_data_to_a_verified_s3_artifact_served_from_an_emptydir(case: Case) -
     create(kube, namespace, inferenceservice("iris", replicas=1))
     deploy = wait_for(lambda: kube.get("Deployment", namespace, "iris-predictor"), what="Deployment")
     pod_spec = deploy["spec"]["template"]["spec"]
-    [init] = pod_spec["initContainers"]
+    init, ship = pod_spec["initContainers"]  # the fetch, then the prediction log's sidecar
+    assert ship["args"][:5] == [
+        "ship-logs",
+        "--dir",
+        "/var/lib/mlops/prediction-log",
+        "--to",
+        f"s3://{bucket}/predictions/{namespace}/iris",
+    ]
+    assert ship["restartPolicy"] == "Always" and ship["envFrom"] == [{"secretRef": {"name": SECRET}}]
     assert init["command"] == ["mlops-trainer"] and init["args"][:3] == ["fetch", "--artifact", uri]
     assert init["envFrom"] == [{"secretRef": {"name": SECRET}}]
     server = pod_spec["containers"][0]

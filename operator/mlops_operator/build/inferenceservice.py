@@ -71,6 +71,13 @@ FETCH_CONTAINER: Final = "fetch-artifact"
 MODEL_VOLUME: Final = "model"
 MODEL_DIR: Final = "/mnt/model"
 FETCH_RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+# An s3:// prediction log (issue #17): the server writes into the emptyDir LOG_VOLUME at LOG_DIR
+# and the native sidecar SHIP_CONTAINER (`mlops-trainer ship-logs`) uploads one object per pod
+# and window; it stops after the server, so the last window is shipped too.
+SHIP_CONTAINER: Final = "ship-logs"
+LOG_VOLUME: Final = "prediction-log"
+LOG_DIR: Final = "/var/lib/mlops/prediction-log"
+SHIP_RESOURCES: Final = {"requests": {"cpu": "20m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}}
 # The server's row budget (--max-rows) from the container's memory limit: one row per
 # ROW_BUDGET_BYTES of the limit, within [MIN_ROWS, MAX_ROWS]; 1 GiB gives the server's default
 # 65,536. A row costs its decoded JSON (a Python float per value, ~40 B), the frame and the
@@ -140,8 +147,8 @@ def prediction_log_uri(
 ) -> str | None:
     """Where the serving pods write the prediction (and labelled feedback) log, or None when off.
 
-    spec.monitoring.predictionLog.uri, else `pvc://<artifact claim>/predictions/<namespace>/<name>`;
-    None when the log is disabled or there is no uri and the artifact is not on a claim.
+    spec.monitoring.predictionLog.uri, else `<artifact claim or bucket>/predictions/<namespace>/<name>`
+    (pvc:// or s3://, as the artifact); None when the log is disabled.
     The same value is the retraining `feedback_uri` (see build.retraining.retraining_spec).
     """
     log = spec.monitoring.prediction_log
@@ -150,10 +157,49 @@ def prediction_log_uri(
     if log.uri:
         return log.uri
     artifact = parse_uri(mv["spec"]["artifact"]["uri"])
-    if artifact.scheme != "pvc":
+    if artifact.scheme not in ("pvc", "s3"):
         return None
     meta = isvc["metadata"]
-    return f"pvc://{artifact.claim}/predictions/{meta['namespace']}/{meta['name']}"
+    return f"{artifact.scheme}://{artifact.authority}/predictions/{meta['namespace']}/{meta['name']}"
+
+
+def prediction_log_secret(spec: InferenceServiceSpec, mv: Mapping[str, Any]) -> str | None:
+    """The Secret of an s3:// prediction log: its own secretRef, else (the log in the artifact's
+    bucket by default) the artifact's."""
+    log = spec.monitoring.prediction_log
+    if log.secret_ref is not None:
+        return log.secret_ref.name
+    if log.uri is None:
+        return (mv["spec"]["artifact"].get("secretRef") or {}).get("name")
+    return None
+
+
+def log_shipper(
+    isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
+) -> dict[str, Any] | None:
+    """The native sidecar shipping an s3:// prediction log (`mlops-trainer ship-logs`), else None."""
+    uri = prediction_log_uri(isvc, spec, mv)
+    if uri is None or parse_uri(uri).scheme != "s3":
+        return None
+    args = [
+        "ship-logs",
+        "--dir",
+        LOG_DIR,
+        "--to",
+        uri,
+        "--interval",
+        str(spec.monitoring.prediction_log.window_seconds),
+    ]
+    secret = prediction_log_secret(spec, mv)
+    container = _trainer_helper(
+        SHIP_CONTAINER,
+        args,
+        volume=(LOG_VOLUME, LOG_DIR),
+        resources=SHIP_RESOURCES,
+        secret=secret,
+        settings=settings,
+    )
+    return {**container, "restartPolicy": "Always"}  # a native sidecar: starts before, stops after the server
 
 
 def _num(value: float) -> str:
@@ -220,22 +266,45 @@ def fetch_container(mv: Mapping[str, Any], settings: Settings) -> dict[str, Any]
     artifact = mv["spec"]["artifact"]
     if parse_uri(artifact["uri"]).scheme != "s3":
         return None
+    args = ["fetch", "--artifact", artifact["uri"], "--sha256", artifact["sha256"], "--dest", MODEL_DIR]
+    secret = (artifact.get("secretRef") or {}).get("name")
+    return _trainer_helper(
+        FETCH_CONTAINER,
+        args,
+        volume=(MODEL_VOLUME, MODEL_DIR),
+        resources=FETCH_RESOURCES,
+        secret=secret,
+        settings=settings,
+    )
+
+
+def _trainer_helper(
+    name: str,
+    args: list[str],
+    *,
+    volume: tuple[str, str],
+    resources: Mapping[str, Any],
+    secret: str | None,
+    settings: Settings,
+) -> dict[str, Any]:
+    """A container of the trainer image beside the server: `mlops-trainer <args>`, one emptyDir
+    `volume` (name, path) read-write, the S3 Secret as its environment."""
     container: dict[str, Any] = {
-        "name": FETCH_CONTAINER,
+        "name": name,
         "image": settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mlops-trainer"],
-        "args": ["fetch", "--artifact", artifact["uri"], "--sha256", artifact["sha256"], "--dest", MODEL_DIR],
+        "args": args,
         "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
-        "resources": dict(FETCH_RESOURCES),
+        "resources": dict(resources),
         "securityContext": container_security_context(),
         "volumeMounts": [
-            {"name": MODEL_VOLUME, "mountPath": MODEL_DIR},
+            {"name": volume[0], "mountPath": volume[1]},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108  # the pod's own emptyDir
         ],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    env_from = secret_env([(artifact.get("secretRef") or {}).get("name")])
+    env_from = secret_env([secret])
     if env_from:
         container["envFrom"] = env_from
     return container
@@ -273,9 +342,10 @@ def server_args(
         args += ["--max-rows", str(rows)]
     log_uri = prediction_log_uri(isvc, spec, mv)
     if log_uri is not None:
+        on_s3 = parse_uri(log_uri).scheme == "s3"
         args += [
             "--prediction-log",
-            local_path(log_uri, settings.pvc_root).as_posix(),
+            LOG_DIR if on_s3 else local_path(log_uri, settings.pvc_root).as_posix(),
             "--log-sample-rate",
             _num(spec.monitoring.prediction_log.sample_rate),
         ]
@@ -289,14 +359,25 @@ def _volumes(
     coincide. An s3:// artifact: the emptyDir the init container fills, read-only here."""
     artifact = parse_uri(mv["spec"]["artifact"]["uri"])
     artifact_claims = {artifact.claim} if artifact.scheme == "pvc" else set()
-    log_uri = prediction_log_uri(isvc, spec, mv)
-    log_claim = parse_uri(log_uri).claim if log_uri else None
+    log = parse_uri(log_uri) if (log_uri := prediction_log_uri(isvc, spec, mv)) else None
+    log_claim = log.claim if log is not None and log.scheme == "pvc" else None
     claims = artifact_claims | ({log_claim} if log_claim else set())
     volumes, mounts = pvc_volumes(claims, settings, read_only=artifact_claims - {log_claim})
     if artifact.scheme == "s3":
         volumes.append({"name": MODEL_VOLUME, "emptyDir": {}})
         mounts.append({"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True})
+    if log is not None and log.scheme == "s3":
+        volumes.append({"name": LOG_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}})
+        mounts.append({"name": LOG_VOLUME, "mountPath": LOG_DIR})
     return volumes, mounts
+
+
+def _init_containers(
+    isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """The artifact fetch (runs to completion first), then the log shipper (a native sidecar)."""
+    init = [c for c in (fetch_container(mv, settings), log_shipper(isvc, spec, mv, settings)) if c]
+    return {"initContainers": init} if init else {}
 
 
 def _probe(path: str, *, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
@@ -363,7 +444,7 @@ def deployment(
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "containers": [container],
         "volumes": volumes,
-        **({"initContainers": [init]} if (init := fetch_container(mv, settings)) else {}),
+        **_init_containers(isvc, spec, mv, settings),
         **scheduling(spec),
     }
     deploy_spec: dict[str, Any] = {

@@ -265,8 +265,9 @@ def s3_version(secret: str | None = "s3-creds") -> dict[str, Any]:
 
 def test_s3_artifact_is_fetched_by_an_init_container() -> None:
     spec = pod_spec(deploy(version=s3_version()))
-    (init,) = spec["initContainers"]
+    init = spec["initContainers"][0]  # first: it runs to completion before anything else starts
     assert init["name"] == b.FETCH_CONTAINER
+    assert "restartPolicy" not in init
     assert init["image"] == SETTINGS.trainer_image  # boto3 lives there, never in the server image
     assert init["command"] == ["mlops-trainer"]
     assert init["args"] == [
@@ -292,8 +293,8 @@ def test_s3_artifact_server_reads_the_fetched_copy_read_only() -> None:
 
 
 def test_s3_artifact_without_secret_uses_the_default_chain() -> None:
-    (init,) = pod_spec(deploy(version=s3_version(secret=None)))["initContainers"]
-    assert "envFrom" not in init
+    for init in pod_spec(deploy(version=s3_version(secret=None)))["initContainers"]:
+        assert "envFrom" not in init
 
 
 def test_s3_artifact_with_a_log_claim_mounts_only_the_log_claim() -> None:
@@ -307,9 +308,38 @@ def test_pvc_artifact_has_no_init_container() -> None:
     assert "initContainers" not in pod_spec(deploy())
 
 
-def test_s3_artifact_has_no_default_prediction_log() -> None:
-    # The default log lives on the artifact's claim; an s3:// artifact has none.
-    assert "--prediction-log" not in container(deploy(version=s3_version()))["args"]
+def test_s3_prediction_log_is_shipped_by_a_native_sidecar() -> None:
+    # By default the log goes where the artifact is: its bucket, with its Secret.
+    d = deploy(isvc(monitoring={"predictionLog": {"windowSeconds": 30}}), s3_version())
+    c = container(d)
+    assert c["args"][c["args"].index("--prediction-log") + 1] == b.LOG_DIR
+    assert {"name": b.LOG_VOLUME, "mountPath": b.LOG_DIR} in c["volumeMounts"]
+    fetch, ship = pod_spec(d)["initContainers"]
+    assert (fetch["name"], ship["name"]) == (b.FETCH_CONTAINER, b.SHIP_CONTAINER)
+    assert ship["restartPolicy"] == "Always"  # starts before the server, stops after it
+    assert ship["image"] == SETTINGS.trainer_image and ship["command"] == ["mlops-trainer"]
+    assert ship["args"] == [
+        "ship-logs", "--dir", b.LOG_DIR, "--to", "s3://bucket/predictions/ml/iris", "--interval", "30"
+    ]  # fmt: skip
+    assert ship["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert {"name": b.LOG_VOLUME, "mountPath": b.LOG_DIR} in ship["volumeMounts"]
+    volumes = {v["name"]: v for v in pod_spec(d)["volumes"]}
+    assert volumes[b.LOG_VOLUME]["emptyDir"]["sizeLimit"]
+
+
+def test_an_explicit_s3_log_takes_its_own_secret_and_a_pvc_artifact_keeps_its_claim() -> None:
+    log = {"uri": "s3://logs/iris", "secretRef": {"name": "log-creds"}}
+    d = deploy(isvc(monitoring={"predictionLog": log}))
+    (ship,) = pod_spec(d)["initContainers"]
+    assert ship["envFrom"] == [{"secretRef": {"name": "log-creds"}}]
+    assert ship["args"][ship["args"].index("--to") + 1] == "s3://logs/iris"
+    claims = [v["persistentVolumeClaim"] for v in pod_spec(d)["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"claimName": "artifacts", "readOnly": True}]  # the artifact only, read-only
+
+
+def test_an_explicit_s3_log_without_secret_uses_the_default_chain() -> None:
+    d = deploy(isvc(monitoring={"predictionLog": {"uri": "s3://logs/iris"}}), s3_version())
+    assert all("envFrom" not in c for c in pod_spec(d)["initContainers"][1:])
 
 
 def test_negative_replicas_are_refused() -> None:
@@ -529,7 +559,8 @@ LOG_CASES = [
     ("default-under-artifact-claim", {}, mv(), "pvc://artifacts/predictions/ml/iris"),
     ("explicit", {"monitoring": {"predictionLog": {"uri": "pvc://logs/x"}}}, mv(), "pvc://logs/x"),
     ("disabled", {"monitoring": {"predictionLog": {"enabled": False}}}, mv(), None),
-    ("s3-artifact-no-default", {}, mv(uri="s3://bucket/m"), None),
+    ("default-under-artifact-bucket", {}, mv(uri="s3://bucket/m"), "s3://bucket/predictions/ml/iris"),
+    ("explicit-s3", {"monitoring": {"predictionLog": {"uri": "s3://logs/x"}}}, mv(), "s3://logs/x"),
 ]
 
 

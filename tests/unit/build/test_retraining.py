@@ -111,8 +111,11 @@ def test_a_served_s3_version_lends_its_secret_to_the_baseline() -> None:
             "artifact": {"uri": "s3://models/iris/run-4", "sha256": "ab" * 32, "secretRef": {"name": "c"}}
         },
     }
-    out = retraining_spec(isvc_spec(), TEMPLATE, None, served)
+    out = retraining_spec(isvc_spec(), TEMPLATE, "s3://models/predictions/ml/iris", served, "c")
     assert out["evaluation"]["baseline"]["secretRef"] == {"name": "c"}
+    assert out["data"]["extraSources"] == [
+        {"uri": "s3://models/predictions/ml/iris", "format": "jsonl", "secretRef": {"name": "c"}}
+    ]
 
 
 # --- the whole TrainingJob ---------------------------------------------------------------------
