@@ -271,6 +271,12 @@ def _s3_error(action: str, uri: str, error: Exception) -> FetchError:
     InvalidAccessKeyId; both 403). 4xx is permanent except timeouts and throttling; 5xx and
     connection errors (no response at all) are transient.
     """
+    if type(error).__name__ == "NoCredentialsError":  # botocore's: the whole default chain came up empty
+        return FetchError(
+            f"{action} {uri} failed: no S3 credentials (give the location a secretRef, or the pod a "
+            "workload identity)",
+            transient=False,
+        )
     code, status = "", 0
     response = _s3_response(error)
     if response is not None:
@@ -337,6 +343,21 @@ def _s3_list(client: Any, bucket: str, key: str) -> list[str]:
     for page in paginator.paginate(Bucket=bucket, Prefix=key):
         keys.extend(str(item["Key"]) for item in page.get("Contents", []))
     return keys
+
+
+def upload_file(path: str | os.PathLike[str], uri: str, env: Mapping[str, str] | None = None) -> None:
+    """Store one local file as the s3:// object `uri`."""
+    source = os.environ if env is None else env
+    parsed = parse_uri(uri)
+    if parsed.scheme != "s3" or not parsed.path:
+        raise InvalidUri(f"{uri!r}: upload_file needs an s3://<bucket>/<key> URI")
+    client = _s3_client(source)
+    try:
+        client.upload_file(str(path), parsed.bucket, parsed.path)
+    except Exception as e:
+        raise _s3_error("PUT", uri, e) from e
+    finally:
+        client.close()
 
 
 def upload(local_dir: str | os.PathLike[str], uri: str, env: Mapping[str, str] | None = None) -> None:

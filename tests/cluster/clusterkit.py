@@ -130,12 +130,115 @@ def run_program_locally(
         return proc.returncode, Path(result.name).read_text(), proc.stderr
 
 
+def _core(kube: Kube, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    """A Secret or ConfigMap, read with the test's credentials (the operator's client knows
+    neither kind: it never reads them)."""
+    obj: dict[str, Any] = kube.request("GET", f"/api/v1/namespaces/{namespace}/{plural}/{name}")
+    return obj
+
+
+def _secret(kube: Kube, namespace: str, name: str) -> dict[str, str]:
+    import base64
+
+    secret = _core(kube, namespace, "secrets", name)
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def _config_map(kube: Kube, namespace: str, name: str) -> dict[str, str]:
+    return dict(_core(kube, namespace, "configmaps", name).get("data") or {})
+
+
+def container_env(kube: Kube, namespace: str, container: dict[str, Any]) -> dict[str, str]:
+    """A container's environment as the kubelet makes it: envFrom (Secrets and ConfigMaps, with
+    their prefix) first, then env (literal values, secretKeyRef, configMapKeyRef) over it."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        if "secretRef" in source:
+            data = _secret(kube, namespace, source["secretRef"]["name"])
+        else:
+            data = _config_map(kube, namespace, source["configMapRef"]["name"])
+        env.update({source.get("prefix", "") + k: v for k, v in data.items()})
+    for item in container.get("env") or []:
+        ref = item.get("valueFrom") or {}
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif "secretKeyRef" in ref:
+            env[item["name"]] = _secret(kube, namespace, ref["secretKeyRef"]["name"])[
+                ref["secretKeyRef"]["key"]
+            ]
+        elif "configMapKeyRef" in ref:
+            env[item["name"]] = _config_map(kube, namespace, ref["configMapKeyRef"]["name"])[
+                ref["configMapKeyRef"]["key"]
+            ]
+    return env
+
+
+def run_init_locally(
+    kube: Kube, namespace: str, pod: dict[str, Any], scratch: Path
+) -> tuple[int, str, dict[str, Path]]:
+    """Act as the kubelet for a simulated pod's first init container: run its real program here
+    with its command, args and env (Secrets resolved), its emptyDir mounts mapped to directories
+    under `scratch`. kwok completed the init containers at once and made the pod Ready; when the
+    program fails, the pod's status becomes what a kubelet reports for a failing init container
+    (Pending, not Ready, the init container backing off with its last termination message).
+    Returns (exit code, message, {mount path: local directory})."""
+    container = pod["spec"]["initContainers"][0]
+    empty = {v["name"] for v in pod["spec"].get("volumes") or [] if "emptyDir" in v}
+    mapped = {
+        m["mountPath"]: scratch / m["name"] for m in container.get("volumeMounts") or [] if m["name"] in empty
+    }
+    args = [str(mapped.get(a, a)) for a in container.get("args", [])]
+    code, message, stderr = run_program_locally(
+        container["command"][0], args, container_env(kube, namespace, container), scratch
+    )
+    if code != 0:
+        fail_init_container(kube, namespace, pod, code, message or stderr[-2000:])
+    return code, message, mapped
+
+
+def fail_init_container(
+    kube: Kube, namespace: str, pod: dict[str, Any], exit_code: int, message: str
+) -> None:
+    """Report a pod whose init container failed and is backing off (restartPolicy Always)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    init, main = pod["spec"]["initContainers"][0], pod["spec"]["containers"][0]
+    not_ready = {"status": "False", "reason": "ContainersNotInitialized", "lastTransitionTime": now}
+    status = {
+        "phase": "Pending",
+        "conditions": [
+            {"type": "Initialized", **not_ready},
+            {"type": "Ready", **not_ready},
+            {"type": "ContainersReady", **not_ready},
+        ],
+        "initContainerStatuses": [
+            {
+                "name": init["name"], "image": init["image"], "imageID": "", "ready": False, "started": False,
+                "restartCount": 1,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}},
+                "lastState": {"terminated": {"exitCode": exit_code, "reason": "Error", "message": message,
+                                             "startedAt": now, "finishedAt": now}},
+            }
+        ],
+        "containerStatuses": [
+            {"name": main["name"], "image": main["image"], "imageID": "", "ready": False, "started": False,
+             "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}
+        ],
+    }  # fmt: skip
+    kube.request(
+        "PATCH",
+        f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}/status",
+        body={"status": status},
+        content_type="application/merge-patch+json",
+    )
+
+
 def run_pod_locally(kube: Kube, namespace: str, pod: dict[str, Any], pvc_root: Path) -> tuple[int, str]:
     """Act as the kubelet for a simulated pod: run its container's real program here, with the
-    pod's command, args and env (pvc:// volumes mapped under `pvc_root`), then end the pod with
-    the program's exit code and termination message. Returns (exit code, message)."""
+    pod's command, args and env (pvc:// volumes mapped under `pvc_root`; Secrets and ConfigMaps
+    resolved as a kubelet does), then end the pod with the program's exit code and termination
+    message. Returns (exit code, message)."""
     container = pod["spec"]["containers"][0]
-    env = {item["name"]: item["value"] for item in container.get("env") or [] if "value" in item}
+    env = container_env(kube, namespace, container)
     index = (pod["metadata"].get("annotations") or {}).get("batch.kubernetes.io/job-completion-index")
     if index is not None:
         env["JOB_COMPLETION_INDEX"] = index

@@ -264,3 +264,54 @@ def iris_artifact(trained_elsewhere: tuple[Path, dict[str, Any]], artifacts: Pat
     root, result = trained_elsewhere
     shutil.copytree(root / "artifacts", artifacts / "artifacts", dirs_exist_ok=True)
     return result
+
+
+class ClusterS3:
+    """The local cluster's S3 server (tests/cluster/local/s3.sh, started by up.sh): the Secret
+    mlops-system/mlops-s3 holds what pods get; the host reaches the server at the endpoint in its
+    annotation. Tests get a fresh bucket and a copy of the Secret in their namespace."""
+
+    def __init__(self, kube: Kube) -> None:
+        import base64
+
+        import boto3
+        from botocore.config import Config
+
+        # Read with the test's credentials (the operator's client never reads Secrets).
+        secret = kube.request("GET", "/api/v1/namespaces/mlops-system/secrets/mlops-s3")
+        self.data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        endpoint = secret["metadata"]["annotations"]["mlops-operator.dev/host-endpoint"]
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=self.data["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.data["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.data["AWS_REGION"],
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+
+    def secret(self, kube: Kube, namespace: str, name: str, **override: str) -> str:
+        """Create Secret `name` in `namespace` with the server's variables (some overridden)."""
+        kube.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/secrets",
+            body={"metadata": {"name": name}, "stringData": {**self.data, **override}},
+        )
+        return name
+
+
+@pytest.fixture(scope="session")
+def cluster_s3(kube: Kube) -> Iterator[ClusterS3]:
+    s3 = ClusterS3(kube)
+    yield s3
+    s3.client.close()
+
+
+@pytest.fixture
+def s3_bucket_in_cluster(cluster_s3: ClusterS3, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket on the cluster's S3 server, named after the test."""
+    from s3kit import bucket_name
+
+    name = bucket_name(request.node.name)
+    cluster_s3.client.create_bucket(Bucket=name)
+    return name

@@ -3,6 +3,8 @@
     mlops-trainer train   [--config FILE] [--result PATH]
     mlops-trainer trial   [--config FILE] [--index N] [--result PATH]
     mlops-trainer verify  --artifact DIR|URI --sha256 HEX [--result PATH]
+    mlops-trainer fetch   --artifact s3://URI --sha256 HEX --dest DIR [--result PATH]
+    mlops-trainer ship-logs --dir DIR --to s3://URI [--interval SECONDS] [--result PATH]
 
 Config: JSON from --config FILE or env MLOPS_CONFIG (see `config`). The result is one JSON
 line on stdout and the termination message (--result, env MLOPS_RESULT_PATH, default
@@ -52,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--artifact", required=True, help="artifact directory, or its pvc:// or s3:// URI")
     verify.add_argument("--sha256", required=True, help="expected hex sha256 of model.skops")
+    fetch = commands.add_parser(
+        "fetch", parents=[common], help="download an s3:// artifact for the server and check its sha256"
+    )
+    fetch.add_argument("--artifact", required=True, help="the artifact's s3:// URI")
+    fetch.add_argument("--sha256", required=True, help="expected hex sha256 of model.skops")
+    fetch.add_argument("--dest", required=True, help="directory to put model.skops and model.json in")
+    ship = commands.add_parser(
+        "ship-logs", parents=[common], help="move the server's prediction log to s3:// in immutable windows"
+    )
+    ship.add_argument("--dir", required=True, help="the server's --prediction-log directory")
+    ship.add_argument("--to", required=True, help="s3:// prefix; objects go to <to>/<host>/")
+    ship.add_argument("--interval", type=float, default=60.0, help="seconds per window (default 60)")
     return parser
 
 
@@ -72,6 +86,14 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
         from mlops_trainer.verify import run_verify
 
         return run_verify(args.artifact, args.sha256, env)
+    if args.command == "fetch":
+        from mlops_trainer.fetch import run_fetch
+
+        return run_fetch(args.artifact, args.sha256, args.dest, env)
+    if args.command == "ship-logs":
+        from mlops_trainer.shiplogs import run_ship_logs
+
+        return run_ship_logs(args.dir, args.to, args.interval, env)
     config = load_config(args.config, env)
     if args.command == "trial":
         from mlops_trainer.tuning import run_trial

@@ -81,7 +81,9 @@ def local_artifact(uri: str, scratch: Path, env: Mapping[str, str]) -> Path:
     except storage.InvalidUri as e:
         raise BadInput(f"--artifact: {e}") from e
     except storage.FetchError as e:
-        raise (Transient(str(e)) if e.transient else VerificationFailed(str(e))) from e
+        # Missing, refused (credentials) or no such bucket: permanent, but not a tampered
+        # artifact; the ModelVersion says VerificationError with the URI and the cause.
+        raise (Transient(str(e)) if e.transient else BadInput(str(e))) from e
     return Path(uri)
 
 

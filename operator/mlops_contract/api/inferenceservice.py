@@ -18,7 +18,7 @@ from mlops_contract.api.common import (
     name_validation,
     validations,
 )
-from mlops_contract.api.trainingjob import TrainingJobSpec
+from mlops_contract.api.trainingjob import OUTPUT_URI_PATTERN, SecretReference, TrainingJobSpec
 
 KIND: Final = "InferenceService"
 PLURAL: Final = "inferenceservices"
@@ -121,8 +121,19 @@ class PredictionLog(Spec):
     sample_rate: float = Field(1.0, ge=0, le=1, description="Fraction of requests logged.")
     uri: str | None = Field(
         None,
-        pattern=r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?$",
-        description="Where to write it; default: <artifact claim>/predictions/<namespace>/<name>.",
+        pattern=OUTPUT_URI_PATTERN,
+        max_length=2048,
+        description="Where to write it: pvc://<claim>/<path>, or s3://<bucket>/<prefix> (a sidecar uploads one object per pod and time window); default: the artifact's claim or bucket, under predictions/<namespace>/<name>.",
+    )
+    secret_ref: SecretReference | None = Field(
+        None,
+        description="Credentials for an s3:// log (default: the served ModelVersion's artifact secretRef when the log is in the artifact's bucket by default).",
+    )
+    window_seconds: int = Field(
+        60,
+        ge=5,
+        le=3600,
+        description="s3:// only: how often each pod's log is closed and uploaded as one object.",
     )
 
 

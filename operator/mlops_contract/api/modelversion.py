@@ -20,7 +20,7 @@ from mlops_contract.api.common import (
     condition_list_field,
     name_validation,
 )
-from mlops_contract.api.trainingjob import OUTPUT_URI_PATTERN
+from mlops_contract.api.trainingjob import OUTPUT_URI_PATTERN, SecretReference
 
 KIND: Final = "ModelVersion"
 PLURAL: Final = "modelversions"
@@ -42,6 +42,10 @@ class Artifact(Spec):
     sha256: str = Field(
         description="Hex sha256 of model.skops; verification and the server refuse any other file.",
         pattern=SHA256_HEX,
+    )
+    secret_ref: SecretReference | None = Field(
+        None,
+        description="Credentials for an s3:// artifact, given to the verification pod and the serving pods' artifact fetch.",
     )
 
 

@@ -39,7 +39,7 @@ OUTPUT_URI_PATTERN: Final = (
 
 
 class SecretReference(Spec):
-    """A Secret in the same namespace holding credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, or an HTTP Authorization header in `authorization`)."""
+    """A Secret in the same namespace whose keys become the environment of the pods that read or write this location (envFrom): AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION, S3_USE_VIRTUAL_BUCKET for s3://; MLOPS_HTTP_AUTHORIZATION for https://. Without one, the SDK's default credential chain (e.g. workload identity) applies. The operator never reads it."""
 
     name: str = Field(description="Name of the Secret.", pattern=DNS_LABEL, max_length=253)
 
@@ -237,6 +237,7 @@ class Baseline(Spec):
     sha256: str = Field(
         description="Its artifact's sha256; a mismatch leaves the baseline unscored.", pattern=SHA256_HEX
     )
+    secret_ref: SecretReference | None = Field(None, description="Credentials for an s3:// artifact.")
 
 
 class Evaluation(Spec):
@@ -263,6 +264,10 @@ class Output(Spec):
         pattern=OUTPUT_URI_PATTERN,
         max_length=2048,
         description="Base location; the artifact goes to <uri>/<model>/<trainingjob>/ (pvc://<claim>/<path> or s3://<bucket>/<prefix>).",
+    )
+    secret_ref: SecretReference | None = Field(
+        None,
+        description="Credentials for an s3:// output; the ModelVersion's artifact and its verification and serving pods use the same Secret.",
     )
 
 

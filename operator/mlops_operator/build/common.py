@@ -79,6 +79,17 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
+def secret_env(secret_names: Iterable[str | None]) -> list[dict[str, Any]]:
+    """envFrom entries for the Secrets of a pod's storage locations (issue #17), sorted, once each.
+
+    The Secret's keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION, ...)
+    become the container's environment, where mlops_contract.storage reads them: the kubelet
+    resolves the Secret, so the operator needs no access to Secrets. Without any, the SDK's
+    default chain (workload identity, an instance role) applies.
+    """
+    return [{"secretRef": {"name": n}} for n in sorted({n for n in secret_names if n})]
+
+
 def pvc_claims(uris: Iterable[str]) -> list[str]:
     """The PersistentVolumeClaims named by pvc:// URIs, sorted and unique."""
     claims = {parse_uri(u).authority for u in uris if u.startswith("pvc://")}

@@ -14,8 +14,10 @@ Invariants:
 - Rollouts drop no requests: maxUnavailable 0 / maxSurge 1, readiness on /v2/health/ready, a
   preStop sleep so endpoints are withdrawn before the server drains, and a drain timeout
   (`SHUTDOWN_TIMEOUT_SECONDS`) that ends before `terminationGracePeriodSeconds`.
-- Only pvc:// artifacts are servable (the server reads a local directory); anything else
-  raises `UnservableArtifact` (a spec/registry problem, not a transient one).
+- The server reads a local directory: a pvc:// artifact's claim is mounted read-only; an s3://
+  artifact is copied into an emptyDir by an init container (`fetch_container`: the trainer
+  image's `mlops-trainer fetch`, which checks the sha256) before the server starts, so the
+  server image needs no S3 client (issue #17). Anything else raises `UnservableArtifact`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from mlops_operator.build.common import (
     pvc_volumes,
     resources,
     scheduling,
+    secret_env,
 )
 from mlops_operator.settings import Settings
 
@@ -61,6 +64,20 @@ PRE_STOP_SLEEP_SECONDS: Final = 5
 SHUTDOWN_TIMEOUT_SECONDS: Final = 20
 TERMINATION_GRACE_SECONDS: Final = 30
 DEFAULT_RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+# An s3:// artifact (issue #17): fetched by FETCH_CONTAINER into the emptyDir MODEL_VOLUME,
+# which the server mounts read-only at MODEL_DIR. The download streams to disk and the digest
+# is computed in 1 MiB chunks, so the memory it needs does not grow with the artifact.
+FETCH_CONTAINER: Final = "fetch-artifact"
+MODEL_VOLUME: Final = "model"
+MODEL_DIR: Final = "/mnt/model"
+FETCH_RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+# An s3:// prediction log (issue #17): the server writes into the emptyDir LOG_VOLUME at LOG_DIR
+# and the native sidecar SHIP_CONTAINER (`mlops-trainer ship-logs`) uploads one object per pod
+# and window; it stops after the server, so the last window is shipped too.
+SHIP_CONTAINER: Final = "ship-logs"
+LOG_VOLUME: Final = "prediction-log"
+LOG_DIR: Final = "/var/lib/mlops/prediction-log"
+SHIP_RESOURCES: Final = {"requests": {"cpu": "20m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}}
 # The server's row budget (--max-rows) from the container's memory limit: one row per
 # ROW_BUDGET_BYTES of the limit, within [MIN_ROWS, MAX_ROWS]; 1 GiB gives the server's default
 # 65,536. A row costs its decoded JSON (a Python float per value, ~40 B), the frame and the
@@ -81,7 +98,7 @@ _DECIMAL_SUFFIXES: Final = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P"
 
 
 class UnservableArtifact(ValueError):
-    """The ModelVersion's artifact is not on a PersistentVolumeClaim, so no pod can mount it."""
+    """The ModelVersion's artifact is neither on a PersistentVolumeClaim nor in S3."""
 
 
 def deployment_name(isvc_name: str, track: Track) -> str:
@@ -130,8 +147,8 @@ def prediction_log_uri(
 ) -> str | None:
     """Where the serving pods write the prediction (and labelled feedback) log, or None when off.
 
-    spec.monitoring.predictionLog.uri, else `pvc://<artifact claim>/predictions/<namespace>/<name>`;
-    None when the log is disabled or there is no uri and the artifact is not on a claim.
+    spec.monitoring.predictionLog.uri, else `<artifact claim or bucket>/predictions/<namespace>/<name>`
+    (pvc:// or s3://, as the artifact); None when the log is disabled.
     The same value is the retraining `feedback_uri` (see build.retraining.retraining_spec).
     """
     log = spec.monitoring.prediction_log
@@ -140,10 +157,49 @@ def prediction_log_uri(
     if log.uri:
         return log.uri
     artifact = parse_uri(mv["spec"]["artifact"]["uri"])
-    if artifact.scheme != "pvc":
+    if artifact.scheme not in ("pvc", "s3"):
         return None
     meta = isvc["metadata"]
-    return f"pvc://{artifact.claim}/predictions/{meta['namespace']}/{meta['name']}"
+    return f"{artifact.scheme}://{artifact.authority}/predictions/{meta['namespace']}/{meta['name']}"
+
+
+def prediction_log_secret(spec: InferenceServiceSpec, mv: Mapping[str, Any]) -> str | None:
+    """The Secret of an s3:// prediction log: its own secretRef, else (the log in the artifact's
+    bucket by default) the artifact's."""
+    log = spec.monitoring.prediction_log
+    if log.secret_ref is not None:
+        return log.secret_ref.name
+    if log.uri is None:
+        return (mv["spec"]["artifact"].get("secretRef") or {}).get("name")
+    return None
+
+
+def log_shipper(
+    isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
+) -> dict[str, Any] | None:
+    """The native sidecar shipping an s3:// prediction log (`mlops-trainer ship-logs`), else None."""
+    uri = prediction_log_uri(isvc, spec, mv)
+    if uri is None or parse_uri(uri).scheme != "s3":
+        return None
+    args = [
+        "ship-logs",
+        "--dir",
+        LOG_DIR,
+        "--to",
+        uri,
+        "--interval",
+        str(spec.monitoring.prediction_log.window_seconds),
+    ]
+    secret = prediction_log_secret(spec, mv)
+    container = _trainer_helper(
+        SHIP_CONTAINER,
+        args,
+        volume=(LOG_VOLUME, LOG_DIR),
+        resources=SHIP_RESOURCES,
+        secret=secret,
+        settings=settings,
+    )
+    return {**container, "restartPolicy": "Always"}  # a native sidecar: starts before, stops after the server
 
 
 def _num(value: float) -> str:
@@ -186,21 +242,84 @@ def max_rows(spec: InferenceServiceSpec) -> int | None:
     return max(MIN_ROWS, min(MAX_ROWS, limit // ROW_BUDGET_BYTES))
 
 
+def artifact_dir(mv: Mapping[str, Any], settings: Settings) -> str:
+    """Where the server finds the artifact: its claim's mount (pvc://) or the fetched copy (s3://)."""
+    uri = mv["spec"]["artifact"]["uri"]
+    scheme = parse_uri(uri).scheme
+    if scheme == "pvc":
+        return local_path(uri, settings.pvc_root).as_posix()
+    if scheme == "s3":
+        return MODEL_DIR
+    raise UnservableArtifact(
+        f"{mv['metadata']['name']}: artifact {uri} is neither pvc:// nor s3://; it cannot be served"
+    )
+
+
+def fetch_container(mv: Mapping[str, Any], settings: Settings) -> dict[str, Any] | None:
+    """The init container copying an s3:// artifact into MODEL_DIR (sha256 checked), else None.
+
+    It runs the trainer image (boto3 lives there, never in the server image) with the artifact's
+    Secret as its environment. Exit 2 (missing, refused, tampered) and 1 (transient) both keep
+    the pod not ready while the kubelet retries with back-off; its termination message (the
+    result JSON) is what the InferenceService status reports (reason ArtifactFetchFailed).
+    """
+    artifact = mv["spec"]["artifact"]
+    if parse_uri(artifact["uri"]).scheme != "s3":
+        return None
+    args = ["fetch", "--artifact", artifact["uri"], "--sha256", artifact["sha256"], "--dest", MODEL_DIR]
+    secret = (artifact.get("secretRef") or {}).get("name")
+    return _trainer_helper(
+        FETCH_CONTAINER,
+        args,
+        volume=(MODEL_VOLUME, MODEL_DIR),
+        resources=FETCH_RESOURCES,
+        secret=secret,
+        settings=settings,
+    )
+
+
+def _trainer_helper(
+    name: str,
+    args: list[str],
+    *,
+    volume: tuple[str, str],
+    resources: Mapping[str, Any],
+    secret: str | None,
+    settings: Settings,
+) -> dict[str, Any]:
+    """A container of the trainer image beside the server: `mlops-trainer <args>`, one emptyDir
+    `volume` (name, path) read-write, the S3 Secret as its environment."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mlops-trainer"],
+        "args": args,
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "resources": dict(resources),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": volume[0], "mountPath": volume[1]},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108  # the pod's own emptyDir
+        ],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    env_from = secret_env([secret])
+    if env_from:
+        container["envFrom"] = env_from
+    return container
+
+
 def server_args(
     isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
 ) -> list[str]:
     """Command-line of `mlops-server` for this version (see mlops_server.config)."""
     artifact = mv["spec"]["artifact"]
-    if parse_uri(artifact["uri"]).scheme != "pvc":
-        raise UnservableArtifact(
-            f"{mv['metadata']['name']}: artifact {artifact['uri']} is not on a PersistentVolumeClaim; "
-            "only pvc:// artifacts can be served"
-        )
     args = [
         "--model-name",
         spec.model,
         "--artifact",
-        local_path(artifact["uri"], settings.pvc_root).as_posix(),
+        artifact_dir(mv, settings),
         "--sha256",
         artifact["sha256"],
         "--model-version",
@@ -223,9 +342,10 @@ def server_args(
         args += ["--max-rows", str(rows)]
     log_uri = prediction_log_uri(isvc, spec, mv)
     if log_uri is not None:
+        on_s3 = parse_uri(log_uri).scheme == "s3"
         args += [
             "--prediction-log",
-            local_path(log_uri, settings.pvc_root).as_posix(),
+            LOG_DIR if on_s3 else local_path(log_uri, settings.pvc_root).as_posix(),
             "--log-sample-rate",
             _num(spec.monitoring.prediction_log.sample_rate),
         ]
@@ -235,13 +355,29 @@ def server_args(
 def _volumes(
     isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The artifact claim read-only, the log claim read-write; one read-write mount when they coincide."""
-    artifact_claim = parse_uri(mv["spec"]["artifact"]["uri"]).claim
-    log_uri = prediction_log_uri(isvc, spec, mv)
-    log_claim = parse_uri(log_uri).claim if log_uri else None
-    claims = {artifact_claim} | ({log_claim} if log_claim else set())
-    read_only = {artifact_claim} - {log_claim}
-    return pvc_volumes(claims, settings, read_only=read_only)
+    """The artifact claim read-only, the log claim read-write; one read-write mount when they
+    coincide. An s3:// artifact: the emptyDir the init container fills, read-only here."""
+    artifact = parse_uri(mv["spec"]["artifact"]["uri"])
+    artifact_claims = {artifact.claim} if artifact.scheme == "pvc" else set()
+    log = parse_uri(log_uri) if (log_uri := prediction_log_uri(isvc, spec, mv)) else None
+    log_claim = log.claim if log is not None and log.scheme == "pvc" else None
+    claims = artifact_claims | ({log_claim} if log_claim else set())
+    volumes, mounts = pvc_volumes(claims, settings, read_only=artifact_claims - {log_claim})
+    if artifact.scheme == "s3":
+        volumes.append({"name": MODEL_VOLUME, "emptyDir": {}})
+        mounts.append({"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True})
+    if log is not None and log.scheme == "s3":
+        volumes.append({"name": LOG_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}})
+        mounts.append({"name": LOG_VOLUME, "mountPath": LOG_DIR})
+    return volumes, mounts
+
+
+def _init_containers(
+    isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """The artifact fetch (runs to completion first), then the log shipper (a native sidecar)."""
+    init = [c for c in (fetch_container(mv, settings), log_shipper(isvc, spec, mv, settings)) if c]
+    return {"initContainers": init} if init else {}
 
 
 def _probe(path: str, *, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
@@ -265,8 +401,8 @@ def deployment(
     """The Deployment serving `mv` on `track`.
 
     `replicas` is written for the canary, and for the stable track unless spec.autoscaling is
-    set (then the HPA owns it and the field is omitted). Raises UnservableArtifact for a
-    non-pvc artifact.
+    set (then the HPA owns it and the field is omitted). Raises UnservableArtifact for an
+    artifact neither pvc:// nor s3://.
     """
     if replicas < 0:
         raise ValueError(f"replicas must be >= 0, got {replicas}")
@@ -308,6 +444,7 @@ def deployment(
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "containers": [container],
         "volumes": volumes,
+        **_init_containers(isvc, spec, mv, settings),
         **scheduling(spec),
     }
     deploy_spec: dict[str, Any] = {

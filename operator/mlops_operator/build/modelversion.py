@@ -3,7 +3,7 @@
 `model_version_manifest` is the ModelVersion a successful TrainingJob registers.
 
 The Job runs `mlops-trainer verify` in the trainer image where the artifact is reachable
-(its claim mounted read-only): sha256 check, safe load, a prediction on a sample built from
+(its claim mounted read-only, or its s3:// Secret as the environment): sha256 check, safe load, a prediction on a sample built from
 the signature. Exit code 3 (verification failed) fails the Job at once.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Final
 from mlops_contract.api.common import API_VERSION, LABEL_MODEL_VERSION, LABEL_TRAINING_JOB, LABEL_VERSION
 from mlops_contract.api.modelversion import ModelVersionSpec
 from mlops_contract.api.trainingjob import TrainingJobSpec
-from mlops_operator.build.common import child_name, labels, pvc_claims, pvc_volumes
+from mlops_operator.build.common import child_name, labels, pvc_claims, pvc_volumes, secret_env
 from mlops_operator.build.trainingjob import trainer_container, trainer_job
 from mlops_operator.settings import Settings
 
@@ -41,6 +41,9 @@ def verification_job(mv: Mapping[str, Any], spec: ModelVersionSpec, settings: Se
     container = trainer_container(
         settings.trainer_image, settings, args=args, mounts=mounts, resources=RESOURCES
     )
+    env_from = secret_env([spec.artifact.secret_ref.name if spec.artifact.secret_ref else None])
+    if env_from:
+        container["envFrom"] = env_from
     return trainer_job(
         mv,
         verify_job_name(name),
@@ -73,6 +76,8 @@ def model_version_manifest(
             "estimator": spec.estimator.class_name,
         },
     }
+    if spec.output.secret_ref is not None:  # the artifact is where the output went: same credentials
+        mv_spec["artifact"]["secretRef"] = spec.output.secret_ref.to_dict()
     if result.get("dataDigest"):
         mv_spec["source"]["dataDigest"] = result["dataDigest"]
     if isinstance(result.get("params"), dict):

@@ -26,7 +26,7 @@ from mlops_contract.api.common import API_VERSION, GROUP, LABEL_INFERENCE_SERVIC
 from mlops_contract.api.inferenceservice import InferenceServiceSpec
 from mlops_contract.api.trainingjob import TrainingJobSpec
 from mlops_operator.build.common import labels, owner_reference
-from mlops_operator.build.inferenceservice import prediction_log_uri
+from mlops_operator.build.inferenceservice import prediction_log_secret, prediction_log_uri
 
 COMPONENT: Final = "retraining"
 ANNOTATION_TRIGGER: Final = f"{GROUP}/trigger"
@@ -59,13 +59,14 @@ def retraining_spec(
     base: Mapping[str, Any],
     feedback_uri: str | None,
     served: Mapping[str, Any] | None = None,
+    feedback_secret: str | None = None,
 ) -> dict[str, Any]:
     """The TrainingJob spec (camelCase) of a retraining run.
 
     `base`: `retraining_base`. `model` defaults to the InferenceService's model. With
     includeFeedback and a `feedback_uri` (build.inferenceservice.prediction_log_uri: the
     directory the servers write feedback-*.jsonl to), that directory is appended to
-    data.extraSources as format jsonl, once. `served`, the ModelVersion being served, becomes
+    data.extraSources as format jsonl (with `feedback_secret` as its secretRef for s3://), once. `served`, the ModelVersion being served, becomes
     evaluation.baseline: the run scores it on its own held-out rows so promotion compares the
     two versions on the same data. `base` is never modified.
     Raises pydantic.ValidationError (a ValueError) when the result is not a valid TrainingJob spec.
@@ -78,7 +79,10 @@ def retraining_spec(
         data = out.setdefault("data", {})
         extra = [dict(s) for s in data.get("extraSources") or []]
         if not any(s.get("uri") == feedback_uri for s in extra):
-            extra.append({"uri": feedback_uri, "format": "jsonl"})
+            extra.append(
+                {"uri": feedback_uri, "format": "jsonl"}
+                | ({"secretRef": {"name": feedback_secret}} if feedback_secret else {})
+            )
         data["extraSources"] = extra
     artifact = ((served or {}).get("spec") or {}).get("artifact") or {}
     if served is not None and artifact.get("uri") and artifact.get("sha256"):
@@ -87,6 +91,8 @@ def retraining_spec(
             "uri": artifact["uri"],
             "sha256": artifact["sha256"],
         }
+        if artifact.get("secretRef"):
+            out["evaluation"]["baseline"]["secretRef"] = dict(artifact["secretRef"])
     TrainingJobSpec.model_validate(out)
     return out
 
@@ -110,6 +116,7 @@ def retraining_job(
     assert spec.retraining is not None  # retraining_base refused a spec without one
     include = spec.retraining.include_feedback
     feedback = prediction_log_uri(isvc, spec, served) if served is not None and include else None
+    secret = prediction_log_secret(spec, served) if feedback is not None and served is not None else None
     meta = isvc["metadata"]
     return {
         "apiVersion": API_VERSION,
@@ -121,5 +128,5 @@ def retraining_job(
             "annotations": {ANNOTATION_TRIGGER: trigger, ANNOTATION_REASON: reason[:REASON_MAX]},
             "ownerReferences": [owner_reference(isvc)],
         },
-        "spec": retraining_spec(spec, base, feedback, served),
+        "spec": retraining_spec(spec, base, feedback, served, secret),
     }

@@ -24,6 +24,7 @@ from mlops_operator.build.common import (
     pvc_volumes,
     resources,
     scheduling,
+    secret_env,
 )
 from mlops_operator.settings import Settings
 
@@ -71,10 +72,9 @@ def storage_uris(spec: TrainingJobSpec) -> list[str]:
 
 
 def _secret_env(spec: TrainingJobSpec) -> list[dict[str, Any]]:
-    names = sorted(
-        {s.secret_ref.name for s in [spec.data.source, *(spec.data.extra_sources or [])] if s.secret_ref}
-    )
-    return [{"secretRef": {"name": n}} for n in names]
+    """The Secrets of every location the trainer reads or writes: data, baseline, output."""
+    locations = [spec.data.source, *(spec.data.extra_sources or []), spec.evaluation.baseline, spec.output]
+    return secret_env(loc.secret_ref.name for loc in locations if loc is not None and loc.secret_ref)
 
 
 def trainer_container(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,13 +47,16 @@ from mlops_operator.reconcile.context import Context
 from mlops_operator.scraper import Scraper
 from mlops_operator.serving import canary, resolve
 from mlops_operator.settings import Settings
-from mlops_operator.status.conditions import READY, Cond, kstatus, merge, tf
+from mlops_operator.status.conditions import READY, Cond, get, kstatus, merge, tf
 
 log = logging.getLogger("mlops_operator")
 
 TERMINAL: Final = ("Succeeded", "Failed")
 # The Events that close a canary, and the decision the operator's counter records for each.
 CANARY_DECISIONS: Final = {"CanaryPromoted": "promote", "CanaryRolledBack": "rollback"}
+# RolledOut=False with this reason: the new pods' init container could not fetch the s3://
+# artifact (issue #17); the old pods keep serving (maxUnavailable 0 never removes them).
+FETCH_FAILED: Final = "ArtifactFetchFailed"
 Body = Mapping[str, Any]
 
 
@@ -111,6 +115,37 @@ def running(pods: Sequence[Body], track: build.Track | None = None) -> list[Body
         and not p["metadata"].get("deletionTimestamp")
         and (track is None or (p["metadata"].get("labels") or {}).get(build.LABEL_TRACK) == track)
     ]
+
+
+def artifact_fetch_failure(pods: Sequence[Body], versions: set[str | None]) -> str | None:
+    """Why pods of `versions` cannot start: the failure their artifact-fetching init container
+    reported (the message of its result, else its termination text), or why it could not be
+    started (a missing Secret: CreateContainerConfigError), or None (pure)."""
+    for pod in pods:
+        if (pod["metadata"].get("labels") or {}).get(LABEL_MODEL_VERSION) not in versions - {None}:
+            continue
+        for cs in (pod.get("status") or {}).get("initContainerStatuses") or []:
+            # The current run's end if it ended (exit 0: fetched), else the last run's.
+            state, last = cs.get("state") or {}, cs.get("lastState") or {}
+            ended = state.get("terminated") or last.get("terminated") or {}
+            if cs.get("name") != build.FETCH_CONTAINER:
+                continue
+            name, waiting = pod["metadata"]["name"], state.get("waiting") or {}
+            if ended.get("exitCode"):
+                return f"pod {name} cannot fetch its artifact (exit {ended['exitCode']}): {_result_message(ended)}"
+            if waiting.get("reason") == "CreateContainerConfigError":  # e.g. its Secret does not exist
+                return f"pod {name} cannot start its artifact fetch: {waiting.get('message') or waiting['reason']}"
+    return None
+
+
+def _result_message(terminated: Body) -> str:
+    """The `message` of the trainer's result JSON in a termination message, else its text."""
+    text = str(terminated.get("message") or "").strip()
+    try:
+        result = json.loads(text)
+    except ValueError:
+        return text[-1000:]
+    return str(result.get("message") or text)[-1000:] if isinstance(result, dict) else text[-1000:]
 
 
 async def scrape_pods(scraper: Scraper, pods: Sequence[Body]) -> dict[str, scrape.PodSample]:
@@ -513,6 +548,7 @@ class Facts:
     canary: Body | None  # the canary Deployment
     metrics: Body  # status.metrics from `monitoring`
     retrained: Retrained | None = None  # None: no spec.retraining
+    fetch_failure: str | None = None  # `artifact_fetch_failure` of the served or desired version
 
 
 def traffic(facts: Facts) -> list[dict[str, Any]]:
@@ -552,7 +588,8 @@ def compute_status(isvc: Body, spec: InferenceServiceSpec, facts: Facts, now: st
     replicas, ready_replicas, rolled_out = readiness(facts.stable)
     ready = bool(serving) and rolled_out and (ready_replicas >= 1 or spec.replicas == 0)
     problems = [choice.message] if choice.name is None else []
-    problems += [p for p in (rollout.problem, retrained.problem if retrained else None) if p]
+    fetch_failed = facts.fetch_failure if not rolled_out else None
+    problems += [p for p in (rollout.problem, retrained.problem if retrained else None, fetch_failed) if p]
     message = "; ".join(problems) or (f"serving {serving}" if serving else "no version to serve yet")
     reason = "Serving" if ready else ("NoServableVersion" if not serving else "RollingOut")
     conds = [
@@ -560,8 +597,8 @@ def compute_status(isvc: Body, spec: InferenceServiceSpec, facts: Facts, now: st
         Cond(
             "RolledOut",
             tf(rolled_out and desired == serving),
-            "RolledOut" if rolled_out else "Progressing",
-            f"{ready_replicas}/{replicas} ready",
+            "RolledOut" if rolled_out else (FETCH_FAILED if fetch_failed else "Progressing"),
+            fetch_failed or f"{ready_replicas}/{replicas} ready",
         ),
         *(
             [
@@ -649,11 +686,20 @@ async def reconcile(ctx: Context, isvc: Body) -> bool:
     retrained = None
     if spec.retraining is not None:
         retrained = await retrain(ctx, isvc, spec, seen, rollout, scraped=monitored.scraped, now=now_dt)
+    fetch_failure = artifact_fetch_failure(pods, {rollout.serving, rollout.desired})
     facts = Facts(
-        rollout, seen.versions, deployments["stable"], deployments["canary"], monitored.metrics, retrained
+        rollout,
+        seen.versions,
+        deployments["stable"],
+        deployments["canary"],
+        monitored.metrics,
+        retrained,
+        fetch_failure,
     )
     old = isvc.get("status") or {}
     status = compute_status(isvc, spec, facts, now)
+    if fetch_failure and _rolled_out_reason(status) == FETCH_FAILED != _rolled_out_reason(old):
+        await ctx.event(isvc, FETCH_FAILED, fetch_failure, warning=True)  # once per transition
     await ctx.write_status(isvc, status)
     # The versions whose stage or retention depends on this status get a pass, after the write,
     # so the pass reads the new status from the store.
@@ -662,6 +708,10 @@ async def reconcile(ctx: Context, isvc: Body) -> bool:
         for mv_name in before | after:
             ctx.kick("ModelVersion", ns, mv_name)
     return False
+
+
+def _rolled_out_reason(status: Body) -> str | None:
+    return (get(status.get("conditions"), "RolledOut") or {}).get("reason")
 
 
 def _of(samples: Mapping[str, scrape.PodSample], pods: Sequence[Body]) -> list[scrape.PodSample]:

@@ -253,9 +253,93 @@ def test_image(spec: dict[str, Any], image: str) -> None:
     assert container(deploy(isvc(**spec)))["image"] == image
 
 
-def test_s3_artifact_is_unservable() -> None:
-    with pytest.raises(b.UnservableArtifact, match="pvc://"):
-        deploy(version=mv(uri="s3://bucket/models/iris"))
+# --- an s3:// artifact: an init container fetches it into an emptyDir (issue #17) -----------
+
+
+def s3_version(secret: str | None = "s3-creds") -> dict[str, Any]:
+    version = mv(uri="s3://bucket/models/iris/tj-1")
+    if secret:
+        version["spec"]["artifact"]["secretRef"] = {"name": secret}
+    return version
+
+
+def test_s3_artifact_is_fetched_by_an_init_container() -> None:
+    spec = pod_spec(deploy(version=s3_version()))
+    init = spec["initContainers"][0]  # first: it runs to completion before anything else starts
+    assert init["name"] == b.FETCH_CONTAINER
+    assert "restartPolicy" not in init
+    assert init["image"] == SETTINGS.trainer_image  # boto3 lives there, never in the server image
+    assert init["command"] == ["mlops-trainer"]
+    assert init["args"] == [
+        "fetch", "--artifact", "s3://bucket/models/iris/tj-1", "--sha256", SHA3, "--dest", b.MODEL_DIR
+    ]  # fmt: skip
+    assert init["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert {"name": b.MODEL_VOLUME, "mountPath": b.MODEL_DIR} in init["volumeMounts"]
+    assert init["resources"]["limits"]["memory"]
+
+
+def test_s3_artifact_server_reads_the_fetched_copy_read_only() -> None:
+    d = deploy(version=s3_version())
+    c = container(d)
+    assert c["args"][c["args"].index("--artifact") + 1] == b.MODEL_DIR
+    assert c["args"][c["args"].index("--sha256") + 1] == SHA3  # the server checks it again
+    assert {"name": b.MODEL_VOLUME, "mountPath": b.MODEL_DIR, "readOnly": True} in c["volumeMounts"]
+    assert "envFrom" not in c  # the server never sees the credentials
+    volumes = {v["name"]: v for v in pod_spec(d)["volumes"]}
+    assert volumes[b.MODEL_VOLUME] == {"name": b.MODEL_VOLUME, "emptyDir": {}}
+    assert not [v for v in volumes.values() if "persistentVolumeClaim" in v]  # no claim at all
+
+
+def test_s3_artifact_without_secret_uses_the_default_chain() -> None:
+    for init in pod_spec(deploy(version=s3_version(secret=None)))["initContainers"]:
+        assert "envFrom" not in init
+
+
+def test_s3_artifact_with_a_log_claim_mounts_only_the_log_claim() -> None:
+    body = isvc(monitoring={"predictionLog": {"uri": "pvc://logs/iris"}})
+    d = deploy(body, s3_version())
+    claims = [v["persistentVolumeClaim"] for v in pod_spec(d)["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"claimName": "logs", "readOnly": False}]
+
+
+def test_pvc_artifact_has_no_init_container() -> None:
+    assert "initContainers" not in pod_spec(deploy())
+
+
+def test_s3_prediction_log_is_shipped_by_a_native_sidecar() -> None:
+    # By default the log goes where the artifact is: its bucket, with its Secret.
+    d = deploy(isvc(monitoring={"predictionLog": {"windowSeconds": 30}}), s3_version())
+    c = container(d)
+    assert c["args"][c["args"].index("--prediction-log") + 1] == b.LOG_DIR
+    assert {"name": b.LOG_VOLUME, "mountPath": b.LOG_DIR} in c["volumeMounts"]
+    fetch, ship = pod_spec(d)["initContainers"]
+    assert (fetch["name"], ship["name"]) == (b.FETCH_CONTAINER, b.SHIP_CONTAINER)
+    assert ship["restartPolicy"] == "Always"  # starts before the server, stops after it
+    assert ship["image"] == SETTINGS.trainer_image and ship["command"] == ["mlops-trainer"]
+    assert ship["args"] == [
+        "ship-logs", "--dir", b.LOG_DIR, "--to", "s3://bucket/predictions/ml/iris", "--interval", "30"
+    ]  # fmt: skip
+    assert ship["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert {"name": b.LOG_VOLUME, "mountPath": b.LOG_DIR} in ship["volumeMounts"]
+    volumes = {v["name"]: v for v in pod_spec(d)["volumes"]}
+    assert volumes[b.LOG_VOLUME]["emptyDir"]["sizeLimit"]
+
+
+def test_an_explicit_s3_log_takes_its_own_secret_and_a_pvc_artifact_keeps_its_claim() -> None:
+    log = {"uri": "s3://logs/iris", "secretRef": {"name": "log-creds"}}
+    d = deploy(isvc(monitoring={"predictionLog": log}))
+    (ship,) = pod_spec(d)["initContainers"]
+    assert ship["envFrom"] == [{"secretRef": {"name": "log-creds"}}]
+    assert ship["args"][ship["args"].index("--to") + 1] == "s3://logs/iris"
+    claims = [v["persistentVolumeClaim"] for v in pod_spec(d)["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"claimName": "artifacts", "readOnly": True}]  # the artifact only, read-only
+
+
+def test_an_explicit_s3_log_without_secret_uses_the_default_chain() -> None:
+    d = deploy(isvc(monitoring={"predictionLog": {"uri": "s3://logs/iris"}}), s3_version())
+    assert all("envFrom" not in c for c in pod_spec(d)["initContainers"][1:])
 
 
 def test_negative_replicas_are_refused() -> None:
@@ -475,7 +559,8 @@ LOG_CASES = [
     ("default-under-artifact-claim", {}, mv(), "pvc://artifacts/predictions/ml/iris"),
     ("explicit", {"monitoring": {"predictionLog": {"uri": "pvc://logs/x"}}}, mv(), "pvc://logs/x"),
     ("disabled", {"monitoring": {"predictionLog": {"enabled": False}}}, mv(), None),
-    ("s3-artifact-no-default", {}, mv(uri="s3://bucket/m"), None),
+    ("default-under-artifact-bucket", {}, mv(uri="s3://bucket/m"), "s3://bucket/predictions/ml/iris"),
+    ("explicit-s3", {"monitoring": {"predictionLog": {"uri": "s3://logs/x"}}}, mv(), "s3://logs/x"),
 ]
 
 

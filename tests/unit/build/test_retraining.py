@@ -104,6 +104,20 @@ def test_retraining_spec_scores_the_served_version_as_its_baseline() -> None:
     assert "baseline" not in (retraining_spec(isvc_spec(), TEMPLATE, None).get("evaluation") or {})
 
 
+def test_a_served_s3_version_lends_its_secret_to_the_baseline() -> None:
+    served = {
+        "metadata": {"name": "iris-v4"},
+        "spec": {
+            "artifact": {"uri": "s3://models/iris/run-4", "sha256": "ab" * 32, "secretRef": {"name": "c"}}
+        },
+    }
+    out = retraining_spec(isvc_spec(), TEMPLATE, "s3://models/predictions/ml/iris", served, "c")
+    assert out["evaluation"]["baseline"]["secretRef"] == {"name": "c"}
+    assert out["data"]["extraSources"] == [
+        {"uri": "s3://models/predictions/ml/iris", "format": "jsonl", "secretRef": {"name": "c"}}
+    ]
+
+
 # --- the whole TrainingJob ---------------------------------------------------------------------
 
 ISVC = {

@@ -130,6 +130,48 @@ def test_credentials_come_from_the_named_secret() -> None:
     assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
 
 
+def test_every_s3_location_brings_its_secret_once() -> None:
+    # data, an extra source, the baseline and the output (issue #17): each Secret once, sorted.
+    obj, spec = tj(
+        data={"source": {"uri": "s3://data/iris.csv", "secretRef": {"name": "data-creds"}},
+              "extraSources": [{"uri": "s3://data/more.csv", "secretRef": {"name": "data-creds"}}],
+              "target": "species"},
+        evaluation={"baseline": {"modelVersion": "iris-v1", "uri": "s3://models/iris/v1", "sha256": SHA,
+                                 "secretRef": {"name": "model-creds"}}},
+        output={"uri": "s3://models/out", "secretRef": {"name": "model-creds"}},
+        tuning={"space": {"n_estimators": [10, 50]}, "maxTrials": 2},
+    )  # fmt: skip
+    for job in (build.training_job(obj, spec, SETTINGS), build.tuning_job(obj, spec, SETTINGS, 2)):
+        container = pod(job)["containers"][0]
+        assert container["envFrom"] == [
+            {"secretRef": {"name": "data-creds"}},
+            {"secretRef": {"name": "model-creds"}},
+        ]
+        assert mounts(job) == {}  # nothing on a claim: no volume but /tmp
+
+
+def test_no_secret_means_no_env_from() -> None:
+    obj, spec = tj(output={"uri": "s3://models/out"})
+    assert "envFrom" not in pod(build.training_job(obj, spec, SETTINGS))["containers"][0]
+
+
+def test_an_s3_output_secret_travels_to_the_modelversion_and_its_verification() -> None:
+    obj, spec = tj(output={"uri": "s3://models/out", "secretRef": {"name": "model-creds"}})
+    result = {"artifactUri": "s3://models/out/iris/iris-rf", "sha256": SHA}
+    body = model_version_manifest(obj, spec, result, 1, "trainer:1")
+    assert body["spec"]["artifact"] == {
+        "uri": "s3://models/out/iris/iris-rf", "format": "skops", "sha256": SHA, "secretRef": {"name": "model-creds"}
+    }  # fmt: skip
+    mv_spec = ModelVersionSpec.model_validate(body["spec"])
+    mv = {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelVersion",
+          "metadata": {"name": "iris-v1", "namespace": "ml", "uid": "u"}}  # fmt: skip
+    job = mv_build.verification_job(mv, mv_spec, SETTINGS)
+    container = pod(job)["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "model-creds"}}]
+    assert container["args"][:3] == ["verify", "--artifact", "s3://models/out/iris/iris-rf"]
+    assert mounts(job) == {}
+
+
 @pytest.mark.parametrize(("trials", "parallelism", "expected"), [(6, 3, 3), (2, 4, 2)])
 def test_tuning_is_an_indexed_job(trials: int, parallelism: int, expected: int) -> None:
     space = {"n_estimators": [10, 50, 100], "max_depth": [3, None]}

@@ -3,6 +3,7 @@ retraining, and compute_status, each on its own, table-driven with named cases."
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from mlops_operator.reconcile.inferenceservice import (
     Observed,
     Rollout,
     Step,
+    artifact_fetch_failure,
     canary_step,
     compute_status,
     decide_rollout,
@@ -470,6 +472,83 @@ def test_status_readiness(
         {"modelVersion": "iris-v1", "percent": 100 if replicas else 0, "replicas": replicas}
     ]
     assert status["message"] == "serving iris-v1"
+
+
+# --- an s3:// artifact the serving pods cannot fetch (issue #17) -------------------------------
+
+TAMPERED = '{"ok":false,"reason":"BadInput","message":"s3://b/m: sha256 mismatch: model.skops has 00"}'
+
+
+def fetching_pod(version: str, state: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"p-{version}", "labels": {"mlops.dev/model-version": version}},
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [
+                {"name": build.FETCH_CONTAINER, "state": state, "lastState": last or {}, "restartCount": 1}
+            ],
+        },
+    }
+
+
+FAILED = {"terminated": {"exitCode": 2, "message": TAMPERED}}
+BACKING_OFF = {"waiting": {"reason": "CrashLoopBackOff"}}
+FETCH_CASES = [
+    ("terminated-now", [fetching_pod("iris-v2", FAILED)], "s3://b/m: sha256 mismatch"),
+    ("backing-off-after-failure", [fetching_pod("iris-v2", BACKING_OFF, FAILED)], "(exit 2)"),
+    (
+        "plain-text-message",
+        [fetching_pod("iris-v2", {"terminated": {"exitCode": 1, "message": "boom"}})],
+        ": boom",
+    ),
+    (
+        "secret-missing",
+        [
+            fetching_pod(
+                "iris-v2",
+                {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "s3" not found'}},
+            )
+        ],
+        'cannot start its artifact fetch: secret "s3" not found',
+    ),
+    ("fetched-ok", [fetching_pod("iris-v2", {"terminated": {"exitCode": 0}}, FAILED)], None),
+    ("still-fetching", [fetching_pod("iris-v2", {"running": {}})], None),
+    ("another-versions-pod", [fetching_pod("iris-v9", FAILED)], None),
+    (
+        "no-init-container",
+        [{"metadata": {"name": "p", "labels": {"mlops.dev/model-version": "iris-v2"}}}],
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "pods", "found"), FETCH_CASES, ids=[c[0] for c in FETCH_CASES])
+def test_artifact_fetch_failure(name: str, pods: list[dict[str, Any]], found: str | None) -> None:
+    failure = artifact_fetch_failure(pods, {"iris-v1", "iris-v2"})
+    if found is None:
+        assert failure is None
+    else:
+        assert failure is not None and failure.startswith("pod p-iris-v2 cannot ") and found in failure
+
+
+def test_status_says_the_artifact_could_not_be_fetched_while_the_old_pods_serve() -> None:
+    body = isvc()
+    failure = "pod p cannot fetch its artifact (exit 2): s3://b/m: sha256 mismatch"
+    rolling = deployed(2, replicas=2)
+    rolling["status"]["updatedReplicas"] = 0  # the old ReplicaSet's 2 pods are the ready ones
+    facts = Facts(rollout("iris-v2"), {"iris-v2": mv(2)}, rolling, None, {}, fetch_failure=failure)
+    status = compute_status(body, parsed(body), facts, NOW_S)
+    rolled = next(c for c in status["conditions"] if c["type"] == "RolledOut")
+    assert (rolled["status"], rolled["reason"], rolled["message"]) == (
+        "False",
+        "ArtifactFetchFailed",
+        failure,
+    )
+    assert conditions(status)["Ready"][0] == "False"
+    assert failure in status["message"]
+    # Once the pods are up, an old failure of another pod no longer says anything.
+    facts = dataclasses.replace(facts, stable=deployed(2, replicas=2))
+    assert conditions(compute_status(body, parsed(body), facts, NOW_S))["RolledOut"] == ("True", "RolledOut")
 
 
 def test_status_of_a_running_canary_splits_the_traffic() -> None:

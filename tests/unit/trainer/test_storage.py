@@ -310,6 +310,24 @@ def test_wrong_credentials_are_permanent(
     assert str(raised.value).startswith(f"LIST {uri} failed: {code}: ")
 
 
+def test_no_credentials_at_all_is_permanent(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No secretRef and no workload identity: boto3's default chain finds nothing. Its instance
+    # metadata lookup is switched off: this test must not reach for a link-local address.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    uri = f"s3://{s3_bucket}/x.csv"
+    env = {k: v for k, v in s3_server.env.items() if k in ("AWS_ENDPOINT_URL", "AWS_REGION")}
+    with pytest.raises(FetchError) as raised:
+        storage.fetch(uri, tmp_path / "out", env)
+    assert raised.value.transient is False
+    assert str(raised.value).startswith(f"LIST {uri} failed: no S3 credentials")
+
+
 @pytest.mark.parametrize(
     ("objects", "key", "message"),
     [
