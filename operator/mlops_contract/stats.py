@@ -269,6 +269,29 @@ class Calibration:
     accuracy: tuple[float | None, ...]
     counts: tuple[int, ...]
 
+    def to_dict(self) -> dict[str, object]:
+        """The form stored in model.json (`calibration`)."""
+        return {
+            "edges": list(CALIBRATION_EDGES),
+            "accuracy": list(self.accuracy),
+            "counts": list(self.counts),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: object) -> Calibration | None:
+        """The table from model.json; None when absent or written with other bins."""
+        if not isinstance(doc, dict) or doc.get("edges") != list(CALIBRATION_EDGES):
+            return None
+        accuracy, counts = doc.get("accuracy"), doc.get("counts")
+        bins = len(CALIBRATION_EDGES) + 1
+        if not isinstance(accuracy, list) or not isinstance(counts, list) or len(accuracy) != bins:
+            return None
+        if len(counts) != bins or not all(isinstance(c, int) and c >= 0 for c in counts):
+            return None
+        if not all(a is None or (isinstance(a, int | float) and 0.0 <= a <= 1.0) for a in accuracy):
+            return None
+        return cls(tuple(None if a is None else float(a) for a in accuracy), tuple(counts))
+
 
 def fit_calibration(confidences: Sequence[float], correct: Sequence[bool]) -> Calibration:
     """The calibration table of a classifier from its held-out top-class probabilities."""
