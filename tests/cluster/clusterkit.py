@@ -31,8 +31,11 @@ def kubectl(
 
 
 # --- Driving simulated pods (kwok keeps them Running; tests end them) ------------------------
-def finish_pod(kube: Kube, namespace: str, pod: dict[str, Any], exit_code: int, message: str) -> None:
-    """End a pod as a kubelet would: phase, Ready=False, and the container's terminated state."""
+def finish_pod(
+    kube: Kube, namespace: str, pod: dict[str, Any], exit_code: int, message: str, reason: str | None = None
+) -> None:
+    """End a pod as a kubelet would: phase, Ready=False, and the container's terminated state
+    (`reason` as the kubelet gives it: Completed, Error, or OOMKilled with exit code 137)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     container = pod["spec"]["containers"][0]
     patch = {
@@ -58,7 +61,7 @@ def finish_pod(kube: Kube, namespace: str, pod: dict[str, Any], exit_code: int, 
                     "state": {
                         "terminated": {
                             "exitCode": exit_code,
-                            "reason": "Completed" if exit_code == 0 else "Error",
+                            "reason": reason or ("Completed" if exit_code == 0 else "Error"),
                             "message": message,
                             "startedAt": now,
                             "finishedAt": now,

@@ -223,6 +223,60 @@ def test_transient_failure_is_retried(
     assert status_of(kube, "TrainingJob", namespace, "flaky").get("phase") == "Running"
 
 
+def test_oom_killed_trial_is_reported_as_oomkilled(
+    kube: Kube, namespace: str, operator: OperatorRunner, artifacts: Path
+) -> None:
+    """Issue #23: a trial the kernel killed for memory fails the run as OOMKilled, naming the
+    pod and its limit, not as a generic failure."""
+    create(
+        kube,
+        namespace,
+        trainingjob(
+            "hungry",
+            backoffLimit=0,
+            tuning={"strategy": "grid", "space": {"C": [0.5, 1.0]}, "maxTrials": 2, "parallelism": 1},
+            resources={"limits": {"memory": "256Mi"}},
+        ),
+    )
+    labels = {"mlops.dev/training-job": "hungry", "mlops.dev/step": "tune"}
+    trial = wait_for(lambda: pods_of(kube, namespace, labels), what="a trial pod")[0]
+    finish_pod(kube, namespace, trial, 137, "", reason="OOMKilled")
+    status = wait_for(
+        lambda: (s := status_of(kube, "TrainingJob", namespace, "hungry")).get("phase") == "Failed" and s,
+        what="Failed",
+    )
+    assert condition(status, "Ready")["reason"] == "OOMKilled", status
+    assert trial["metadata"]["name"] in status["message"] and "256Mi" in status["message"], status
+    assert any(
+        e["type"] == "Warning" and e["reason"] == "OOMKilled" for e in events_for(kube, namespace, "hungry")
+    )
+
+
+def test_too_small_a_memory_limit_fails_before_training_with_the_estimate(
+    kube: Kube, namespace: str, operator: OperatorRunner, artifacts: Path
+) -> None:
+    """Issue #23: the trainer pod estimates the data's training peak from its first rows and the
+    pod's limit (MLOPS_MEMORY_LIMIT, from spec.resources) and fails at once, with the numbers."""
+    rows = ["x,y,city,label"] + [f"{i * 0.5},{i % 7},c{i % 40},{i % 2}" for i in range(50_000)]
+    data = artifacts / "artifacts" / "data" / "wide.csv"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text("\n".join(rows) + "\n")
+    spec = {"source": {"uri": "pvc://artifacts/data/wide.csv"}, "target": "label"}
+    create(kube, namespace, trainingjob("small", data=spec, resources={"limits": {"memory": "256Mi"}}))
+    [(code, message)] = run_step(kube, namespace, "small", "train", artifacts)
+    assert code == 2, message
+    status = wait_for(
+        lambda: (s := status_of(kube, "TrainingJob", namespace, "small")).get("phase") == "Failed" and s,
+        what="Failed",
+    )
+    assert condition(status, "Ready")["reason"] == "InsufficientMemory", status
+    for fragment in ("wide.csv", "256 MiB", "42 prepared columns", "spec.resources.limits.memory"):
+        assert fragment in status["message"], status["message"]
+    assert kube.list("ModelVersion", namespace) == []
+    # Exit code 2 fails the Job at once: no retry pod.
+    assert len(kube.list("Pod", namespace, {"mlops.dev/training-job": "small"})) == 1
+
+
 def test_missing_storage_launches_no_pod(kube: Kube, namespace: str, operator: OperatorRunner) -> None:
     create(kube, namespace, trainingjob("nostore"))
     status = wait_for(

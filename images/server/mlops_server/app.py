@@ -331,6 +331,7 @@ class App:
             return
         features, prediction, rows = drift.compute()
         metrics.set_drift(features, prediction, rows)
+        metrics.set_estimate(drift.estimated_accuracy()[0])
         respond(Response(200, metrics.exposition(), content_type=PROMETHEUS))
 
     # --- inference -------------------------------------------------------------------------

@@ -66,8 +66,11 @@ class Batcher:
         max_rows: int = 64,
         max_delay: float = 0.0,
         observe: ObserveFn | None = None,
+        always_proba: bool = False,
     ) -> None:
         self._loop = loop
+        # Probabilities on every model call, asked for or not (the accuracy estimate needs them).
+        self._always_proba = always_proba
         self._predict = predict
         self._executor = executor
         self._max_rows = max_rows
@@ -131,7 +134,7 @@ class Batcher:
     def _run(self, jobs: list[_Job]) -> list[Outcome]:
         """Worker thread: one model call for all jobs, or one per job if the batch fails."""
         frame = jobs[0].frame if len(jobs) == 1 else np.concatenate([job.frame for job in jobs])
-        want_proba = any(job.want_proba for job in jobs)
+        want_proba = self._always_proba or any(job.want_proba for job in jobs)
         try:
             prediction = self._predict(frame, want_proba)
         except Exception as e:
@@ -152,7 +155,7 @@ class Batcher:
 
     def _run_one(self, job: _Job) -> Outcome:
         try:
-            prediction = self._predict(job.frame, job.want_proba)
+            prediction = self._predict(job.frame, self._always_proba or job.want_proba)
         except Exception as e:
             return e
         self._observed(job.frame, prediction)

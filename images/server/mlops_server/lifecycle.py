@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
+from mlops_contract import stats
 from mlops_contract.artifact import ArtifactError
 from mlops_server import logs
 from mlops_server.app import App
@@ -191,6 +192,11 @@ class Server:
         settings = self.settings
         sig = model.signature
         reference = model.metadata.get("reference")
+        calibration = (
+            stats.Calibration.from_dict(model.metadata.get("calibration"))
+            if sig.classification and model.has_proba
+            else None
+        )
         prediction_ref = reference.get("prediction") if isinstance(reference, dict) else None
         metrics = Metrics(
             model.name,
@@ -199,6 +205,7 @@ class Server:
             features=sig.names,
             classification=sig.classification,
             prediction_reference=prediction_ref,
+            calibrated=calibration is not None,
         )
         label_dtype = (
             model.classes.dtype
@@ -211,6 +218,7 @@ class Server:
             sig.numeric,
             settings.drift_window,
             label_dtype if sig.classification else float,
+            calibration=calibration,
         )
         feedback = FeedbackStore(
             settings.feedback_capacity,
@@ -231,7 +239,7 @@ class Server:
 
         def observe(frame: Array, prediction: Prediction) -> None:
             metrics.observe_batch(prediction.labels)
-            drift.add(frame, prediction.labels)
+            drift.add(frame, prediction.labels, prediction.proba)
 
         assert self._loop is not None
         batcher = Batcher(
@@ -241,6 +249,7 @@ class Server:
             max_rows=settings.max_batch_size,
             max_delay=settings.max_batch_delay_ms / 1000.0,
             observe=observe,
+            always_proba=drift.wants_proba,
         )
         self.app.attach(
             model, batcher=batcher, metrics=metrics, drift=drift, feedback=feedback, predlog=predlog

@@ -17,12 +17,14 @@ from typing import Any, Final
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from mlops_contract import drift
+from mlops_contract import drift, stats
 from mlops_server.codec import Array
 
 DURATION_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LABELS: Final = ("model", "version")
+# Rows the drift window must hold before the accuracy estimate is reported (issue #22).
+ESTIMATE_MIN_ROWS: Final = 50
 
 
 def _prediction_buckets(reference: Mapping[str, Any] | None) -> tuple[float, ...]:
@@ -43,6 +45,7 @@ class Metrics:
         features: Sequence[str],
         classification: bool,
         prediction_reference: Mapping[str, Any] | None = None,
+        calibrated: bool = False,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         reg = self.registry
@@ -109,6 +112,17 @@ class Metrics:
             registry=reg,
         ).labels(model, version)
         self.feedback_quality.set(math.nan)
+        # Confidence-based accuracy estimate (issue #22), for classifiers with a calibration table.
+        self.estimated_accuracy: Any = None
+        if calibrated:
+            self.estimated_accuracy = Gauge(
+                "mlops_estimated_accuracy",
+                "Accuracy expected from the drift window's top-class probabilities and the version's "
+                f"held-out calibration, before labels (an estimate; NaN before {ESTIMATE_MIN_ROWS} rows).",
+                LABELS,
+                registry=reg,
+            ).labels(model, version)
+            self.estimated_accuracy.set(math.nan)
         Gauge("mlops_model_info", "The served model.", [*LABELS, "sha256"], registry=reg).labels(
             model, version, sha256
         ).set(1)
@@ -152,6 +166,10 @@ class Metrics:
         self.drift_score.set(max(features.values(), default=0.0))
         self.prediction_psi.set(prediction)
         self.window_rows.set(rows)
+
+    def set_estimate(self, accuracy: float | None) -> None:
+        if self.estimated_accuracy is not None:
+            self.estimated_accuracy.set(math.nan if accuracy is None else accuracy)
 
     def set_feedback(self, samples: int, quality: float) -> None:
         self.feedback_samples.set(samples)
@@ -201,7 +219,9 @@ class Window:
 
 
 class DriftMonitor:
-    """Feature and prediction windows against the training reference (`model.json["reference"]`)."""
+    """Feature and prediction windows against the training reference (`model.json["reference"]`),
+    and (issue #22) the live rows' top-class probabilities against the version's calibration table
+    (`model.json["calibration"]`): the accuracy to expect before any label arrives."""
 
     def __init__(
         self,
@@ -210,6 +230,8 @@ class DriftMonitor:
         numeric: bool,
         capacity: int,
         label_dtype: Any,
+        *,
+        calibration: stats.Calibration | None = None,
     ) -> None:
         ref: Mapping[str, Any] = reference if isinstance(reference, Mapping) else {}
         raw = ref.get("features")
@@ -222,10 +244,34 @@ class DriftMonitor:
         self.inputs = Window(capacity, len(features), np.float64 if numeric else object)
         self.predictions = Window(capacity, 1, label_dtype)
         self._cached: tuple[int, dict[str, float], float] | None = None
+        self.calibration = calibration
+        # Calibration bin of each live row's top-class probability (only with a calibration table).
+        self.confidence = Window(capacity, 1, np.int8) if calibration is not None else None
+        self._edges = np.asarray(stats.CALIBRATION_EDGES, dtype=np.float64)
 
-    def add(self, frame: Array, labels: Array) -> None:
+    @property
+    def wants_proba(self) -> bool:
+        """True when every batch's probabilities are needed (for the accuracy estimate)."""
+        return self.confidence is not None
+
+    def add(self, frame: Array, labels: Array, proba: Array | None = None) -> None:
         self.inputs.add(frame)
         self.predictions.add(labels.reshape(-1, 1))
+        if self.confidence is not None and proba is not None and len(proba):
+            # Bin i holds top probabilities in [edges[i-1], edges[i]), as stats.confidence_bin.
+            top = proba.max(axis=1)
+            bins = np.searchsorted(self._edges, top, side="right").astype(np.int8)
+            self.confidence.add(bins.reshape(-1, 1))
+
+    def estimated_accuracy(self) -> tuple[float | None, int]:
+        """(expected accuracy of the window's rows from the calibration table, rows)."""
+        if self.confidence is None or self.calibration is None:
+            return None, 0
+        bins = self.confidence.snapshot()[:, 0]
+        if len(bins) < ESTIMATE_MIN_ROWS:
+            return None, len(bins)
+        counts = np.bincount(bins, minlength=len(stats.CALIBRATION_EDGES) + 1).tolist()
+        return stats.estimate_accuracy(self.calibration, counts), len(bins)
 
     def compute(self) -> tuple[dict[str, float], float, int]:
         """(PSI per feature, prediction PSI, rows); recomputed only when the window changed."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +34,7 @@ import pandas as pd
 from mlops_contract import storage
 from mlops_contract.api.trainingjob import DataSource, Prepare, Split, TrainingJobSpec
 from mlops_contract.estimators import BUILTIN_DATASETS, ESTIMATORS, Task
+from mlops_trainer import memory
 from mlops_trainer.errors import BadInput, Transient
 from mlops_trainer.logs import log
 
@@ -206,8 +207,11 @@ def _read_file(path: Path, fmt: str, target: str) -> pd.DataFrame:
     return _read_jsonl(path, target)
 
 
-def read_path(path: Path, fmt: str, target: str, uri: str) -> pd.DataFrame:
-    """Read a file, or every matching file of a directory (same columns), into one table."""
+def read_path(
+    path: Path, fmt: str, target: str, uri: str, preflight: Callable[[list[Path]], object] | None = None
+) -> pd.DataFrame:
+    """Read a file, or every matching file of a directory (same columns), into one table;
+    `preflight` sees the files first (the memory check, issue #23)."""
     if not path.exists():
         raise BadInput(f"data source {uri} does not exist ({path} not found)")
     files = _files(path, fmt)
@@ -219,6 +223,8 @@ def read_path(path: Path, fmt: str, target: str, uri: str) -> pd.DataFrame:
             f"{JSONL_DIR_PREFIX}*.jsonl" if fmt == "jsonl" else " or ".join(f"*{s}" for s in SUFFIXES[fmt])
         )
         raise BadInput(f"data source {uri} has no {pattern} files")
+    if preflight is not None:
+        preflight(files)
     tables: list[pd.DataFrame] = []
     for file in files:
         try:
@@ -243,8 +249,11 @@ def read_path(path: Path, fmt: str, target: str, uri: str) -> pd.DataFrame:
     return pd.concat(filled, ignore_index=True)
 
 
-def read_source(source: DataSource, target: str, scratch: Path, env: Mapping[str, str]) -> pd.DataFrame:
-    """Read one DataSource; remote ones are downloaded into the directory `scratch` first."""
+def read_source(
+    source: DataSource, target: str, scratch: Path, env: Mapping[str, str], *, onehot: bool = True
+) -> pd.DataFrame:
+    """Read one DataSource; remote ones are downloaded into the directory `scratch` first. Before
+    reading, the memory check refuses files the pod could not train on (memory.check)."""
     try:
         parsed = storage.parse_uri(source.uri)
         if parsed.scheme == "builtin":
@@ -257,7 +266,11 @@ def read_source(source: DataSource, target: str, scratch: Path, env: Mapping[str
         raise BadInput(f"data source {source.uri}: {e}") from e
     except storage.FetchError as e:
         raise (Transient(str(e)) if e.transient else BadInput(str(e))) from e
-    return read_path(path, source.format, target, source.uri)
+
+    def preflight(files: list[Path]) -> object:
+        return memory.check(files, source.format, target, source.uri, env, onehot=onehot)
+
+    return read_path(path, source.format, target, source.uri, preflight)
 
 
 # --- assembling -----------------------------------------------------------------------------
@@ -307,12 +320,13 @@ def load_table(
 ) -> tuple[pd.DataFrame, list[str], str]:
     """The main source plus the extra sources: (table of features + target, features, target)."""
     target = resolve_target(spec)
-    main = read_source(spec.data.source, target, workdir / "source-main", env)
+    onehot = spec.data.prepare.encoding == "onehot"
+    main = read_source(spec.data.source, target, workdir / "source-main", env, onehot=onehot)
     features = _select_features(main, spec, target)
     columns = [*features, target]
     tables = [main[columns]]
     for i, source in enumerate(spec.data.extra_sources or []):
-        extra = read_source(source, target, workdir / f"source-{i}", env)
+        extra = read_source(source, target, workdir / f"source-{i}", env, onehot=onehot)
         label = f"data.extraSources[{i}] ({source.uri})"
         if not len(extra):
             log("Skipped empty extra source", source=source.uri)

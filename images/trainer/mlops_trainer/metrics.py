@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from mlops_contract import stats
 from mlops_contract.estimators import HIGHER_IS_BETTER, Task
 from mlops_trainer.logs import log
 
@@ -76,3 +77,18 @@ def scorer(metric: str, task: Task, classes: Sequence[Any]) -> Any:
     return m.make_scorer(
         m.roc_auc_score, response_method="predict_proba", multi_class="ovr", labels=list(classes)
     )
+
+
+def calibration(model: Any, X: Any, y: Any) -> dict[str, object] | None:
+    """The classifier's calibration table on the held-out rows (issue #22): the share of right
+    predictions per bin of top-class probability, made monotone. The server turns live rows'
+    probabilities into an accuracy estimate with it before any label arrives. None for a
+    regressor, a classifier without predict_proba, or no held-out rows."""
+    import numpy as np
+
+    if not hasattr(model, "predict_proba") or len(y) == 0:
+        return None
+    proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+    predicted = model.predict(X)
+    right = np.asarray(predicted) == np.asarray(y)
+    return stats.fit_calibration(proba.max(axis=1).tolist(), right.tolist()).to_dict()

@@ -26,7 +26,7 @@ from mlops_trainer.config import TrainerConfig
 from mlops_trainer.data import Dataset, SplitData, load_dataset, split_dataset
 from mlops_trainer.errors import BadInput, Transient
 from mlops_trainer.logs import log, phase
-from mlops_trainer.metrics import evaluate
+from mlops_trainer.metrics import calibration, evaluate
 from mlops_trainer.pipeline import build_model, resolve_params, run_estimator
 
 
@@ -146,6 +146,9 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
             "evaluate", lambda: evaluate(model, split.X_test, split.y_test, ds.task, classes or [])
         )
         info.update(metrics=metrics)
+    calibrated = None
+    if ds.task == "classification":
+        calibrated, _ = run_estimator("calibrate", lambda: calibration(model, split.X_test, split.y_test))
     metric = primary_metric(spec, ds.task)
     if metric not in metrics:
         raise BadInput(f"the primary metric {metric} could not be computed on the held-out rows")
@@ -187,6 +190,7 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
         ],
         "baseline": baseline,
         "reference": reference(ds, split.X_train, model.predict(split.X_train)),
+        "calibration": calibrated,
     }
     with phase("write", artifactUri=uri):
         written = write_model(uri, model, metadata, env)

@@ -171,11 +171,22 @@ class AccuracyTrigger(Spec):
     min_samples: int = Field(50, ge=1, description="Labelled samples needed before the trigger may fire.")
 
 
+class EstimatedAccuracyTrigger(Spec):
+    """Retrain when the label-free accuracy estimate falls too low, before labels arrive. The
+    servers report an estimate only once their drift window holds 50 rows."""
+
+    min: float = Field(description="Estimated accuracy below which retraining fires.", ge=0, le=1)
+
+
 class Triggers(Spec):
     """What fires a retraining. The annotation mlops.dev/retrain=<any new value> fires one manually."""
 
     drift: DriftTrigger | None = Field(None, description="Drift trigger.")
     accuracy: AccuracyTrigger | None = Field(None, description="Accuracy trigger.")
+    estimated_accuracy: EstimatedAccuracyTrigger | None = Field(
+        None,
+        description="Trigger on the confidence-based accuracy estimate (status.metrics.estimatedAccuracy).",
+    )
     schedule: str | None = Field(
         None,
         pattern=r"^(\S+\s+){4}\S+$",
@@ -285,6 +296,13 @@ class Metrics(Status):
     accuracy: float | None = Field(None, description="Accuracy from labelled feedback (classification).")
     rmse: float | None = Field(None, description="RMSE from labelled feedback (regression).")
     labelled_samples: int | None = Field(None, description="Labelled samples behind accuracy/rmse.")
+    estimated_accuracy: float | None = Field(
+        None,
+        description=(
+            "Estimated accuracy before labels (classification; an estimate, not a measurement): the "
+            "drift window's top-class probabilities read through the version's held-out calibration."
+        ),
+    )
     drift_breaches: int | None = Field(
         None, description="Consecutive scrapes with drift above the trigger threshold."
     )
@@ -302,7 +320,9 @@ class RetrainingStatus(Status):
         None, description="Retraining runs created so far (the counter in their names)."
     )
     active_jobs: list[str] | None = Field(None, description="Retraining TrainingJobs still running.")
-    last_trigger: str | None = Field(None, description="drift, accuracy, schedule or manual.")
+    last_trigger: str | None = Field(
+        None, description="drift, accuracy, estimatedAccuracy, schedule or manual."
+    )
     last_reason: str | None = Field(None, description="Why the last run was created.")
     last_triggered_at: str | None = Field(
         None, description="When the last run was created.", json_schema_extra={"format": "date-time"}

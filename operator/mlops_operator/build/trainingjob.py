@@ -26,6 +26,7 @@ from mlops_operator.build.common import (
     scheduling,
     secret_env,
 )
+from mlops_operator.build.inferenceservice import quantity_bytes
 from mlops_operator.settings import Settings
 
 LABEL_STEP: Final = "mlops.dev/step"
@@ -86,7 +87,12 @@ def trainer_container(
     resources: Mapping[str, Any],
     env: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The trainer program's container; `env` comes before the variables every trainer pod gets."""
+    """The trainer program's container; `env` comes before the variables every trainer pod gets.
+
+    MLOPS_MEMORY_LIMIT (bytes, from the memory limit) lets the trainer refuse data it cannot
+    train on before an OOM kill (issue #23, mlops_trainer.memory)."""
+    limit = quantity_bytes(str((resources.get("limits") or {}).get("memory") or ""))
+    memory = [{"name": "MLOPS_MEMORY_LIMIT", "value": str(limit)}] if limit else []
     return {
         "name": CONTAINER,
         "image": image,
@@ -97,6 +103,7 @@ def trainer_container(
             *(env or []),
             {"name": "MLOPS_PVC_ROOT", "value": settings.pvc_root},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *memory,
         ],
         "resources": dict(resources),
         "securityContext": container_security_context(),

@@ -10,6 +10,7 @@ The serving pods' exposition is a contract (mlops_server.monitoring):
     mlops_drift_window_rows{model,version}                    gauge
     mlops_feedback_samples{model,version}                     gauge, labelled rows
     mlops_feedback_accuracy / mlops_feedback_rmse{model,version}  gauge (NaN before feedback)
+    mlops_estimated_accuracy{model,version}                   gauge, confidence-based estimate (issue #22)
 
 Flow: `parse(text, pod)` per pod -> `aggregate(samples, previous)` -> (metrics, totals). Keep
 the returned `PodTotals` in memory (e.g. kopf memo) and pass it back at the next scrape; it is
@@ -66,6 +67,7 @@ _GAUGES: Final = frozenset(
         "mlops_feedback_samples",
         "mlops_feedback_accuracy",
         "mlops_feedback_rmse",
+        "mlops_estimated_accuracy",
     }
 )
 
@@ -85,6 +87,7 @@ class PodSample:
     feedback_samples: float | None = None
     accuracy: float | None = None
     rmse: float | None = None
+    estimated_accuracy: float | None = None
     versions: frozenset[str] = frozenset()
 
 
@@ -159,6 +162,7 @@ def parse(text: str, pod: str = "") -> PodSample:
         feedback_samples=gauges.get("mlops_feedback_samples"),
         accuracy=gauges.get("mlops_feedback_accuracy"),
         rmse=gauges.get("mlops_feedback_rmse"),
+        estimated_accuracy=gauges.get("mlops_estimated_accuracy"),
         versions=frozenset(versions),
     )
 
@@ -304,6 +308,9 @@ def aggregate(samples: Sequence[PodSample], previous: PodTotals | None) -> tuple
     mean_square = _weighted((None if s.rmse is None else s.rmse**2, s.feedback_samples) for s in samples)
     if mean_square is not None:
         metrics["rmse"] = math.sqrt(mean_square)
+    estimated = _weighted((s.estimated_accuracy, s.window_rows) for s in samples)
+    if estimated is not None:
+        metrics["estimated_accuracy"] = estimated
     return metrics, totals
 
 

@@ -12,6 +12,8 @@ Triggers (a run created for one trigger also settles every other pending one):
   resets the count. Pass `metrics=None` when there was no new scrape since the last call: the
   count then stays as it is (counting the same scrape twice would fire early).
 - accuracy: metrics.labelled_samples >= minSamples and metrics.accuracy < min (level-triggered).
+- estimatedAccuracy: metrics.estimated_accuracy < min (level-triggered; the servers report the
+  confidence-based estimate once their drift window holds 50 rows, issue #22).
 - schedule: once per cron slot (monitor.cron, UTC). The first evaluation only records the
   current slot, so creating or enabling a service never fires a slot from the past; a slot
   fires when it is later than `last_schedule`.
@@ -37,7 +39,7 @@ from mlops_contract.timeutil import format_time, parse_time
 from mlops_operator.monitor import cron
 from mlops_operator.status import conditions
 
-Trigger = Literal["drift", "accuracy", "schedule", "manual"]
+Trigger = Literal["drift", "accuracy", "estimatedAccuracy", "schedule", "manual"]
 
 # TrainingJob names are at most 50 characters (its CRD's CEL rule).
 TRAININGJOB_NAME_MAX: Final = 50
@@ -47,6 +49,7 @@ class Reason(StrEnum):
     MANUAL = "ManualRequest"
     DRIFT = "DriftDetected"
     ACCURACY = "AccuracyBelowMinimum"
+    ESTIMATED_ACCURACY = "EstimatedAccuracyBelowMinimum"
     SCHEDULE = "ScheduleDue"
     NOT_CONFIGURED = "NotConfigured"
     DISABLED = "Disabled"
@@ -187,6 +190,17 @@ def evaluate(
                     f"accuracy {observed.accuracy:.3g} below {accuracy.min:g} on {samples} labelled samples",
                 )
             )
+
+    estimate = triggers.estimated_accuracy
+    estimated = observed.estimated_accuracy if observed is not None else None
+    if estimate is not None and estimated is not None and estimated < estimate.min:
+        pending.append(
+            (
+                "estimatedAccuracy",
+                Reason.ESTIMATED_ACCURACY,
+                f"estimated accuracy {estimated:.3g} below {estimate.min:g} (before labels)",
+            )
+        )
 
     last_schedule = state.last_schedule
     slot_text: str | None = None

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mlops_operator.build.trainingjob import EXIT_BAD_INPUT
+
 
 @dataclass(frozen=True)
 class PodResult:
@@ -16,6 +18,9 @@ class PodResult:
     result: dict[str, Any] | None
     text: str
     index: int | None
+    # The kubelet's reason for the container's end (OOMKilled, Error, Completed) and its memory limit.
+    reason: str | None = None
+    memory_limit: str | None = None
 
 
 class Lister(Protocol):
@@ -35,6 +40,10 @@ async def results(
 
 def pod_result(pod: Mapping[str, Any], container: str) -> PodResult:
     status = pod.get("status") or {}
+    limit = None
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c.get("name") == container:
+            limit = ((c.get("resources") or {}).get("limits") or {}).get("memory")
     terminated: Mapping[str, Any] = {}
     for cs in status.get("containerStatuses") or []:
         if cs.get("name") == container:
@@ -60,6 +69,8 @@ def pod_result(pod: Mapping[str, Any], container: str) -> PodResult:
         result=parsed,
         text=text,
         index=int(index) if index is not None and str(index).isdigit() else None,
+        reason=terminated.get("reason"),
+        memory_limit=None if limit is None else str(limit),
     )
 
 
@@ -72,9 +83,31 @@ def last_failure(results: Iterable[PodResult]) -> PodResult | None:
     return failed[-1] if failed else None
 
 
+def oom_killed(result: PodResult | None) -> bool:
+    """The kernel killed the container for exceeding its memory limit (issue #23)."""
+    return result is not None and result.reason == "OOMKilled"
+
+
+def failure_reason(result: PodResult | None, fallback: str) -> str:
+    """OOMKilled when the last failed pod was; for the trainer's exit code 2 its result's reason
+    (BadInput, or InsufficientMemory from the memory pre-flight, issue #23); else `fallback`."""
+    if oom_killed(result):
+        return "OOMKilled"
+    if result is not None and result.exit_code == EXIT_BAD_INPUT:
+        reason = (result.result or {}).get("reason")
+        return reason if isinstance(reason, str) and reason.isalnum() else "BadInput"
+    return fallback
+
+
 def failure_message(result: PodResult | None, fallback: str) -> str:
     if result is None:
         return fallback
+    if oom_killed(result):
+        limit = f"its memory limit ({result.memory_limit})" if result.memory_limit else "the memory it had"
+        return (
+            f"pod {result.pod} was OOMKilled: the trainer needed more than {limit}; raise "
+            "spec.resources.limits.memory (the trainer's log names the data size it loaded)"
+        )
     if result.result and result.result.get("message"):
         return str(result.result["message"])
     if result.text:

@@ -24,6 +24,7 @@ from mlops_operator.reconcile.context import Context
 from mlops_operator.reconcile.pods import (
     PodResult,
     failure_message,
+    failure_reason,
     job_condition,
     last_failure,
     results,
@@ -159,8 +160,8 @@ async def _tune(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> d
     facts["trialsCompleted"] = min(int(job_status.get("succeeded") or 0), trials)
     if (failed := job_condition(tune, "Failed")) is not None:
         message = str(failed.get("message") or "tuning Job failed")
-        results = await _pods(ctx, ns, name, "tune")
-        return facts | _fail("TuningFailed", failure_message(last_failure(results), message))
+        failure = last_failure(await _pods(ctx, ns, name, "tune"))
+        return facts | _fail(failure_reason(failure, "TuningFailed"), failure_message(failure, message))
     if not job_condition(tune, "Complete"):
         done = f"{facts['trialsCompleted']}/{trials} trials done"
         return facts | {"phase": "Running", "reason": "Tuning", "message": done}
@@ -184,8 +185,7 @@ async def _train(
     }
     if (failed := job_condition(job, "Failed")) is not None:
         failure = last_failure(await _pods(ctx, ns, name, "train"))
-        bad_input = failure is not None and failure.exit_code == build.EXIT_BAD_INPUT
-        reason = "BadInput" if bad_input else str(failed.get("reason") or "TrainingFailed")
+        reason = failure_reason(failure, str(failed.get("reason") or "TrainingFailed"))
         message = failure_message(failure, str(failed.get("message") or "training Job failed"))
         return facts | _fail(reason, message), None
     if not job_condition(job, "Complete"):

@@ -3,13 +3,18 @@
 `decide` is pure: the caller passes when the analysis started, `now`, and the canary pods'
 statistics accumulated since then (monitor.scrape.canary_stats). Rules, in order:
 
-1. Roll back as soon as the canary has served at least `judging_minimum(canary)` requests
-   (10, or minRequests when smaller, but at least 1) and its error rate exceeds maxErrorRate
-   or its p95 latency exceeds maxLatencyP95Ms. This may happen before durationSeconds.
+1. Roll back as soon as the errors are significant evidence that the canary's error rate
+   exceeds maxErrorRate: the exact one-sided binomial test at `CONFIDENCE` (issue #22; one
+   error in the first ten requests at maxErrorRate 0.01 is not, P = 0.096; three are). Or as
+   soon as it has served `judging_minimum(canary)` requests (10, or minRequests when smaller,
+   but at least 1) and its p95 latency exceeds maxLatencyP95Ms. Either may happen before
+   durationSeconds.
 2. Before durationSeconds have passed: wait (Analysing).
-3. After: promote when it served at least minRequests; otherwise keep waiting with reason
-   AwaitingTraffic (a canary is never promoted on too little evidence; lower minRequests or
-   send traffic).
+3. After: promote when it served at least minRequests and its observed error rate is within
+   maxErrorRate. Fewer requests: wait with reason AwaitingTraffic; a rate above the limit
+   without significance yet: wait with reason InsufficientEvidence (more traffic will either
+   prove it worse and roll it back, or bring the rate under the limit). A canary is never
+   promoted on too little evidence, nor rolled back on noise.
 
 A `now` earlier than `started_at` (clock skew) counts as no time elapsed.
 """
@@ -22,9 +27,12 @@ from enum import StrEnum
 from typing import Final, Literal
 
 from mlops_contract.api.inferenceservice import Canary
+from mlops_contract.stats import binomial_sf, rate_exceeds
 
 # Requests before an error rate or a p95 is trusted enough to roll back on.
 JUDGING_REQUESTS: Final = 10
+# Confidence that the error rate exceeds maxErrorRate before a rollback.
+CONFIDENCE: Final = 0.95
 
 Action = Literal["wait", "promote", "rollback"]
 
@@ -34,6 +42,7 @@ class Reason(StrEnum):
     AWAITING_TRAFFIC = "AwaitingTraffic"
     PASSED = "AnalysisPassed"
     ERROR_RATE = "ErrorRateExceeded"
+    INSUFFICIENT_EVIDENCE = "InsufficientEvidence"
     LATENCY = "LatencyExceeded"
 
 
@@ -68,13 +77,15 @@ def decide(canary: Canary, started_at: datetime, now: datetime, stats: CanarySta
     observed = f"{stats.requests} requests, {stats.errors} errors"
     if stats.p95_ms is not None:
         observed += f", p95 {stats.p95_ms:.1f} ms"
+    if rate_exceeds(stats.errors, stats.requests, canary.max_error_rate, CONFIDENCE):
+        p = binomial_sf(stats.errors, stats.requests, canary.max_error_rate)
+        return Decision(
+            "rollback",
+            Reason.ERROR_RATE,
+            f"Error rate {rate:.2%} exceeds maxErrorRate {canary.max_error_rate:.2%} "
+            f"(exact binomial test p={p:.2g}; {observed}).",
+        )
     if stats.requests >= judging_minimum(canary):
-        if rate is not None and rate > canary.max_error_rate:
-            return Decision(
-                "rollback",
-                Reason.ERROR_RATE,
-                f"Error rate {rate:.2%} exceeds maxErrorRate {canary.max_error_rate:.2%} ({observed}).",
-            )
         limit = canary.max_latency_p95_ms
         if limit is not None and stats.p95_ms is not None and stats.p95_ms > limit:
             return Decision(
@@ -91,5 +102,12 @@ def decide(canary: Canary, started_at: datetime, now: datetime, stats: CanarySta
             Reason.AWAITING_TRAFFIC,
             f"Duration passed but only {stats.requests} of minRequests {canary.min_requests} "
             f"requests were served; waiting for traffic ({observed}).",
+        )
+    if rate is not None and rate > canary.max_error_rate:
+        return Decision(
+            "wait",
+            Reason.INSUFFICIENT_EVIDENCE,
+            f"Error rate {rate:.2%} is above maxErrorRate {canary.max_error_rate:.2%} but not yet "
+            f"significantly; waiting for more traffic ({observed}).",
         )
     return Decision("promote", Reason.PASSED, f"Healthy for {canary.duration_seconds}s ({observed}).")

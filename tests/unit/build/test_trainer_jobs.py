@@ -230,3 +230,21 @@ def test_the_modelversion_records_metrics_lineage_and_the_baseline() -> None:
     assert mv.baseline is not None and mv.baseline.model_version == "iris-v1"
     assert mv.baseline.metrics == {"accuracy": 0.81, "f1": 0.8}
     assert body["spec"]["gates"] == [{"metric": "accuracy", "op": ">=", "threshold": 0.9}]
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ({"memory": "1Gi"}, str(2**30)),
+        ({"memory": "512M"}, str(512 * 10**6)),
+        ({"cpu": "1"}, None),
+        (None, str(2 * 2**30)),  # the trainer's default resources: a 2Gi limit
+    ],
+    ids=["binary", "decimal", "cpu-only", "default"],
+)
+def test_trainer_pods_know_their_memory_limit(limits: dict[str, str] | None, expected: str | None) -> None:
+    """Issue #23: the trainer compares its data's estimated peak with MLOPS_MEMORY_LIMIT."""
+    obj, spec = tj(resources={"limits": limits} if limits else None, tuning={"space": {"max_depth": [2, 3]}})
+    for job in (build.training_job(obj, spec, SETTINGS, None), build.tuning_job(obj, spec, SETTINGS, 2)):
+        env = {e["name"]: e.get("value") for e in pod(job)["containers"][0]["env"]}
+        assert env.get("MLOPS_MEMORY_LIMIT") == expected

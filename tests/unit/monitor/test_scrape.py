@@ -94,6 +94,8 @@ def test_parse_sums_protocols_and_reads_gauges() -> None:
             'mlops_feedback_samples{model="iris",version="iris-3"} 60',
             "# TYPE mlops_feedback_accuracy gauge",
             'mlops_feedback_accuracy{model="iris",version="iris-3"} 0.8',
+            "# TYPE mlops_estimated_accuracy gauge",
+            'mlops_estimated_accuracy{model="iris",version="iris-3"} 0.71',
             "",
         ]
     )
@@ -102,6 +104,7 @@ def test_parse_sums_protocols_and_reads_gauges() -> None:
     assert s.feature_psi == {"sepal": 0.1, "petal": 0.4}
     assert (s.drift_score, s.prediction_psi, s.window_rows) == (0.4, 0.05, 500)
     assert (s.feedback_samples, s.accuracy, s.rmse) == (60, 0.8, None)
+    assert s.estimated_accuracy == 0.71
 
 
 def test_parse_ignores_nan_gauges() -> None:
@@ -352,6 +355,15 @@ GAUGE_CASES: list[tuple[str, list[PodSample], dict[str, Any]]] = [
         {"rmse": math.sqrt(7), "labelled_samples": 4},
     ),
     ("no-feedback-yet", [pod("a", feedback_samples=0)], {"labelled_samples": 0}),
+    (
+        # (300*0.9 + 100*0.5) / 400: weighted by the rows behind each pod's estimate
+        "estimated-accuracy-weighted-by-window-rows",
+        [
+            pod("a", estimated_accuracy=0.9, window_rows=300),
+            pod("b", estimated_accuracy=0.5, window_rows=100),
+        ],
+        {"estimated_accuracy": 0.8},
+    ),
 ]
 
 

@@ -143,6 +143,33 @@ def test_accuracy_message_has_the_numbers() -> None:
     assert "60" in decisions[0].message
 
 
+ESTIMATE: dict[str, Any] = {"estimatedAccuracy": {"min": 0.8}}
+
+
+@pytest.mark.parametrize(
+    ("name", "metrics", "expected"),
+    [
+        ("below-fires-before-any-label", {"estimated_accuracy": 0.62}, "estimatedAccuracy"),
+        ("at-minimum-does-not", {"estimated_accuracy": 0.8}, None),
+        ("above-does-not", {"estimated_accuracy": 0.95}, None),
+        ("no-estimate-yet", {"drift": 0.1}, None),
+        ("camel-case-key", {"estimatedAccuracy": 0.5}, "estimatedAccuracy"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_estimated_accuracy_trigger(name: str, metrics: dict[str, Any], expected: str | None) -> None:
+    decisions, _ = run(retraining(ESTIMATE), [(0, metrics, None)])
+    assert fired(decisions) == [expected]
+    if expected:
+        assert decisions[0].reason == Reason.ESTIMATED_ACCURACY
+        assert "before labels" in decisions[0].message
+
+
+def test_estimated_accuracy_waits_for_a_scrape() -> None:
+    decisions, _ = run(retraining(ESTIMATE), [(0, None, None)])
+    assert fired(decisions) == [None]
+
+
 # --- manual -----------------------------------------------------------------------------------
 
 RETRAIN = "mlops.dev/retrain"

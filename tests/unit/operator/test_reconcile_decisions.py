@@ -11,7 +11,7 @@ import pytest
 from mlops_contract.api.modelversion import ModelVersionSpec
 from mlops_contract.api.trainingjob import TrainingJobSpec
 from mlops_operator.reconcile.modelversion import job_verification, settled
-from mlops_operator.reconcile.pods import PodResult
+from mlops_operator.reconcile.pods import PodResult, failure_message, failure_reason, pod_result
 from mlops_operator.reconcile.trainingjob import tuning_outcome
 
 
@@ -115,3 +115,42 @@ def test_settled_decisions_need_no_job() -> None:
     # Waiting for storage is not settled: the claim is looked for again.
     waiting = {"conditions": [{"type": "ArtifactVerified", "status": "Unknown", "reason": "StorageNotFound"}]}
     assert settled(waiting, None, MV) is None
+
+
+def _pod(state: dict[str, Any], limit: str | None = "1Gi") -> dict[str, Any]:
+    resources = {"limits": {"memory": limit}} if limit else {}
+    return {
+        "metadata": {
+            "name": "tj-tune-0-abc",
+            "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
+        },
+        "spec": {"containers": [{"name": "trainer", "resources": resources}]},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [{"name": "trainer", "state": {"terminated": state}}],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("state", "limit", "reason", "fragments"),
+    [
+        ({"exitCode": 137, "reason": "OOMKilled"}, "1Gi", "OOMKilled", ["tj-tune-0-abc", "OOMKilled", "(1Gi)"]),
+        ({"exitCode": 137, "reason": "OOMKilled"}, None, "OOMKilled", ["the memory it had"]),
+        ({"exitCode": 2, "reason": "Error", "message": '{"ok":false,"message":"no such column"}'}, "1Gi",
+         "BadInput", ["no such column"]),
+        ({"exitCode": 2, "reason": "Error", "message": '{"ok":false,"reason":"InsufficientMemory","message":"needs 900 MiB"}'},
+         "256Mi", "InsufficientMemory", ["needs 900 MiB"]),
+        ({"exitCode": 1, "reason": "Error", "message": "boom"}, "1Gi", "TuningFailed", ["boom"]),
+    ],
+    ids=["oom-with-limit", "oom-without-limit", "bad-input", "memory-preflight", "other"],
+)  # fmt: skip
+def test_failure_reason_and_message_name_an_oom_kill(
+    state: dict[str, Any], limit: str | None, reason: str, fragments: list[str]
+) -> None:
+    result = pod_result(_pod(state, limit), "trainer")
+    assert result.index == 0
+    assert failure_reason(result, "TuningFailed") == reason
+    message = failure_message(result, "tuning Job failed")
+    for fragment in fragments:
+        assert fragment in message

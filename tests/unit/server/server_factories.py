@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from mlops_contract import artifact, drift
+from mlops_contract import artifact, drift, stats
 from mlops_server.config import Settings
 from mlops_server.lifecycle import Server
 
@@ -59,9 +59,14 @@ def metadata_for(model: str, pipeline: Any, X: pd.DataFrame, y: pd.Series, task:
         "features": [{"name": str(c), "dtype": str(X[c].dtype)} for c in X.columns],
         "target": "target",
     }
+    calibration = None
     if task == "classification":
         signature["classes"] = np.asarray(pipeline.classes_).tolist()
+        if hasattr(pipeline, "predict_proba"):  # as the trainer does, on its held-out rows
+            top = np.asarray(pipeline.predict_proba(X)).max(axis=1)
+            calibration = stats.fit_calibration(top.tolist(), (predicted == np.asarray(y)).tolist()).to_dict()
     return {
+        "calibration": calibration,
         "model": model,
         "signature": signature,
         "metrics": {},

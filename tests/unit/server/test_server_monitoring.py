@@ -12,6 +12,8 @@ import orjson
 import pytest
 from server_factories import Artifact, Client, RunningServer, StartServer, metric, v2_matrix
 
+from mlops_contract import stats
+
 
 def test_metric_names_and_labels(iris_server: RunningServer, iris: Artifact) -> None:
     c = iris_server.client()
@@ -182,3 +184,39 @@ def test_prediction_log_is_flushed_while_running(
     server.client().infer(v2_matrix(iris.X.to_numpy()[:1]))
     path = log_dir / f"predictions-{socket.gethostname()}.jsonl"
     _wait(lambda: path.exists() and path.stat().st_size > 0, timeout=5)  # the 1 s flusher
+
+
+def test_estimated_accuracy_before_labels(start_server: StartServer, iris: Artifact) -> None:
+    """Issue #22: the server turns its window's top-class probabilities and the version's
+    calibration table into the accuracy to expect, before any label; rows the model is unsure
+    about (between two classes) lower it."""
+    server = start_server(iris, drift_window=150)
+    c = server.client()
+    labels = {"model": "iris", "version": "v1"}
+    assert np.isnan(metric(c.metrics(), "mlops_estimated_accuracy", **labels))
+
+    data = iris.X.to_numpy()
+    assert c.infer(v2_matrix(data)).status == 200
+    table = stats.Calibration.from_dict(iris.metadata["calibration"])
+    assert table is not None
+    counts = [0] * 10
+    for p in iris.pipeline.predict_proba(iris.X).max(axis=1):
+        counts[stats.confidence_bin(float(p))] += 1
+    in_distribution = metric(c.metrics(), "mlops_estimated_accuracy", **labels)
+    assert in_distribution == pytest.approx(stats.estimate_accuracy(table, counts), abs=1e-12)
+    assert in_distribution > 0.9
+
+    # Rows half-way between versicolor and virginica: the model hesitates, the estimate drops.
+    y = iris.y.to_numpy()
+    middle = (data[y == 1].mean(axis=0) + data[y == 2].mean(axis=0)) / 2
+    hesitant = middle + np.random.default_rng(3).normal(0.0, 0.05, size=(150, 4))
+    assert c.infer(v2_matrix(hesitant)).status == 200
+    shifted = metric(c.metrics(), "mlops_estimated_accuracy", **labels)
+    assert shifted < in_distribution - 0.15
+
+
+def test_no_estimate_for_a_regressor(start_server: StartServer, diabetes: Artifact) -> None:
+    server = start_server(diabetes)
+    c = server.client()
+    c.infer(v2_matrix(diabetes.X.to_numpy()[:10]), model="diabetes")
+    assert not any(k.startswith("mlops_estimated_accuracy") for k in c.metrics())

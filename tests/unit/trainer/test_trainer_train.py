@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from trainer_factories import Trainer, make_config, make_spec, merge, mixed_frame
 
-from mlops_contract import artifact
+from mlops_contract import artifact, stats
 from mlops_contract.estimators import ESTIMATORS
 from s3kit import S3Server
 
@@ -73,6 +73,15 @@ def test_builtin_dataset_trains_and_artifact_predicts(
     assert meta["rows"] == meta["trainRows"] + meta["testRows"]
     assert meta["gatesPassed"] is True and meta["failedGates"] == []
     assert {"trainedAt", "sklearnVersion", "params", "score", "primaryMetric", "model"} <= set(meta)
+    # The held-out calibration table of a probabilistic classifier (issue #22), with every held-out row.
+    table = stats.Calibration.from_dict(meta["calibration"])
+    if task == "classification" and hasattr(model, "predict_proba"):
+        assert table is not None and sum(table.counts) == meta["testRows"]
+        assert [a for a in table.accuracy if a is not None] == sorted(
+            a for a in table.accuracy if a is not None
+        )
+    else:
+        assert table is None
 
     import sklearn.datasets
 
