@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
@@ -83,6 +84,10 @@ class Server:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-model")
         self.grpc: GrpcServer | None = None
         if settings.grpc_port is not None:
+            # grpc's C core writes its own plain-text lines on stderr; every failure it reports
+            # reaches our JSON log as an exception or a status anyway (GRPC_VERBOSITY=debug brings
+            # them back when needed).
+            os.environ.setdefault("GRPC_VERBOSITY", "NONE")
             from mlops_server.grpcapi import GrpcServer  # grpc loads only when a gRPC port is asked for
 
             self.grpc = GrpcServer(
@@ -127,12 +132,10 @@ class Server:
             try:
                 await self.start()
             except OSError as e:
-                log.error(
-                    "Failed to listen",
-                    extra={
-                        "fields": {"host": self.settings.host, "port": self.settings.port, "error": str(e)}
-                    },
-                )
+                fields: dict[str, Any] = {"host": self.settings.host, "port": self.settings.port}
+                if self.settings.grpc_port is not None:
+                    fields["grpc_port"] = self.settings.grpc_port
+                log.error("Failed to listen", extra={"fields": {**fields, "error": str(e)}})
                 self.executor.shutdown(wait=False)
                 return EXIT_FAILED
         assert self._loop is not None

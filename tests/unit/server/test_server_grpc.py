@@ -387,6 +387,29 @@ def test_concurrent_calls_are_capped(start_server: StartServer, iris: Artifact) 
         stub.close()
 
 
+def test_connections_are_capped(start_server: StartServer, iris: Artifact) -> None:
+    """--max-connections HTTP/2 connections; one more is closed at once, and a freed place is reused."""
+    server = start_server(iris, grpc_port=0, max_connections=2)
+    # A subchannel pool per channel: grpc would otherwise share one connection between channels.
+    stubs = [Stub(server.server.grpc_port, **{"grpc.use_local_subchannel_pool": 1}) for _ in range(3)]
+    try:
+        assert stubs[0]("ServerLive").live and stubs[1]("ServerLive").live
+        code, details = stubs[2].code("ServerLive")
+        assert code is grpc.StatusCode.UNAVAILABLE, details
+        stubs[0].close()
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                assert stubs[2]("ServerLive", timeout=1).live
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, "the freed connection's place was not reused"
+                time.sleep(0.1)
+    finally:
+        for stub in stubs:
+            stub.close()
+
+
 def test_graceful_stop_finishes_calls_in_progress(start_server: StartServer, iris: Artifact) -> None:
     server = start_server(iris, grpc_port=0, max_batch_delay_ms=400)
     stub = Stub(server.server.grpc_port)
