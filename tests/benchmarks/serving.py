@@ -729,9 +729,10 @@ def main() -> None:
     if "kserve" in venvs:
         versions["kserve"] = package_version(venvs["kserve"], "kserve")
     if args.ghz:
-        versions["ghz"] = subprocess.run(
-            [args.ghz, "--version"], capture_output=True, text=True, check=False
-        ).stdout.strip()
+        shown = subprocess.run([args.ghz, "--version"], capture_output=True, text=True, check=False)
+        printed = (shown.stdout or shown.stderr).strip()
+        # `go install` leaves the version unset ("dev"): the module version says which it is.
+        versions["ghz"] = GHZ_MODULE.rpartition("@")[2] if printed in ("", "dev") else printed
     doc: dict[str, Any] = {
         "benchmark": "serving",
         "started": started.isoformat(timespec="seconds"),
