@@ -44,8 +44,17 @@ lint: venv ## ruff, mypy, import layering, and a check that crds/ matches the AP
 crds: venv ## Regenerate crds/ from the API models
 	$(BIN)/python -m mlops_contract.api.crdgen --out crds
 
+.PHONY: protos
+protos: venv ## Regenerate the server's gRPC messages from images/server/mlops_server/proto/inference.proto
+	cd images/server && $(abspath $(BIN))/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. \
+		mlops_server/proto/inference.proto
+
+.PHONY: kserve-venv
+kserve-venv: venv ## KServe's own virtualenv (its clients run against our server in the unit tier; the serving benchmark runs its server)
+	cd tests/benchmarks && $(abspath $(BIN))/python -c 'import serving; serving.competitor_venvs(["kserve"])'
+
 .PHONY: unit
-unit: venv ## Unit tier: pure functions, trainer and server in-process
+unit: venv kserve-venv ## Unit tier: pure functions, trainer and server in-process
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
 .PHONY: integration

@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: child processes they own, wrk with a Lua body, the load average.
+"""What the benchmark scripts share: child processes they own, wrk with a Lua body, ghz, the load average.
 
 Not a test module (pytest collects test_*.py only); the scripts import it from their own directory.
 """
@@ -6,6 +6,7 @@ Not a test module (pytest collects test_*.py only); the scripts import it from t
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -86,6 +87,66 @@ def run_wrk(
         "mean_ms": float(mean),
         "requests": int(requests),
         "errors": int(errors) + int(non2xx),
+        "loadavg_before": before,
+        "loadavg_after": loadavg(),
+    }
+
+
+def run_ghz(
+    address: str,
+    proto: Path,
+    call: str,
+    request: Path,
+    concurrency: int,
+    seconds: float,
+    core: str,
+    ghz: str = "ghz",
+) -> dict[str, Any]:
+    """ghz (gRPC load) pinned to `core`, `concurrency` calls in flight on one HTTP/2 connection (as a
+    gRPC client multiplexes): requests/s, p50/p99/mean latency (ms), errors, loadavg before/after.
+    `request` is the serialized request message (ghz --binary-file)."""
+    before = loadavg()
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            core,
+            ghz,
+            "--insecure",
+            "--proto",
+            str(proto),
+            "--import-paths",
+            str(proto.parent),
+            "--call",
+            call,
+            "--binary-file",
+            str(request),
+            "--concurrency",
+            str(concurrency),
+            "--connections",
+            "1",
+            "--duration",
+            f"{seconds:g}s",
+            "--timeout",
+            "10s",
+            "--format",
+            "json",
+            address,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    doc = json.loads(out)
+    latencies = {int(p["percentage"]): p["latency"] / 1e6 for p in doc.get("latencyDistribution") or []}
+    codes = doc.get("statusCodeDistribution") or {}
+    return {
+        "rps": float(doc["rps"]),
+        "p50_ms": latencies.get(50, float("nan")),
+        "p99_ms": latencies.get(99, float("nan")),
+        "mean_ms": doc["average"] / 1e6,
+        "requests": int(doc["count"]),
+        "errors": sum(n for code, n in codes.items() if code != "OK"),
         "loadavg_before": before,
         "loadavg_after": loadavg(),
     }

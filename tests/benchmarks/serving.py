@@ -26,6 +26,12 @@ runs on it. What it does:
 4. The in-process predict floor (our ServedModel.predict with each runtime, and the plain numpy
    Pipeline's predict that the competitors call) for 1 and 100 rows, on the server core.
 
+With --grpc, each server is also measured over gRPC (issue #20): the same three loads as
+ModelInfer calls (rows in typed fp64 `contents`, which every server accepts) from ghz, all calls
+of a scenario multiplexed on one HTTP/2 connection as gRPC clients do; every server must answer
+gRPC with the labels it answers over REST. Ours then runs with --grpc-port. ghz is built once
+from the Go module proxy into ~/.cache/mlops-operator/bin (`go install`), or taken from PATH.
+
 Ours runs twice: "ours" as deployed (runtime arrays for these numeric pipelines: numpy only, no
 scikit-learn import) and "ours-sklearn" (--runtime sklearn: skops + scikit-learn).
 
@@ -53,7 +59,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchkit import loadavg, run_wrk, running, wrk_script
+from benchkit import loadavg, run_ghz, run_wrk, running, wrk_script
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "tests/benchmarks/results"
@@ -281,7 +287,7 @@ def ports(base: int) -> dict[str, tuple[int, int, int]]:
 
 
 def command(
-    server: str, model: tuple[Path, Path], venvs: dict[str, Path], work: Path, port: int
+    server: str, model: tuple[Path, Path], venvs: dict[str, Path], work: Path, port: int, grpc: bool = False
 ) -> list[str]:
     ours, theirs = model
     http_port, grpc_port, metrics_port = ports(port)[server]
@@ -300,6 +306,7 @@ def command(
             "WARNING",
             "--runtime",
             RUNTIMES[server],
+            *(["--grpc-port", str(grpc_port)] if grpc and server != "ours-baseline" else []),
         ]
     if server == "mlserver":
         root = work / f"mlserver-{theirs.name}"
@@ -392,6 +399,76 @@ def tree_rss_mib(pid: int) -> float:
 
 
 SCENARIOS: dict[str, tuple[int, int]] = {"c1": (1, 1), "c16": (16, 1), "batch100": (1, 100)}
+# The same loads over gRPC (--grpc): ModelInfer with the rows in typed fp64 `contents`, which every
+# server accepts, `concurrency` calls in flight on one HTTP/2 connection.
+GRPC_SCENARIOS: dict[str, tuple[int, int]] = {f"grpc_{k}": v for k, v in SCENARIOS.items()}
+PROTO = ROOT / "images/server/mlops_server/proto/inference.proto"
+GHZ = Path(os.environ.get("MLOPS_CACHE", Path.home() / ".cache/mlops-operator")) / "bin/ghz"
+GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.120.0"
+
+
+def grpc_request(rows: int) -> bytes:
+    """A serialized ModelInferRequest of `rows` copies of ROW, as one [rows, 4] FP64 tensor."""
+    from mlops_server.proto import inference_pb2 as pb
+
+    return pb.ModelInferRequest(
+        model_name=MODEL_NAME,
+        inputs=[
+            pb.ModelInferRequest.InferInputTensor(
+                name="input-0",
+                datatype="FP64",
+                shape=[rows, len(ROW)],
+                contents=pb.InferTensorContents(fp64_contents=ROW * rows),
+            )
+        ],
+    ).SerializeToString()
+
+
+def grpc_labels(port: int, rows: int) -> list[int]:
+    """The labels a server answers over gRPC for `rows` rows (and proof its endpoint is up)."""
+    import grpc
+    import numpy as np
+
+    from mlops_server.proto import inference_pb2 as pb
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=lambda m: m,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        deadline = time.perf_counter() + 30
+        while True:
+            try:
+                answer = infer(grpc_request(rows), timeout=10)
+                break
+            except grpc.RpcError:
+                if time.perf_counter() > deadline:
+                    raise
+                time.sleep(0.05)
+    (index,) = [i for i, o in enumerate(answer.outputs) if o.name == "predict"] or [0]
+    output = answer.outputs[index]
+    if answer.raw_output_contents:
+        dtype = {"INT64": "<i8", "INT32": "<i4", "FP64": "<f8", "FP32": "<f4"}[output.datatype]
+        return [int(v) for v in np.frombuffer(answer.raw_output_contents[index], dtype)]
+    contents = output.contents
+    values = (
+        contents.int64_contents or contents.int_contents or contents.fp64_contents or contents.fp32_contents
+    )
+    return [int(v) for v in values]
+
+
+def ensure_ghz() -> str:
+    """ghz built from the Go module proxy into the cache once (`go install`), or the one on PATH."""
+    if GHZ.exists():
+        return str(GHZ)
+    found = shutil.which("ghz")
+    if found:
+        return found
+    log(f"Building {GHZ_MODULE} into {GHZ.parent} (once)")
+    env = {**os.environ, "GOBIN": str(GHZ.parent), "GOFLAGS": "-buildvcs=false"}
+    subprocess.run(["go", "install", GHZ_MODULE], env=env, check=True)
+    return str(GHZ)
 
 
 def measure_server(
@@ -409,7 +486,8 @@ def measure_server(
         raise SystemExit("ours-baseline needs --baseline DIR (a checkout of this repository)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "operator"), str(root / "images/server")])}
     env.pop("VIRTUAL_ENV", None)
-    cmd = command(server, model, venvs, work, args.port)
+    grpc = args.ghz is not None and server != "ours-baseline"
+    cmd = command(server, model, venvs, work, args.port, grpc)
     sample: dict[str, Any] = {"server": server, "model": kind, "loadavg_before_start": loadavg()}
     with running(["taskset", "-c", args.server_core, *cmd], env, work / f"{server}.log") as proc:
         started = time.perf_counter()
@@ -432,6 +510,20 @@ def measure_server(
             url = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer"
             run_wrk(url, script, connections, args.warmup, args.client_core)
             sample[name] = run_wrk(url, script, connections, args.seconds, args.client_core)
+        if grpc:
+            grpc_port = ports(args.port)[server][1]
+            got = grpc_labels(grpc_port, 100)
+            if got != labels(post(port, v2_body(100))):
+                raise RuntimeError(f"{server} answers gRPC with {got[:5]}..., HTTP otherwise")
+            for name, (connections, rows) in GRPC_SCENARIOS.items():
+                request = work / f"{name}.bin"
+                request.write_bytes(grpc_request(rows))
+                address = f"127.0.0.1:{grpc_port}"
+                call = "inference.GRPCInferenceService.ModelInfer"
+                run_ghz(address, PROTO, call, request, connections, args.warmup, args.client_core, args.ghz)
+                sample[name] = run_ghz(
+                    address, PROTO, call, request, connections, args.seconds, args.client_core, args.ghz
+                )
         sample["rss_after_load_mib"] = tree_rss_mib(proc.pid)
     sample["loadavg_after"] = loadavg()
     return sample
@@ -463,9 +555,10 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, fl
                 "rss_ready_mib": median(mine, "rss_ready_mib"),
                 "rss_after_load_mib": median(mine, "rss_after_load_mib"),
             }
-            for scenario in SCENARIOS:
-                for metric in ("rps", "p50_ms", "p99_ms"):
-                    row[f"{scenario}_{metric}"] = median(mine, scenario, metric)
+            for scenario in (*SCENARIOS, *GRPC_SCENARIOS):
+                if all(scenario in s for s in mine):
+                    for metric in ("rps", "p50_ms", "p99_ms"):
+                        row[f"{scenario}_{metric}"] = median(mine, scenario, metric)
             out[kind][server] = row
     return out
 
@@ -502,6 +595,7 @@ def table(summary: dict[str, dict[str, dict[str, float]]], floors: dict[str, Flo
                 f"| {ours['cold_start_s'] / theirs['cold_start_s']:.2f} "
                 f"| {ours['rss_after_load_mib'] / theirs['rss_after_load_mib']:.2f} |"
             )
+    lines += grpc_tables(summary)
     lines += [
         "",
         "| model | predict 1 row ms (ours / ours-sklearn / plain numpy Pipeline) "
@@ -521,6 +615,48 @@ def table(summary: dict[str, dict[str, dict[str, float]]], floors: dict[str, Flo
     return "\n".join(lines)
 
 
+def grpc_tables(summary: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """The gRPC rows (when measured): each server's numbers, then ours over theirs, then gRPC over REST."""
+    rows = [(kind, server, r) for kind, servers in summary.items() for server, r in servers.items()]
+    rows = [(kind, server, r) for kind, server, r in rows if "grpc_c1_rps" in r]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "gRPC (ModelInfer, typed fp64 contents; ghz, calls multiplexed on one connection):",
+        "",
+        "| model | server | c1 req/s | c1 p50 / p99 ms | c16 req/s | c16 p50 / p99 ms "
+        "| batch-100 p50 / p99 ms | c16 req/s gRPC/REST |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for kind, server, r in rows:
+        lines.append(
+            f"| {kind} | {server} | {r['grpc_c1_rps']:.0f} "
+            f"| {r['grpc_c1_p50_ms']:.2f} / {r['grpc_c1_p99_ms']:.2f} | {r['grpc_c16_rps']:.0f} "
+            f"| {r['grpc_c16_p50_ms']:.2f} / {r['grpc_c16_p99_ms']:.2f} "
+            f"| {r['grpc_batch100_p50_ms']:.2f} / {r['grpc_batch100_p99_ms']:.2f} "
+            f"| {r['grpc_c16_rps'] / r['c16_rps']:.2f}x |"
+        )
+    lines += [
+        "",
+        "| model | ours | vs | gRPC c16 req/s ours/theirs | gRPC c16 p99 ours/theirs "
+        "| gRPC c1 req/s ours/theirs | gRPC batch-100 p50 ours/theirs |",
+        "|---|---|---|--:|--:|--:|--:|",
+    ]
+    for kind, servers in summary.items():
+        for mine, server in [(m, t) for m in RUNTIMES for t in ("mlserver", "kserve")]:
+            ours, theirs = servers.get(mine), servers.get(server)
+            if ours is None or theirs is None or "grpc_c1_rps" not in ours or "grpc_c1_rps" not in theirs:
+                continue
+            lines.append(
+                f"| {kind} | {mine} | {server} | {ours['grpc_c16_rps'] / theirs['grpc_c16_rps']:.2f}x "
+                f"| {ours['grpc_c16_p99_ms'] / theirs['grpc_c16_p99_ms']:.2f} "
+                f"| {ours['grpc_c1_rps'] / theirs['grpc_c1_rps']:.2f}x "
+                f"| {ours['grpc_batch100_p50_ms'] / theirs['grpc_batch100_p50_ms']:.2f} |"
+            )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians")
@@ -537,7 +673,13 @@ def main() -> None:
         "--baseline", type=Path, help="a checkout whose server runs as ours-baseline (e.g. the main branch)"
     )
     parser.add_argument("--output", type=Path, help="JSON path (default: results/serving-<date>-<time>.json)")
+    parser.add_argument(
+        "--grpc",
+        action="store_true",
+        help=f"also measure gRPC (ModelInfer) with ghz ({GHZ_MODULE}, built into {GHZ.parent} once)",
+    )
     args = parser.parse_args()
+    args.ghz = ensure_ghz() if args.grpc else None
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             raise SystemExit(f"needs {tool} on PATH (apt-get install -y wrk util-linux)")
@@ -586,6 +728,11 @@ def main() -> None:
         versions["mlserver-sklearn"] = package_version(venvs["mlserver"], "mlserver-sklearn")
     if "kserve" in venvs:
         versions["kserve"] = package_version(venvs["kserve"], "kserve")
+    if args.ghz:
+        shown = subprocess.run([args.ghz, "--version"], capture_output=True, text=True, check=False)
+        printed = (shown.stdout or shown.stderr).strip()
+        # `go install` leaves the version unset ("dev"): the module version says which it is.
+        versions["ghz"] = GHZ_MODULE.rpartition("@")[2] if printed in ("", "dev") else printed
     doc: dict[str, Any] = {
         "benchmark": "serving",
         "started": started.isoformat(timespec="seconds"),
@@ -607,7 +754,10 @@ def main() -> None:
             **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "mlserver": "parallel_workers=0 (its default 1 fails to start beside uvloop)",
             "kserve": f"kserve.Model subclass loading the joblib Pipeline, ModelServer {KSERVE_VERSION} defaults",
-            "scenarios": {k: {"connections": c, "rows": r} for k, (c, r) in SCENARIOS.items()},
+            "scenarios": {
+                k: {"connections": c, "rows": r}
+                for k, (c, r) in {**SCENARIOS, **(GRPC_SCENARIOS if args.ghz else {})}.items()
+            },
         },
         "floor_ms": {k: vars(f) for k, f in floors.items()},
         "summary": summary,

@@ -68,6 +68,7 @@ def test_rollout_scale_update_and_delete(
     assert status["modelVersion"] == v1
     assert status["readyReplicas"] == 2
     assert status["url"].startswith(f"http://iris.{namespace}.svc")
+    assert status["grpcAddress"].startswith(f"iris.{namespace}.svc")
     deploy = kube.get("Deployment", namespace, "iris-predictor")
     assert deploy is not None
     container = deploy["spec"]["template"]["spec"]["containers"][0]

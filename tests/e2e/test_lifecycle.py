@@ -118,6 +118,67 @@ def test_inferenceservice_serves_predictions_through_its_service(cluster: Cluste
     assert cluster.status(namespace, "modelversion", "iris-v1").get("stage") == "Production"
 
 
+GRPC_CLIENT = """
+import json, grpc, numpy as np
+from mlops_server.proto import inference_pb2 as pb
+
+rows = np.asarray({rows!r}, dtype="<f8")
+channel = grpc.insecure_channel({address!r})
+def call(method, request, response):
+    return channel.unary_unary(
+        "/inference.GRPCInferenceService/" + method,
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=response.FromString,
+    )(request, timeout=10)
+ready = call("ServerReady", pb.ServerReadyRequest(), pb.ServerReadyResponse).ready
+meta = call("ModelMetadata", pb.ModelMetadataRequest(name="iris"), pb.ModelMetadataResponse)
+answer = call(
+    "ModelInfer",
+    pb.ModelInferRequest(
+        model_name="iris",
+        id="from-a-pod",
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP64", shape=rows.shape)],
+        raw_input_contents=[rows.tobytes()],
+    ),
+    pb.ModelInferResponse,
+)
+try:
+    call("ModelInfer", pb.ModelInferRequest(model_name="nope"), pb.ModelInferResponse)
+    missing = "answered"
+except grpc.RpcError as e:
+    missing = e.code().name
+print(json.dumps({{
+    "ready": ready,
+    "versions": list(meta.versions),
+    "id": answer.id,
+    "version": answer.model_version,
+    "labels": np.frombuffer(answer.raw_output_contents[0], "<i8").tolist(),
+    "missing": missing,
+}}))
+"""
+
+
+def test_inferenceservice_answers_grpc_through_its_service(cluster: Cluster, namespace: str) -> None:
+    """A client pod speaks the V2 protocol over gRPC to status.grpcAddress (the Service's port grpc)."""
+    status = cluster.status(namespace, "inferenceservice", "iris")
+    address = status["grpcAddress"]
+    assert address == f"iris.{namespace}.svc.cluster.local:8081"
+    service = cluster.get(namespace, "service", "iris")
+    assert {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"} in (
+        service["spec"]["ports"]
+    )
+    out = cluster.run_python(namespace, "predict-grpc", GRPC_CLIENT.format(rows=ROWS, address=address))
+    answer = json.loads(out.strip().splitlines()[-1])
+    assert answer == {
+        "ready": True,
+        "versions": ["iris-v1"],
+        "id": "from-a-pod",
+        "version": "iris-v1",
+        "labels": LABELS,
+        "missing": "NOT_FOUND",
+    }
+
+
 # Each request opens a connection to status.url's host, so each one resolves the Service's name.
 LOAD = """
 import http.client, json, threading, time, urllib.parse

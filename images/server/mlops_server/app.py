@@ -121,6 +121,12 @@ class App:
         if self._decoder is not None:
             self._decoder.shutdown(wait=True)
 
+    def decoder(self) -> ThreadPoolExecutor:
+        """The thread that decodes requests of `offload_bytes` and more, off the event loop."""
+        if self._decoder is None:
+            self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-decode")
+        return self._decoder
+
     @property
     def ready(self) -> bool:
         return self.model is not None and not self.closing
@@ -211,26 +217,27 @@ class App:
         return None
 
     def _error(self, exc: BaseException, request: Request) -> Response:
-        if isinstance(exc, RequestError):
-            return error(exc.status, exc.message)
-        if isinstance(exc, FeedbackError):
-            return error(exc.status, exc.message)
+        status, message = self.classify(exc, request.method, quoted(request.path))
+        return error(status, message)
+
+    def classify(self, exc: BaseException, method: str, path: str) -> tuple[int, str]:
+        """The HTTP status and message for a failure, for every protocol (gRPC maps the status
+        to its own codes); unexpected errors are logged here with their traceback."""
+        if isinstance(exc, (RequestError, FeedbackError)):
+            return exc.status, exc.message
         if isinstance(exc, _EncodeError):
-            log.error(
-                "Failed to encode a response",
-                extra={"fields": {"path": quoted(request.path), "error": str(exc)}},
-            )
-            return error(500, str(exc))
+            log.error("Failed to encode a response", extra={"fields": {"path": path, "error": str(exc)}})
+            return 500, str(exc)
         if isinstance(exc, ModelInputError):
-            return error(400, f"the model rejected the input: {exc}")
+            return 400, f"the model rejected the input: {exc}"
         log.error(
             "Failed to handle a request",
             exc_info=(type(exc), exc, exc.__traceback__),
-            extra={"fields": {"method": request.method, "path": request.path, "error": repr(exc)}},
+            extra={"fields": {"method": method, "path": path, "error": repr(exc)}},
         )
-        return error(500, f"internal server error: {type(exc).__name__}")
+        return 500, f"internal server error: {type(exc).__name__}"
 
-    def _serving(self, name: str, version: str = "") -> ServedModel:
+    def serving(self, name: str, version: str = "") -> ServedModel:
         model = self.model
         if self.model_name is not None and name != self.model_name:
             raise RequestError(f"model '{name}' not found; this server serves '{self.model_name}'", 404)
@@ -263,16 +270,19 @@ class App:
         )
 
     def _model_metadata(self, request: Request, respond: Respond, name: str, version: str) -> None:
-        respond(Response(200, orjson.dumps(self._serving(name, version).metadata_v2())))
+        respond(Response(200, orjson.dumps(self.serving(name, version).metadata_v2())))
 
     def _model_ready(self, request: Request, respond: Respond, name: str, version: str) -> None:
-        model = self._serving(name, version)
+        model = self.serving(name, version)
         if self.closing:
             respond(error(503, "shutting down", name=model.name, ready=False))
         else:
             respond(Response(200, orjson.dumps({"name": model.name, "ready": True})))
 
     def _repository_index(self, request: Request, respond: Respond) -> None:
+        respond(Response(200, orjson.dumps(self.repository_index())))
+
+    def repository_index(self) -> list[dict[str, Any]]:
         model = self.model
         entries = []
         if self.model_name is not None:
@@ -283,10 +293,13 @@ class App:
             if not self.ready:
                 entry["reason"] = "shutting down" if self.closing else "model is not loaded yet"
             entries.append(entry)
-        respond(Response(200, orjson.dumps(entries)))
+        return entries
 
     def _model_config(self, request: Request, respond: Respond, name: str, version: str) -> None:
-        model = self._serving(name, version)
+        respond(Response(200, orjson.dumps(self.model_config(self.serving(name, version)))))
+
+    def model_config(self, model: ServedModel) -> dict[str, Any]:
+        """Triton's model configuration of the served model (both protocols)."""
         meta = model.metadata_v2()
 
         def tensor(t: dict[str, Any]) -> dict[str, Any]:
@@ -307,11 +320,11 @@ class App:
             "output": [tensor(t) for t in meta["outputs"]],
             "parameters": {k: {"string_value": str(v)} for k, v in meta["parameters"].items()},
         }
-        respond(Response(200, orjson.dumps(config)))
+        return config
 
     def _statistics(self, request: Request, respond: Respond, name: str, version: str) -> None:
         if name:
-            self._serving(name, version)
+            self.serving(name, version)
         model = self.model
         entries = []
         if model is not None:
@@ -353,9 +366,7 @@ class App:
                 return
             proceed(value)
             return
-        if self._decoder is None:
-            self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-decode")
-        future = asyncio.get_running_loop().run_in_executor(self._decoder, decode)
+        future = asyncio.get_running_loop().run_in_executor(self.decoder(), decode)
 
         def decoded(done: asyncio.Future[Any]) -> None:
             try:
@@ -369,7 +380,7 @@ class App:
 
     def _v2_infer(self, request: Request, respond: Respond, name: str, version: str) -> None:
         try:
-            model = self._serving(name, version)
+            model = self.serving(name, version)
         except Exception as e:
             self._answer_error(request, respond, e, "v2")
             return
@@ -438,11 +449,11 @@ class App:
                 prediction=outcome,
             )
 
-        self._submit(frame, OUTPUT_PROBA in outputs, done)
+        self.submit(frame, OUTPUT_PROBA in outputs, done)
 
     def _v1_predict(self, request: Request, respond: Respond, name: str) -> None:
         try:
-            model = self._serving(name)
+            model = self.serving(name)
         except Exception as e:
             self._answer_error(request, respond, e, "v1")
             return
@@ -477,7 +488,7 @@ class App:
                 prediction=outcome,
             )
 
-        self._submit(frame, False, done)
+        self.submit(frame, False, done)
 
     def _payload(self, request: Request) -> bytes:
         """The request body, decompressed when it has a Content-Encoding (bounded by the body limit)."""
@@ -485,7 +496,7 @@ class App:
             return codec.inflate(request.body, request.encoding, self.max_body_bytes)
         return request.body
 
-    def _submit(self, frame: codec.Array, want_proba: bool, done: Callable[[Outcome], None]) -> None:
+    def submit(self, frame: codec.Array, want_proba: bool, done: Callable[[Outcome], None]) -> None:
         batcher = self.batcher
         assert batcher is not None  # _serving() returned a model, so attach() ran
         batcher.submit(frame, want_proba, done)
@@ -502,26 +513,35 @@ class App:
         prediction: Prediction,
     ) -> None:
         respond(response)
-        self.stats.success(_elapsed(request), len(frame))
+        self.record_success(protocol, _elapsed(request), request_id, frame, prediction)
+
+    def record_success(
+        self, protocol: str, seconds: float, request_id: str, frame: codec.Array, prediction: Prediction
+    ) -> None:
+        """Account for an answered inference request: statistics, metrics, feedback memory, log."""
+        self.stats.success(seconds, len(frame))
         metrics, feedback, predlog = self.metrics, self.feedback, self.predlog
         if metrics is not None:
-            metrics.count_request(protocol, 200, _elapsed(request))
+            metrics.count_request(protocol, 200, seconds)
         if feedback is not None:
             feedback.remember(request_id, frame, prediction.labels)
         if predlog is not None and predlog.sampled():
             predlog.predictions(request_id, frame, prediction.labels)
 
+    def record_failure(self, protocol: str, status: int, seconds: float) -> None:
+        self.stats.failure(seconds)
+        if self.metrics is not None:
+            self.metrics.count_request(protocol, status, seconds)
+
     def _answer_error(self, request: Request, respond: Respond, exc: BaseException, protocol: str) -> None:
         response = self._error(exc, request)
         respond(response)
-        self.stats.failure(_elapsed(request))
-        if self.metrics is not None:
-            self.metrics.count_request(protocol, response.status, _elapsed(request))
+        self.record_failure(protocol, response.status, _elapsed(request))
 
     # --- feedback --------------------------------------------------------------------------
 
     def _feedback(self, request: Request, respond: Respond, name: str) -> None:
-        model = self._serving(name)
+        model = self.serving(name)
         store, metrics = self.feedback, self.metrics
         assert store is not None and metrics is not None
         doc = codec.loads(self._payload(request))

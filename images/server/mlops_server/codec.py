@@ -52,7 +52,7 @@ _NUMPY_DTYPE: Final[Mapping[str, str]] = {
 }
 DATATYPES: Final = (*_NUMPY_DTYPE, "BYTES")
 _INT64_LIMIT: Final = float(1 << 63)
-_INT_RANGE: Final[Mapping[str, tuple[int, int]]] = {
+INT_RANGE: Final[Mapping[str, tuple[int, int]]] = {
     "INT8": (-(1 << 7), (1 << 7) - 1),
     "INT16": (-(1 << 15), (1 << 15) - 1),
     "INT32": (-(1 << 31), (1 << 31) - 1),
@@ -259,7 +259,9 @@ def _asarray(data: Any, where: str) -> Array:
 
 
 @dataclass(slots=True)
-class _Tensor:
+class Tensor:
+    """One decoded input tensor (from V2 JSON, the binary extension or gRPC)."""
+
     name: str
     shape: tuple[int, ...]
     datatype: str
@@ -285,7 +287,7 @@ def _decode_json_tensor(datatype: str, data: Any, where: str) -> Array:
             raise RequestError(f"{where} (BYTES): expected strings, got {bad!r}")
         return arr.astype(object)
     # INT*/UINT*
-    low, high = _INT_RANGE[datatype]
+    low, high = INT_RANGE[datatype]
     if kind not in "iu":
         bad = _first_offender(data, lambda v: isinstance(v, int) and not isinstance(v, bool))
         if bad is None:  # all integers, but numpy found no integer type for them together
@@ -296,7 +298,7 @@ def _decode_json_tensor(datatype: str, data: Any, where: str) -> Array:
     return arr
 
 
-def _decode_binary_tensor(datatype: str, chunk: memoryview, count: int, where: str) -> Array:
+def decode_raw_tensor(datatype: str, chunk: memoryview, count: int, where: str) -> Array:
     if datatype == "BYTES":
         items: list[str] = []
         offset = 0
@@ -325,7 +327,7 @@ def _decode_binary_tensor(datatype: str, chunk: memoryview, count: int, where: s
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
 
-def _check_rows(rows: int, max_rows: int | None, where: str) -> None:
+def check_rows(rows: int, max_rows: int | None, where: str) -> None:
     if max_rows is not None and rows > max_rows:
         raise RequestError(
             f"{where} has {rows} rows; this server takes at most {max_rows} rows per request "
@@ -336,7 +338,7 @@ def _check_rows(rows: int, max_rows: int | None, where: str) -> None:
 
 def _parse_tensor(
     i: int, item: Any, binary: memoryview | None, offset: int, max_rows: int | None = None
-) -> tuple[_Tensor, int]:
+) -> tuple[Tensor, int]:
     if not isinstance(item, Mapping):
         raise RequestError(f"inputs[{i}] must be an object with name, shape, datatype and data")
     name = item.get("name")
@@ -353,7 +355,7 @@ def _parse_tensor(
             f"{where}: shape must be a non-empty array of non-negative integers, got {shape!r}"
         )
     # Before any data is decoded: the declared shape alone tells how many rows it would be.
-    _check_rows(shape[0], max_rows, where)
+    check_rows(shape[0], max_rows, where)
     datatype = item.get("datatype")
     if datatype not in DATATYPES:
         raise RequestError(f"{where}: unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}")
@@ -367,7 +369,7 @@ def _parse_tensor(
             )
         if not isinstance(binary_size, int) or binary_size < 0 or offset + binary_size > len(binary):
             raise RequestError(f"{where}: binary_data_size {binary_size!r} exceeds the binary data sent")
-        values = _decode_binary_tensor(datatype, binary[offset : offset + binary_size], count, where)
+        values = decode_raw_tensor(datatype, binary[offset : offset + binary_size], count, where)
         offset += binary_size
     else:
         if "data" not in item:
@@ -375,14 +377,14 @@ def _parse_tensor(
         values = _decode_json_tensor(datatype, item["data"], where)
     if values.size != count:
         raise RequestError(f"{where}: shape {shape} needs {count} values, got {values.size}")
-    return _Tensor(name=name, shape=tuple(shape), datatype=datatype, values=values), offset
+    return Tensor(name=name, shape=tuple(shape), datatype=datatype, values=values), offset
 
 
 def _expected(sig: Signature) -> str:
     return ", ".join(sig.names)
 
 
-def _frame_from_matrix(t: _Tensor, sig: Signature) -> Array:
+def _frame_from_matrix(t: Tensor, sig: Signature) -> Array:
     n_features = len(sig.features)
     if (len(t.shape) == 2 and t.shape[1] == n_features) or (n_features == 1 and len(t.shape) == 1):
         n = t.shape[0]
@@ -410,7 +412,7 @@ def _frame_from_matrix(t: _Tensor, sig: Signature) -> Array:
     return out
 
 
-def _frame_from_columns(tensors: Sequence[_Tensor], sig: Signature) -> Array:
+def _frame_from_columns(tensors: Sequence[Tensor], sig: Signature) -> Array:
     names = [t.name for t in tensors]
     seen: set[str] = set()
     for name in names:
@@ -448,6 +450,18 @@ def _frame_from_columns(tensors: Sequence[_Tensor], sig: Signature) -> Array:
     return frame
 
 
+def new_request_id() -> str:
+    """The id of a request that came without one (feedback and the prediction log join on it)."""
+    return str(uuid.uuid4())
+
+
+def frame_from_tensors(tensors: Sequence[Tensor], sig: Signature) -> Array:
+    """The frame from decoded inputs: one [N, F] tensor, or one [N] / [N, 1] tensor per feature."""
+    if len(tensors) == 1 and (tensors[0].name not in sig.index or len(sig.features) == 1):
+        return _frame_from_matrix(tensors[0], sig)
+    return _frame_from_columns(tensors, sig)
+
+
 def parse_v2(
     body: bytes,
     sig: Signature,
@@ -474,7 +488,7 @@ def parse_v2(
         raise RequestError("request body must be a JSON object with an 'inputs' array")
     req_id = doc.get("id")
     if req_id is None or req_id == "":
-        req_id = str(uuid.uuid4())
+        req_id = new_request_id()
     elif not isinstance(req_id, str):
         raise RequestError(f"id must be a string, got {type(req_id).__name__}")
     parameters = doc.get("parameters")
@@ -483,20 +497,17 @@ def parse_v2(
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise RequestError("request must have a non-empty 'inputs' array")
-    tensors: list[_Tensor] = []
+    tensors: list[Tensor] = []
     offset = 0
     for i, item in enumerate(inputs):
         tensor, offset = _parse_tensor(i, item, binary, offset, max_rows)
         tensors.append(tensor)
-    if len(tensors) == 1 and (tensors[0].name not in sig.index or len(sig.features) == 1):
-        frame = _frame_from_matrix(tensors[0], sig)
-    else:
-        frame = _frame_from_columns(tensors, sig)
-    outputs = _requested_outputs(doc.get("outputs"), available_outputs)
+    frame = frame_from_tensors(tensors, sig)
+    outputs = requested_outputs(doc.get("outputs"), available_outputs)
     return V2Request(id=req_id, parameters=parameters or None, frame=frame, outputs=outputs)
 
 
-def _requested_outputs(raw: Any, available: Sequence[str]) -> tuple[str, ...]:
+def requested_outputs(raw: Any, available: Sequence[str]) -> tuple[str, ...]:
     if raw is None:
         return tuple(available)
     if not isinstance(raw, list):
@@ -530,7 +541,7 @@ def parse_v1(body: bytes, sig: Signature, max_rows: int | None = None) -> Array:
         raise RequestError('request must have an "instances" array')
     if not instances:
         raise RequestError("empty batch: instances is empty")
-    _check_rows(len(instances), max_rows, "instances")
+    check_rows(len(instances), max_rows, "instances")
     n_features = len(sig.features)
     if all(isinstance(row, dict) for row in instances):
         rows = [_row_from_object(i, row, sig) for i, row in enumerate(instances)]

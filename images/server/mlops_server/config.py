@@ -27,6 +27,8 @@ class Settings:
     runtime: str = "auto"
     host: str = "0.0.0.0"  # noqa: S104 - a server in a pod listens on all interfaces
     port: int = 8080
+    grpc_port: int | None = None  # None: no gRPC endpoint (the operator's Deployment sets 8081)
+    grpc_max_streams: int = 100
     max_batch_size: int = 64
     max_batch_delay_ms: float = 0.0
     max_body_bytes: int = 8 * MIB
@@ -118,7 +120,7 @@ def _level(text: str) -> str:
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlops-server",
-        description="Serve a verified scikit-learn artifact over the Open Inference Protocol (V2) and "
+        description="Serve a verified scikit-learn artifact over the Open Inference Protocol (V2, HTTP and gRPC) and "
         "KServe V1, with Prometheus metrics, drift statistics, a prediction log and labelled feedback. "
         f"Every flag can also be set with an environment variable {ENV_PREFIX}<FLAG> (e.g. MLOPS_PORT).",
     )
@@ -153,6 +155,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--host", "address to listen on", default=_DEFAULTS.host)
     add("--port", "TCP port to listen on (0 picks a free one)", default=_DEFAULTS.port, type=_port)
     add(
+        "--grpc-port",
+        "TCP port of the gRPC endpoint (inference.GRPCInferenceService, the V2 protocol over gRPC); "
+        "0 picks a free one; unset: no gRPC endpoint",
+        type=_port,
+    )
+    add(
+        "--grpc-max-streams",
+        "concurrent gRPC calls per connection (HTTP/2 MAX_CONCURRENT_STREAMS); the whole server takes "
+        "at most --max-connections calls at once and --max-connections connections",
+        default=_DEFAULTS.grpc_max_streams,
+        type=_positive_int,
+    )
+    add(
         "--max-batch-size",
         "most rows merged into one model call",
         default=_DEFAULTS.max_batch_size,
@@ -167,7 +182,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     add(
         "--max-body-bytes",
-        "largest request body accepted (413 above)",
+        "largest request body accepted (413 above); also the largest gRPC message (RESOURCE_EXHAUSTED above)",
         default=_DEFAULTS.max_body_bytes,
         type=_positive_int,
     )

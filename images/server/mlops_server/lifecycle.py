@@ -6,7 +6,8 @@ run()    -> exit code: 0 after a clean stop; 2 when the artifact is refused (sha
          corrupted or untrusted file, bad signature), which restarting cannot fix; 1 when
          the port cannot be bound (and for crashes);
 stop()   thread-safe; what SIGTERM/SIGINT call: readiness turns 503, the listener closes,
-         in-flight requests finish (up to `shutdown_timeout`), logs are flushed.
+         in-flight requests finish (up to `shutdown_timeout`), logs are flushed. The gRPC
+         endpoint (when `grpc_port` is set) starts and drains alongside HTTP.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
@@ -28,6 +30,7 @@ from mlops_server.http import HttpServer, Limits
 from mlops_server.signature import Kind
 
 if TYPE_CHECKING:
+    from mlops_server.grpcapi import GrpcServer
     from mlops_server.model import ServedModel
 
 log = logs.get("lifecycle")
@@ -80,7 +83,24 @@ class Server:
         )
         self.http = HttpServer(self.app.handle, limits_for(settings), settings.access_log)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-model")
+        self.grpc: GrpcServer | None = None
+        if settings.grpc_port is not None:
+            # grpc's C core writes its own plain-text lines on stderr; every failure it reports
+            # reaches our JSON log as an exception or a status anyway (GRPC_VERBOSITY=debug brings
+            # them back when needed).
+            os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+            from mlops_server.grpcapi import GrpcServer  # grpc loads only when a gRPC port is asked for
+
+            self.grpc = GrpcServer(
+                self.app,
+                max_message_bytes=settings.max_body_bytes,
+                max_metadata_bytes=settings.max_header_bytes,
+                max_streams=settings.grpc_max_streams,
+                max_connections=settings.max_connections,
+                idle_timeout=settings.idle_timeout,
+            )
         self.port = 0
+        self.grpc_port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()  # binds to the loop on first wait (Python >= 3.10)
         self._started = False
@@ -89,12 +109,16 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._started = True
         self.port = await self.http.start(self.settings.host, self.settings.port)
-        log.info(
-            "Started listening",
-            extra={
-                "fields": {"host": self.settings.host, "port": self.port, "artifact": self.settings.artifact}
-            },
-        )
+        fields: dict[str, Any] = {"host": self.settings.host, "port": self.port}
+        if self.grpc is not None and self.settings.grpc_port is not None:
+            try:
+                self.grpc_port = await self.grpc.start(self.settings.host, self.settings.grpc_port)
+            except OSError:
+                self.http.begin_shutdown()
+                await self.http.drain(0)
+                raise
+            fields["grpc_port"] = self.grpc_port
+        log.info("Started listening", extra={"fields": {**fields, "artifact": self.settings.artifact}})
 
     def stop(self) -> None:
         """Begin a graceful stop; safe from signal handlers and other threads."""
@@ -109,12 +133,10 @@ class Server:
             try:
                 await self.start()
             except OSError as e:
-                log.error(
-                    "Failed to listen",
-                    extra={
-                        "fields": {"host": self.settings.host, "port": self.settings.port, "error": str(e)}
-                    },
-                )
+                fields: dict[str, Any] = {"host": self.settings.host, "port": self.settings.port}
+                if self.settings.grpc_port is not None:
+                    fields["grpc_port"] = self.settings.grpc_port
+                log.error("Failed to listen", extra={"fields": {**fields, "error": str(e)}})
                 self.executor.shutdown(wait=False)
                 return EXIT_FAILED
         assert self._loop is not None
@@ -181,8 +203,12 @@ class Server:
     async def _drain(self) -> None:
         self.app.closing = True
         self.http.begin_shutdown()
-        if not await self.http.drain(self.settings.shutdown_timeout):
+        timeout = self.settings.shutdown_timeout
+        grpc_stopped = asyncio.ensure_future(self.grpc.stop(timeout)) if self.grpc is not None else None
+        if not await self.http.drain(timeout):
             log.warning("Closed connections that were still busy at the shutdown timeout")
+        if grpc_stopped is not None:
+            await grpc_stopped
 
     def _attach(self, model: ServedModel) -> None:
         from mlops_server.batching import Batcher

@@ -56,6 +56,9 @@ CONTAINER: Final = "server"
 PORT: Final = 8080
 PORT_NAME: Final = "http"
 SERVICE_PORT: Final = 80
+# The V2 protocol over gRPC (issue #20): the same port in the container and on the Service.
+GRPC_PORT: Final = 8081
+GRPC_PORT_NAME: Final = "grpc"
 READY_PATH: Final = "/v2/health/ready"
 LIVE_PATH: Final = "/v2/health/live"
 METRICS_PATH: Final = "/metrics"
@@ -123,6 +126,16 @@ def url(isvc: Mapping[str, Any], cluster_domain: str = "cluster.local") -> str:
     """In-cluster URL of the model's V2 endpoint, e.g. http://iris.ml.svc.cluster.local/v2/models/iris."""
     meta = isvc["metadata"]
     return f"http://{meta['name']}.{meta['namespace']}.svc.{cluster_domain}/v2/models/{isvc['spec']['model']}"
+
+
+def grpc_address(
+    isvc: Mapping[str, Any], spec: InferenceServiceSpec, cluster_domain: str = "cluster.local"
+) -> str | None:
+    """In-cluster host:port of the gRPC endpoint, e.g. iris.ml.svc.cluster.local:8081; None without spec.grpc."""
+    if not spec.grpc:
+        return None
+    meta = isvc["metadata"]
+    return f"{meta['name']}.{meta['namespace']}.svc.{cluster_domain}:{GRPC_PORT}"
 
 
 def split_replicas(total: int, canary_percent: int) -> tuple[int, int]:
@@ -337,6 +350,8 @@ def server_args(
         "--runtime",
         server_runtime(mv),
     ]
+    if spec.grpc:
+        args += ["--grpc-port", str(GRPC_PORT)]
     rows = max_rows(spec)
     if rows is not None:
         args += ["--max-rows", str(rows)]
@@ -427,7 +442,7 @@ def deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mlops-server"],
         "args": server_args(isvc, spec, mv, settings),
-        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "ports": _container_ports(spec),
         "startupProbe": _probe(LIVE_PATH, period=2, failures=60),
         "readinessProbe": _probe(READY_PATH, period=5, failures=2),
         "livenessProbe": _probe(LIVE_PATH, period=10, failures=3, timeout=5),
@@ -475,8 +490,31 @@ def deployment(
     }
 
 
+def _container_ports(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
+    ports = [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}]
+    if spec.grpc:
+        ports.append({"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"})
+    return ports
+
+
+def _service_ports(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
+    ports = [{"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}]
+    if spec.grpc:
+        # appProtocol tells meshes and gateways to proxy it as gRPC (HTTP/2), not HTTP/1.1.
+        ports.append(
+            {
+                "name": GRPC_PORT_NAME,
+                "port": GRPC_PORT,
+                "targetPort": GRPC_PORT_NAME,
+                "protocol": "TCP",
+                "appProtocol": "grpc",
+            }
+        )
+    return ports
+
+
 def service(isvc: Mapping[str, Any], spec: InferenceServiceSpec) -> dict[str, Any]:
-    """ClusterIP Service `<isvc>` port 80 -> http, over both tracks' pods."""
+    """ClusterIP Service `<isvc>` port 80 -> http and, with spec.grpc, 8081 -> grpc, over both tracks' pods."""
     name = isvc["metadata"]["name"]
     return {
         "apiVersion": "v1",
@@ -487,7 +525,7 @@ def service(isvc: Mapping[str, Any], spec: InferenceServiceSpec) -> dict[str, An
         "spec": {
             "type": "ClusterIP",
             "selector": {LABEL_INFERENCE_SERVICE: name},
-            "ports": [{"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
+            "ports": _service_ports(spec),
         },
     }
 

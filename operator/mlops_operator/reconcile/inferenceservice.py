@@ -627,6 +627,7 @@ def compute_status(isvc: Body, spec: InferenceServiceSpec, facts: Facts, now: st
         "observedGeneration": generation,
         "conditions": merge(old.get("conditions"), conds, generation, now),
         "url": build.url(isvc),
+        "grpcAddress": build.grpc_address(isvc, spec),
         "modelVersion": serving,
         "version": int(serving_mv["spec"]["version"]) if serving_mv else None,
         "desiredModelVersion": choice.name,

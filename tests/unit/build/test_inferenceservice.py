@@ -166,9 +166,11 @@ def expected_args(log: str | None = DEFAULT_LOG, rate: str = "1", **flags: str) 
         "--drift-window": "1000",
         "--shutdown-timeout": "20",
         "--runtime": "auto",
+        "--grpc-port": "8081",
         "--max-rows": "65536",
     }
     values.update({"--" + k.replace("_", "-"): v for k, v in flags.items()})
+    values = {k: v for k, v in values.items() if v}  # a flag given as "" is left out
     if log is not None:
         values.update({"--prediction-log": log, "--log-sample-rate": rate})
     return [item for pair in values.items() for item in pair]
@@ -203,6 +205,7 @@ ARG_CASES = [
     # Arrays only when verification compared them with scikit-learn (status.servingRuntime).
     ("verified-for-sklearn", {}, mv(runtime="sklearn"), expected_args(runtime="sklearn")),
     ("verified-before-the-runtime-was-recorded", {}, mv(runtime=None), expected_args(runtime="sklearn")),
+    ("grpc-off", {"grpc": False}, mv(), expected_args(grpc_port="")),
 ]
 
 
@@ -401,7 +404,10 @@ def test_security_contexts_are_restricted() -> None:
 
 def test_port_and_probes() -> None:
     c = container(deploy())
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert c["startupProbe"]["httpGet"]["port"] == "http"
@@ -492,10 +498,30 @@ def test_service_selects_both_tracks() -> None:
     assert s["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert s["spec"]["type"] == "ClusterIP"
     assert s["spec"]["selector"] == {"mlops.dev/inference-service": "iris"}
-    assert s["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert s["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+    ]
     for track in ("stable", "canary"):
         pod_labels = deploy(track=track)["spec"]["template"]["metadata"]["labels"]
         assert s["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_grpc_off_leaves_http_only() -> None:
+    """spec.grpc: false -> no gRPC flag, container port, Service port or address (issue #20)."""
+    body = isvc(grpc=False)
+    spec = parsed(body)
+    c = container(deploy(body))
+    assert [p["name"] for p in c["ports"]] == ["http"]
+    assert "--grpc-port" not in c["args"]
+    assert [p["name"] for p in b.service(body, spec)["spec"]["ports"]] == ["http"]
+    assert b.grpc_address(body, spec) is None
+
+
+def test_grpc_address() -> None:
+    body = isvc()
+    assert b.grpc_address(body, parsed(body)) == "iris.ml.svc.cluster.local:8081"
+    assert b.grpc_address(body, parsed(body), "corp.example") == "iris.ml.svc.corp.example:8081"
 
 
 def test_hpa_absent_without_autoscaling() -> None:

@@ -430,6 +430,7 @@ def test_status_with_nothing_to_serve() -> None:
     assert "modelVersion" not in status and "traffic" not in status and "canary" not in status
     assert (status["replicas"], status["readyReplicas"], status["observedGeneration"]) == (0, 0, 2)
     assert status["url"] == "http://iris.ml.svc.cluster.local/v2/models/iris"
+    assert status["grpcAddress"] == "iris.ml.svc.cluster.local:8081"
     assert status["selector"] == "mlops.dev/inference-service=iris"
 
 

@@ -196,6 +196,7 @@ class StderrLog:
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
+        self.other: list[bytes] = []  # lines that are not JSON (the log schema allows none)
         assert proc.stderr is not None
         self._thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
         self._thread.start()
@@ -204,6 +205,8 @@ class StderrLog:
         for raw in stream:
             if raw.startswith(b"{"):
                 self.lines.put(json.loads(raw))
+            elif raw.strip():
+                self.other.append(raw)
 
     def wait_for(self, message: str, timeout: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

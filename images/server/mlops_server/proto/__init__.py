@@ -1,0 +1,1 @@
+"""Generated protocol buffer messages (`make protos`); never edited by hand."""
