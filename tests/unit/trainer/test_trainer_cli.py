@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,12 +68,13 @@ def test_process_train_verify_and_exit_codes(tmp_path: Path) -> None:
 
 def test_sigterm_before_a_trial_finishes_exits_143_without_a_score(tmp_path: Path) -> None:
     """A trial pod deleted gracefully (eviction, drain) exits non-zero, so its Job index is run
-    again, and leaves no score behind (issue #19). The trial blocks reading its data from a FIFO
-    until the signal arrives."""
-    (tmp_path / "pvc" / "data").mkdir(parents=True)
-    os.mkfifo(tmp_path / "pvc" / "data" / "rows.csv")
+    again, and leaves no score behind (issue #19). The trial blocks downloading its data from a
+    loopback server that accepts the connection and never answers, until the signal arrives."""
+    stall = socket.create_server(("127.0.0.1", 0))
+    stall.listen(8)
+    port = stall.getsockname()[1]
     spec = make_spec(
-        data={"source": {"uri": "pvc://data/rows.csv"}, "target": "y"},
+        data={"source": {"uri": f"http://127.0.0.1:{port}/rows.csv"}, "target": "y"},
         tuning={"space": {"n_estimators": [5, 10]}},
     )
     result_file = tmp_path / "termination-log"
@@ -99,6 +101,7 @@ def test_sigterm_before_a_trial_finishes_exits_143_without_a_score(tmp_path: Pat
         out, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()
+        stall.close()
     assert proc.returncode == 143, out
     result = json.loads(out)
     assert result == json.loads(result_file.read_text())
