@@ -9,16 +9,22 @@ the issue's ≥ 40 cases.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from clusterkit import (
+    ROOT,
     condition,
     create,
     events_for,
     finish_pod,
     inferenceservice,
+    kubectl,
     modelversion,
     pods_of,
     status_of,
@@ -28,6 +34,7 @@ from clusterkit import (
 
 from conftest import OperatorRunner
 from mlops_operator.kube import Kube, KubeError
+from mlops_operator.settings import Settings
 
 SHA = "0" * 64
 
@@ -338,3 +345,193 @@ def test_nothing_is_created_into_a_terminating_namespace(
         assert errors == [], [r.getMessage() for r in errors]
     finally:
         release_namespace(kube, namespace)
+
+
+# --- Tenant policy: images and ServiceAccounts ----------------------------------------------------
+ADMISSION = ROOT / "manifests" / "admission"
+STRICT = {"allowedImagePrefixes": "mlops-operator/, registry.example.com/ml/", "allowServiceAccount": "false"}
+VAP = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+VAPB = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+
+
+def set_policy(kube: Kube, namespace: str, data: dict[str, str]) -> None:
+    path = f"/api/v1/namespaces/{namespace}/configmaps"
+    body = {"metadata": {"name": "mlops-tenant-policy"}, "data": data}
+    try:
+        kube.request("PUT", f"{path}/mlops-tenant-policy", body=body)
+    except KubeError as e:
+        if e.status != 404:
+            raise
+        kube.request("POST", path, body=body)
+
+
+def refusal(kube: Kube, namespace: str, doc: dict[str, Any]) -> str | None:
+    """The API server's answer to a dry-run create: None when admitted, else its message."""
+    try:
+        kube.request(
+            "POST",
+            f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/{doc['kind'].lower()}s",
+            body=doc,
+            query={"dryRun": "All"},
+        )
+    except KubeError as e:
+        return e.body
+    return None
+
+
+@pytest.fixture
+def admission_policy(kube: Kube, kubeconfig: str, namespace: str) -> Iterator[str]:
+    """The shipped ValidatingAdmissionPolicy and binding (manifests/admission), bound to this
+    test's namespace only and reading its parameters from a ConfigMap there, so no other test
+    and no installed operator is affected. Yields the policy's name."""
+    docs = [d for d in yaml.safe_load_all(kubectl(kubeconfig, "kustomize", str(ADMISSION)).stdout) if d]
+    policy, binding = (
+        next(d for d in docs if d["kind"] == k)
+        for k in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    )
+    name = f"{policy['metadata']['name']}-{namespace}"
+    policy["metadata"]["name"] = binding["metadata"]["name"] = binding["spec"]["policyName"] = name
+    binding["spec"]["paramRef"]["namespace"] = namespace
+    binding["spec"]["matchResources"] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    }
+    set_policy(kube, namespace, STRICT)
+    kube.request("POST", VAP, body=policy)
+    kube.request("POST", VAPB, body=binding)
+    try:
+        # The API server compiles the policy and starts enforcing it a moment after the create.
+        wait_for(
+            lambda: refusal(kube, namespace, named(trainingjob("probe", image="evil/x"), "probe")),
+            timeout=60,
+            what="the admission policy enforced",
+        )
+        yield name
+    finally:
+        for path in (f"{VAPB}/{name}", f"{VAP}/{name}"):
+            with contextlib.suppress(KubeError):
+                kube.request("DELETE", path)
+
+
+NOT_UNDER = "is not under an allowed prefix (mlops-operator/, registry.example.com/ml/)"
+NO_ACCOUNT = (
+    "serviceAccountName may not be set: this operator runs pods as the namespace's default ServiceAccount"
+)
+
+# (case, document, what the refusal says): refused by the admission policy and, without it, by the operator.
+NOT_PERMITTED = [
+    (
+        "tj-image",
+        trainingjob("bad", image="docker.io/evil/miner:latest"),
+        f"spec.image docker.io/evil/miner:latest {NOT_UNDER}",
+    ),
+    (
+        "tj-lookalike-registry",
+        trainingjob("bad", image="registry.example.com.evil/ml/t:1"),
+        f"spec.image registry.example.com.evil/ml/t:1 {NOT_UNDER}",
+    ),
+    ("tj-service-account", trainingjob("bad", serviceAccountName="admin"), f"spec.{NO_ACCOUNT}"),
+    ("is-image", inferenceservice("bad", image="evil/server:1"), f"spec.image evil/server:1 {NOT_UNDER}"),
+    ("is-service-account", inferenceservice("bad", serviceAccountName="admin"), f"spec.{NO_ACCOUNT}"),
+    (
+        "is-retraining-template-image",
+        inferenceservice(
+            "bad",
+            retraining={
+                "template": {
+                    "data": {"source": {"uri": "builtin:iris"}},
+                    "estimator": {"class": "LogisticRegression"},
+                    "image": "evil/trainer:1",
+                }
+            },
+        ),
+        f"spec.retraining.template.image evil/trainer:1 {NOT_UNDER}",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"), [(d, m) for _, d, m in NOT_PERMITTED], ids=[n for n, _, _ in NOT_PERMITTED]
+)
+def test_admission_policy_refuses(
+    kube: Kube, namespace: str, admission_policy: str, doc: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(KubeError) as refused:
+        create(kube, namespace, doc)
+    assert refused.value.status == 403, refused.value
+    assert f"ValidatingAdmissionPolicy '{admission_policy}'" in refused.value.body
+    assert message in refused.value.body, refused.value.body
+
+
+def test_admission_policy_admits_allowed_specs_and_reads_its_configmap_live(
+    kube: Kube, namespace: str, admission_policy: str
+) -> None:
+    """Allowed images, the operator's default image (no spec.image) and, once the ConfigMap
+    allows it, a ServiceAccount are admitted; an update that leaves the spec alone is never
+    checked, so an object admitted before a stricter policy can still be labelled and deleted."""
+    assert refusal(kube, namespace, trainingjob("ok", image="registry.example.com/ml/trainer:2")) is None
+    assert refusal(kube, namespace, inferenceservice("ok", image="mlops-operator/server:dev")) is None
+    create(kube, namespace, trainingjob("plain"))
+    accounts = trainingjob("sa", serviceAccountName="trainer")
+    assert refusal(kube, namespace, accounts) is not None
+    set_policy(kube, namespace, STRICT | {"allowServiceAccount": "true"})
+    wait_for(lambda: refusal(kube, namespace, accounts) is None, timeout=30, what="the new parameters read")
+    create(kube, namespace, accounts)
+    set_policy(kube, namespace, STRICT)
+    wait_for(
+        lambda: refusal(kube, namespace, accounts) is not None, timeout=30, what="the strict parameters read"
+    )
+    # Labels (and kopf's finalizers) still go onto the object admitted under the old parameters ...
+    kube.request(
+        "PATCH",
+        f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/trainingjobs/sa",
+        body={"metadata": {"labels": {"team": "a"}}},
+        content_type="application/merge-patch+json",
+    )
+    # ... but its spec cannot be changed while it names a ServiceAccount.
+    with pytest.raises(KubeError) as refused:
+        kube.request(
+            "PATCH",
+            f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/trainingjobs/sa",
+            body={"spec": {"backoffLimit": 1}},
+            content_type="application/merge-patch+json",
+        )
+    assert NO_ACCOUNT in refused.value.body
+
+
+@pytest.fixture
+def strict_operator(namespace: str, kubeconfig: str, test_settings: Settings) -> Iterator[OperatorRunner]:
+    """The operator with the strict tenant settings and no admission policy on the cluster."""
+    settings = dataclasses.replace(
+        test_settings,
+        allowed_image_prefixes=("mlops-operator/", "registry.example.com/ml/"),
+        allow_service_account=False,
+    )
+    runner = OperatorRunner(namespace, settings).start()
+    yield runner
+    runner.stop()
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"), [(d, m) for _, d, m in NOT_PERMITTED], ids=[n for n, _, _ in NOT_PERMITTED]
+)
+def test_operator_refuses_what_the_policy_would_before_any_pod(
+    kube: Kube, namespace: str, strict_operator: OperatorRunner, doc: dict[str, Any], message: str
+) -> None:
+    """Without the admission policy the operator enforces the same settings: NotPermitted in
+    Ready (Failed for a TrainingJob, Stalled for an InferenceService), a Warning Event, no pod."""
+    kind = doc["kind"]
+    create(kube, namespace, doc)
+    status = wait_for(
+        lambda: (s := status_of(kube, kind, namespace, "bad")).get("conditions") and s, what="a status"
+    )
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NotPermitted")
+    assert message in ready["message"], ready["message"]
+    assert condition(status, "Stalled")["status"] == "True"
+    if kind == "TrainingJob":
+        assert status["phase"] == "Failed"
+        assert condition(status, "Validated")["reason"] == "NotPermitted"
+    [event] = wait_for(lambda: warnings_for(kube, namespace, "bad", "NotPermitted"), what="a Warning Event")
+    assert message in event["message"]
+    for child in ("Job", "Deployment", "Pod"):
+        assert kube.list(child, namespace) == [], child

@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from mlops_contract.api.common import LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION
 from mlops_contract.api.inferenceservice import InferenceServiceSpec, Metrics
 from mlops_contract.timeutil import format_time, parse_time
+from mlops_operator import tenancy
 from mlops_operator.build import inferenceservice as build
 from mlops_operator.build import retraining as build_retraining
 from mlops_operator.monitor import scrape, triggers
@@ -616,6 +617,11 @@ async def reconcile(ctx: Context, isvc: Body) -> bool:
         spec = InferenceServiceSpec.model_validate(isvc["spec"])
     except ValidationError as e:
         await ctx.write_invalid_spec(isvc, str(e))
+        return True
+    if refused := tenancy.refused(spec, ctx.settings):
+        # No Deployment is applied with what the policy refuses; one already running keeps
+        # serving what it was allowed to.
+        await ctx.write_invalid_spec(isvc, "; ".join(refused), tenancy.NOT_PERMITTED)
         return True
     now_dt = ctx.clock()
     now = format_time(now_dt)

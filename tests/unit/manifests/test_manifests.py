@@ -214,3 +214,56 @@ def test_peering_rbac_only_in_production() -> None:
     for overlay in ("local", "kind"):
         assert not [r for r in rules(overlay) if r[0] == "kopf.dev"]
     assert [r for r in rules("production") if r[0] == "kopf.dev"]
+
+
+# --- Tenant policy (issue #19) -------------------------------------------------------------------
+def tenant_policy(overlay: str) -> dict[str, str]:
+    (cm,) = [
+        c for c in of_kind(render(overlay), "ConfigMap") if c["metadata"]["name"] == "mlops-tenant-policy"
+    ]
+    assert cm["metadata"]["namespace"] == "mlops-system"
+    return dict(cm["data"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_admission_policy_and_operator_read_one_configmap(overlay: str) -> None:
+    """The ValidatingAdmissionPolicy's parameters and the operator's settings are the same
+    ConfigMap, so admission and the operator's own check cannot disagree."""
+    docs = render(overlay)
+    (policy,) = of_kind(docs, "ValidatingAdmissionPolicy")
+    (binding,) = of_kind(docs, "ValidatingAdmissionPolicyBinding")
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert policy["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
+    [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["apiGroups"] == ["mlops.dev"] and set(rule["resources"]) == {
+        "trainingjobs",
+        "inferenceservices",
+    }
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    ref = binding["spec"]["paramRef"]
+    assert ref["parameterNotFoundAction"] == "Deny"  # no ConfigMap never means "anything goes"
+    data = tenant_policy(overlay)
+    assert (ref["namespace"], ref["name"]) == ("mlops-system", "mlops-tenant-policy")
+    env = {e["name"]: e for e in deployment(overlay)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for var, key in (
+        ("MLOPS_ALLOWED_IMAGE_PREFIXES", "allowedImagePrefixes"),
+        ("MLOPS_ALLOW_SERVICE_ACCOUNT", "allowServiceAccount"),
+    ):
+        assert env[var]["valueFrom"]["configMapKeyRef"] == {"name": "mlops-tenant-policy", "key": key}
+        assert key in data
+    assert data["allowServiceAccount"] == "false"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_operators_own_images_are_under_an_allowed_prefix(overlay: str) -> None:
+    """A user who names the operator's trainer or server image is not refused, and every prefix
+    ends with "/" (a bare host would also admit registry.example.com.evil/...)."""
+    prefixes = [p.strip() for p in tenant_policy(overlay)["allowedImagePrefixes"].split(",") if p.strip()]
+    assert prefixes and all(p.endswith("/") for p in prefixes)
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment(overlay)["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    for var in ("MLOPS_TRAINER_IMAGE", "MLOPS_SERVER_IMAGE"):
+        assert env[var].startswith(tuple(prefixes)), (var, env[var], prefixes)
