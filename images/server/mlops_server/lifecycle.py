@@ -76,8 +76,19 @@ class Server:
             max_rows=settings.max_rows,
             offload_bytes=settings.offload_bytes,
             max_body_bytes=settings.max_body_bytes,
+            feedback_token=settings.feedback_token,
         )
-        self.http = HttpServer(self.app.handle, limits_for(settings), settings.access_log)
+        # With a monitoring port, two listeners share the App: prediction on one, /metrics and
+        # feedback on the other (issue #19); otherwise one listener serves every route.
+        split = settings.monitoring_port is not None
+        handler = self.app.handle_prediction if split else self.app.handle
+        self.http = HttpServer(handler, limits_for(settings), settings.access_log)
+        self.monitoring_http = (
+            HttpServer(self.app.handle_monitoring, limits_for(settings), settings.access_log)
+            if split
+            else None
+        )
+        self.monitoring_port: int | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-model")
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -88,10 +99,23 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._started = True
         self.port = await self.http.start(self.settings.host, self.settings.port)
+        if self.monitoring_http is not None and self.settings.monitoring_port is not None:
+            try:
+                self.monitoring_port = await self.monitoring_http.start(
+                    self.settings.host, self.settings.monitoring_port
+                )
+            except OSError:
+                self.http.begin_shutdown()  # both ports or neither
+                raise
         log.info(
             "Started listening",
             extra={
-                "fields": {"host": self.settings.host, "port": self.port, "artifact": self.settings.artifact}
+                "fields": {
+                    "host": self.settings.host,
+                    "port": self.port,
+                    "monitoring_port": self.monitoring_port,
+                    "artifact": self.settings.artifact,
+                }
             },
         )
 
@@ -179,8 +203,11 @@ class Server:
 
     async def _drain(self) -> None:
         self.app.closing = True
-        self.http.begin_shutdown()
-        if not await self.http.drain(self.settings.shutdown_timeout):
+        servers = [self.http] + ([self.monitoring_http] if self.monitoring_http is not None else [])
+        for server in servers:
+            server.begin_shutdown()
+        drained = await asyncio.gather(*(s.drain(self.settings.shutdown_timeout) for s in servers))
+        if not all(drained):
             log.warning("Closed connections that were still busy at the shutdown timeout")
 
     def _attach(self, model: ServedModel) -> None:
