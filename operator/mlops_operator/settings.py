@@ -44,6 +44,10 @@ class Settings:
     allowed_image_prefixes: tuple[str, ...] = field(default_factory=tuple)
     # Whether a spec may name the ServiceAccount its pods run as.
     allow_service_account: bool = True
+    # Who may read a serving pod's /metrics through its NetworkPolicy (issue #19): the pods of
+    # these namespaces (Prometheus), and the operator's own pods in `operator_namespace`.
+    monitoring_namespaces: tuple[str, ...] = ("monitoring",)
+    operator_namespace: str = "mlops-system"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -61,6 +65,8 @@ class Settings:
             metrics_port=int(e.get("MLOPS_METRICS_PORT", "0")),
             allowed_image_prefixes=_list(e.get("MLOPS_ALLOWED_IMAGE_PREFIXES", "")),
             allow_service_account=_flag(e.get("MLOPS_ALLOW_SERVICE_ACCOUNT", "true")),
+            monitoring_namespaces=_list(e.get("MLOPS_MONITORING_NAMESPACES", "monitoring")),
+            operator_namespace=e.get("MLOPS_OPERATOR_NAMESPACE", "mlops-system"),
         )
 
 

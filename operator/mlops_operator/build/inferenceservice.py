@@ -52,6 +52,12 @@ COMPONENT: Final = "inference-server"
 CONTAINER: Final = "server"
 PORT: Final = 8080
 PORT_NAME: Final = "http"
+# /metrics and feedback on a port of their own (issue #19): a NetworkPolicy tells ports apart,
+# not paths (build/networkpolicy.py).
+MONITORING_PORT: Final = 8081
+MONITORING_PORT_NAME: Final = "monitoring"
+# The bearer token feedback must carry, from spec.access.feedbackToken's Secret (the server's env).
+FEEDBACK_TOKEN_ENV: Final = "MLOPS_FEEDBACK_TOKEN"  # noqa: S105 - a variable name, not a secret
 SERVICE_PORT: Final = 80
 READY_PATH: Final = "/v2/health/ready"
 LIVE_PATH: Final = "/v2/health/live"
@@ -207,6 +213,8 @@ def server_args(
         mv["metadata"]["name"],
         "--port",
         str(PORT),
+        "--monitoring-port",
+        str(MONITORING_PORT),
         "--max-batch-size",
         str(spec.batching.max_batch_size),
         "--max-batch-delay-ms",
@@ -291,7 +299,10 @@ def deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mlops-server"],
         "args": server_args(isvc, spec, mv, settings),
-        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"},
+            {"name": MONITORING_PORT_NAME, "containerPort": MONITORING_PORT, "protocol": "TCP"},
+        ],
         "startupProbe": _probe(LIVE_PATH, period=2, failures=60),
         "readinessProbe": _probe(READY_PATH, period=5, failures=2),
         "livenessProbe": _probe(LIVE_PATH, period=10, failures=3, timeout=5),
@@ -300,6 +311,10 @@ def deployment(
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }
+    if (token := spec.access.feedback_token) is not None:
+        # The kubelet reads the Secret; the operator needs no RBAC on Secrets.
+        ref = {"name": token.name, "key": token.key}
+        container["env"] = [{"name": FEEDBACK_TOKEN_ENV, "valueFrom": {"secretKeyRef": ref}}]
     pod_spec: dict[str, Any] = {
         "securityContext": pod_security_context(settings),
         # The server never talks to the API server.
@@ -320,7 +335,7 @@ def deployment(
                 "labels": pod_labels,
                 "annotations": {
                     "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(PORT),
+                    "prometheus.io/port": str(MONITORING_PORT),
                     "prometheus.io/path": METRICS_PATH,
                     ANNOTATION_ARTIFACT_SHA256: sha,
                 },
@@ -338,19 +353,34 @@ def deployment(
     }
 
 
+def owned_meta(isvc: Mapping[str, Any], spec: InferenceServiceSpec, name: str) -> dict[str, Any]:
+    """Metadata of a child `name` of the InferenceService other than its Deployments."""
+    isvc_name = isvc["metadata"]["name"]
+    return object_meta(
+        name, isvc, labels(COMPONENT, isvc_name, spec.model, **{LABEL_INFERENCE_SERVICE: isvc_name})
+    )
+
+
 def service(isvc: Mapping[str, Any], spec: InferenceServiceSpec) -> dict[str, Any]:
-    """ClusterIP Service `<isvc>` port 80 -> http, over both tracks' pods."""
+    """ClusterIP Service `<isvc>` port 80 -> http, and port 8081 -> monitoring (feedback,
+    /metrics), over both tracks' pods."""
     name = isvc["metadata"]["name"]
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": object_meta(
-            name, isvc, labels(COMPONENT, name, spec.model, **{LABEL_INFERENCE_SERVICE: name})
-        ),
+        "metadata": owned_meta(isvc, spec, name),
         "spec": {
             "type": "ClusterIP",
             "selector": {LABEL_INFERENCE_SERVICE: name},
-            "ports": [{"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
+            "ports": [
+                {"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"},
+                {
+                    "name": MONITORING_PORT_NAME,
+                    "port": MONITORING_PORT,
+                    "targetPort": MONITORING_PORT_NAME,
+                    "protocol": "TCP",
+                },
+            ],
         },
     }
 
@@ -368,9 +398,7 @@ def hpa(isvc: Mapping[str, Any], spec: InferenceServiceSpec) -> dict[str, Any] |
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": object_meta(
-            target, isvc, labels(COMPONENT, name, spec.model, **{LABEL_INFERENCE_SERVICE: name})
-        ),
+        "metadata": owned_meta(isvc, spec, target),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
             "minReplicas": spec.autoscaling.min_replicas,

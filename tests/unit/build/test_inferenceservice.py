@@ -131,7 +131,7 @@ def test_pod_labels() -> None:
 def test_prometheus_scrape_annotations() -> None:
     annotations = deploy()["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == "8080"
+    assert annotations["prometheus.io/port"] == "8081"  # the monitoring port (issue #19)
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
@@ -161,6 +161,7 @@ def expected_args(log: str | None = DEFAULT_LOG, rate: str = "1", **flags: str) 
         "--sha256": SHA3,
         "--model-version": "iris-3",
         "--port": "8080",
+        "--monitoring-port": "8081",
         "--max-batch-size": "64",
         "--max-batch-delay-ms": "0",
         "--drift-window": "1000",
@@ -317,7 +318,10 @@ def test_security_contexts_are_restricted() -> None:
 
 def test_port_and_probes() -> None:
     c = container(deploy())
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "monitoring", "containerPort": 8081, "protocol": "TCP"},
+    ]
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert c["startupProbe"]["httpGet"]["port"] == "http"
@@ -408,7 +412,10 @@ def test_service_selects_both_tracks() -> None:
     assert s["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert s["spec"]["type"] == "ClusterIP"
     assert s["spec"]["selector"] == {"mlops.dev/inference-service": "iris"}
-    assert s["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert s["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "monitoring", "port": 8081, "targetPort": "monitoring", "protocol": "TCP"},
+    ]
     for track in ("stable", "canary"):
         pod_labels = deploy(track=track)["spec"]["template"]["metadata"]["labels"]
         assert s["spec"]["selector"].items() <= pod_labels.items()

@@ -31,6 +31,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "services"): {"list", "watch", "create", "patch"},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "create", "patch", "delete"},
     ("", "pods"): {"list"},
     ("", "persistentvolumeclaims"): {"get"},
     ("", "events"): {"create"},
