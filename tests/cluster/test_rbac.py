@@ -58,6 +58,7 @@ EXPECTED = {
     "deployments.apps": "get list watch create patch delete",
     "services": "list watch create patch",
     "horizontalpodautoscalers.autoscaling": "get create patch delete",
+    "networkpolicies.networking.k8s.io": "get create patch delete",
     "pods": "list",
     "persistentvolumeclaims": "get",
     "events": "create",
@@ -197,6 +198,7 @@ def test_operator_runs_with_exactly_the_shipped_rbac(
     assert status["modelVersion"] == mv
     assert kube.get("Service", namespace, "iris") is not None
     assert kube.get("HorizontalPodAutoscaler", namespace, "iris-predictor") is not None
+    assert kube.get("NetworkPolicy", namespace, "iris") is not None
     # Events were recorded by the operator's own account.
     assert [e for e in kube.list("Event", namespace) if e["involvedObject"]["name"] == "rbac"]
     assert operator_as_serviceaccount.error is None

@@ -20,7 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 MANIFESTS = ROOT / "manifests"
-OVERLAYS = ("local", "kind", "production")
+OVERLAYS = ("local", "kind", "production", "namespaced")
 OUR_KINDS = ("trainingjobs", "modelversions", "inferenceservices")
 # Every (apiGroup, resource) the operator may touch, with the verbs it needs: the review list.
 # Adding a permission means adding it here too, with the call that needs it.
@@ -268,3 +268,54 @@ def test_the_operators_own_images_are_under_an_allowed_prefix(overlay: str) -> N
     }
     for var in ("MLOPS_TRAINER_IMAGE", "MLOPS_SERVER_IMAGE"):
         assert env[var].startswith(tuple(prefixes)), (var, env[var], prefixes)
+
+
+# --- Namespaced install (issue #19) ----------------------------------------------------------------
+CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
+
+
+def role_rules(docs: tuple[dict[str, Any], ...], name: str) -> set[tuple[str, str]]:
+    (role,) = [r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"] == name]
+    return {(g, res) for rule in role["rules"] for g in rule["apiGroups"] for res in rule["resources"]}
+
+
+def test_namespaced_install_grants_nothing_namespaced_cluster_wide() -> None:
+    """Cluster-wide the operator may only read CRDs and namespace names; every rule on
+    namespaced resources (Jobs, Deployments, our kinds, ...) comes through a RoleBinding, so it
+    holds in the watched namespaces alone (not in kube-system)."""
+    docs = render("namespaced")
+    for binding in of_kind(docs, "ClusterRoleBinding"):
+        granted = role_rules(docs, binding["roleRef"]["name"])
+        assert granted <= CLUSTER_SCOPED, (binding["metadata"]["name"], granted - CLUSTER_SCOPED)
+        (role,) = [
+            r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"] == binding["roleRef"]["name"]
+        ]
+        assert {v for rule in role["rules"] for v in rule["verbs"]} <= {"list", "watch"}
+    bound = {b["roleRef"]["name"] for b in of_kind(docs, "RoleBinding")}
+    assert bound == {"mlops-operator"}
+    assert ("batch", "jobs") in role_rules(docs, "mlops-operator")
+
+
+def test_namespaced_install_binds_exactly_the_watched_namespaces() -> None:
+    docs = render("namespaced")
+    args = deployment("namespaced")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--all-namespaces" not in args and "-A" not in args
+    watched = {a.split("=", 1)[1] for a in args if a.startswith("--namespace=")}
+    bindings = of_kind(docs, "RoleBinding")
+    assert watched and {b["metadata"]["namespace"] for b in bindings} == watched
+    assert len(bindings) == len(watched)
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "mlops-operator",
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "mlops-operator", "namespace": "mlops-system"}
+        ]
+
+
+@pytest.mark.parametrize("overlay", ("local", "kind", "production"))
+def test_cluster_wide_installs_have_no_rolebindings(overlay: str) -> None:
+    assert of_kind(render(overlay), "RoleBinding") == []
+    assert "--all-namespaces" in deployment(overlay)["spec"]["template"]["spec"]["containers"][0]["args"]
