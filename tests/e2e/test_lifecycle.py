@@ -120,6 +120,9 @@ def test_inferenceservice_serves_predictions_through_its_service(cluster: Cluste
     assert cluster.status(namespace, "modelversion", "iris-v1").get("stage") == "Production"
 
 
+# kube-router rejects what a policy does not allow with a TCP reset (tests/e2e/test_node.py).
+DROPPED = ("ConnectionRefusedError", "TimeoutError")
+
 # One POST to each port of the InferenceService's Service: prints {port: HTTP status or the error}.
 REACH = """
 import http.client, json
@@ -162,11 +165,11 @@ def test_another_namespace_cannot_post_feedback(cluster: Cluster, namespace: str
         return result
 
     try:
-        assert reach(namespace, "reach-own") == {"80": 200, "8081": 404}
-        assert reach(other, "reach-other") == {
-            "80": "ConnectionRefusedError",
-            "8081": "ConnectionRefusedError",
-        }
+        own = reach(namespace, "reach-own")
+        # 202: another replica's id, kept for retraining; 404 without a prediction log.
+        assert own["80"] == 200 and own["8081"] in (202, 404), own
+        refused = reach(other, "reach-other")
+        assert refused["80"] in DROPPED and refused["8081"] in DROPPED, refused
         cluster.kubectl(
             "-n", namespace, "patch", "inferenceservice", "iris", "--type=merge",
             "-p", json.dumps({"spec": {"access": {"predictionFrom": [namespace, other]}}}),
@@ -177,7 +180,7 @@ def test_another_namespace_cannot_post_feedback(cluster: Cluster, namespace: str
             interval=2,
             what="prediction opened to the other namespace",
         )
-        assert opened["8081"] == "ConnectionRefusedError", opened
+        assert opened["8081"] in DROPPED, opened
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
 
