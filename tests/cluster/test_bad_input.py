@@ -72,6 +72,16 @@ REFUSED_AT_ADMISSION = [
         "minTrials must not exceed maxTrials",
     ),
     (
+        "is-prediction-from-a-glob",
+        inferenceservice("ok", access={"predictionFrom": ["team-*"]}),
+        'spec.access.predictionFrom[0]: Invalid value: "team-*"',
+    ),
+    (
+        "is-feedback-token-without-key",
+        inferenceservice("ok", access={"feedbackToken": {"name": "token"}}),
+        "spec.access.feedbackToken.key: Required value",
+    ),
+    (
         "tj-min-trials-zero",
         named(trainingjob("ok", tuning={"space": {"C": [1, 2]}, "minTrials": 0}), "ok"),
         "spec.tuning.minTrials",
