@@ -227,14 +227,16 @@ def tenant_policy(overlay: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_admission_policy_and_operator_read_one_configmap(overlay: str) -> None:
-    """The ValidatingAdmissionPolicy's parameters and the operator's settings are the same
-    ConfigMap, so admission and the operator's own check cannot disagree."""
+def test_admission_policy_and_operator_get_the_same_values(overlay: str) -> None:
+    """The operator's settings come from the ConfigMap, and the ValidatingAdmissionPolicy's two
+    literals are copied from it when the overlay is built (manifests/admission), so admission and
+    the operator's own check cannot disagree, even in an overlay that changes the values."""
     docs = render(overlay)
     (policy,) = of_kind(docs, "ValidatingAdmissionPolicy")
     (binding,) = of_kind(docs, "ValidatingAdmissionPolicyBinding")
     assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
-    assert policy["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
+    # No paramKind: a ConfigMap parameter can stop resolving for good (kubernetes/kubernetes#130887).
+    assert "paramKind" not in policy["spec"] and "paramRef" not in binding["spec"]
     [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
     assert rule["apiGroups"] == ["mlops.dev"] and set(rule["resources"]) == {
         "trainingjobs",
@@ -242,18 +244,23 @@ def test_admission_policy_and_operator_read_one_configmap(overlay: str) -> None:
     }
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
-    ref = binding["spec"]["paramRef"]
-    assert ref["parameterNotFoundAction"] == "Deny"  # no ConfigMap never means "anything goes"
+    assert "matchResources" not in binding["spec"]  # every namespace
     data = tenant_policy(overlay)
-    assert (ref["namespace"], ref["name"]) == ("mlops-system", "mlops-tenant-policy")
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["prefixes"].split("'")[1] == data["allowedImagePrefixes"]
+    assert variables["allowServiceAccount"].split("'")[1] == data["allowServiceAccount"] == "false"
     env = {e["name"]: e for e in deployment(overlay)["spec"]["template"]["spec"]["containers"][0]["env"]}
     for var, key in (
         ("MLOPS_ALLOWED_IMAGE_PREFIXES", "allowedImagePrefixes"),
         ("MLOPS_ALLOW_SERVICE_ACCOUNT", "allowServiceAccount"),
     ):
         assert env[var]["valueFrom"]["configMapKeyRef"] == {"name": "mlops-tenant-policy", "key": key}
-        assert key in data
-    assert data["allowServiceAccount"] == "false"
+
+
+def test_production_sets_its_registry_in_both_places() -> None:
+    assert tenant_policy("production")["allowedImagePrefixes"] == "registry.example.com/mlops-operator/"
+    (policy,) = of_kind(render("production"), "ValidatingAdmissionPolicy")
+    assert "'registry.example.com/mlops-operator/'" in str(policy["spec"]["variables"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
