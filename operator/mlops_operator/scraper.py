@@ -1,4 +1,4 @@
-"""The pod scraper: GET http://<pod IP>:8080/metrics on aiohttp (kopf's own HTTP client).
+"""The pod scraper: GET http://<pod IP>:8082/metrics on aiohttp (kopf's own HTTP client).
 
 I/O only; what the text means is `monitor.scrape`'s business. Every network edge has limits
 (issue #21): a connect timeout, a read timeout between bytes, a total timeout for the whole
@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import aiohttp
 
-from mlops_operator.build.inferenceservice import METRICS_PATH, PORT
+from mlops_operator.build.inferenceservice import METRICS_PATH, MONITORING_PORT
 
 log = logging.getLogger("mlops_operator")
 
@@ -58,9 +58,9 @@ class ScrapeFailed(Exception):
 
 
 def pod_address(pod: Mapping[str, Any]) -> tuple[str, int] | None:
-    """The pod IP and the server's port (build.inferenceservice.PORT)."""
+    """The pod IP and the server's monitoring port (build.inferenceservice.MONITORING_PORT)."""
     ip = (pod.get("status") or {}).get("podIP")
-    return (str(ip), PORT) if ip else None
+    return (str(ip), MONITORING_PORT) if ip else None
 
 
 def _url(host: str, port: int) -> str:

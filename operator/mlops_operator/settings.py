@@ -37,11 +37,22 @@ class Settings:
     workers: int = 8
     # Port of the operator's own Prometheus /metrics; 0 = not served (the default in tests).
     metrics_port: int = 0
+    # Tenant policy (issue #19), the same settings the ValidatingAdmissionPolicy in
+    # manifests/components/admission-policy enforces at admission; the operator enforces them
+    # itself for clusters without it. An image a spec names must start with one of these
+    # prefixes (empty: any image); the operator's own images are always allowed.
+    allowed_image_prefixes: tuple[str, ...] = field(default_factory=tuple)
+    # Whether a spec may name the ServiceAccount its pods run as.
+    allow_service_account: bool = True
+    # Who may read a serving pod's /metrics through its NetworkPolicy (issue #19): the pods of
+    # these namespaces (Prometheus), and the operator's own pods in `operator_namespace`.
+    monitoring_namespaces: tuple[str, ...] = ("monitoring",)
+    operator_namespace: str = "mlops-system"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
-        namespaces = tuple(n for n in e.get("MLOPS_NAMESPACES", "").split(",") if n.strip())
+        namespaces = _list(e.get("MLOPS_NAMESPACES", ""))
         return cls(
             trainer_image=e.get("MLOPS_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE),
             server_image=e.get("MLOPS_SERVER_IMAGE", DEFAULT_SERVER_IMAGE),
@@ -52,4 +63,21 @@ class Settings:
             namespaces=namespaces,
             workers=int(e.get("MLOPS_WORKERS", "8")),
             metrics_port=int(e.get("MLOPS_METRICS_PORT", "0")),
+            allowed_image_prefixes=_list(e.get("MLOPS_ALLOWED_IMAGE_PREFIXES", "")),
+            allow_service_account=_flag(e.get("MLOPS_ALLOW_SERVICE_ACCOUNT", "true")),
+            monitoring_namespaces=_list(e.get("MLOPS_MONITORING_NAMESPACES", "monitoring")),
+            operator_namespace=e.get("MLOPS_OPERATOR_NAMESPACE", "mlops-system"),
         )
+
+
+def _list(value: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks dropped ("a, b," -> ("a", "b"))."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _flag(value: str) -> bool:
+    """true/false (any case); anything else is refused rather than guessed."""
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return lowered == "true"

@@ -9,16 +9,22 @@ the issue's ≥ 40 cases.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from clusterkit import (
+    ROOT,
     condition,
     create,
     events_for,
     finish_pod,
     inferenceservice,
+    kubectl,
     modelversion,
     pods_of,
     status_of,
@@ -28,6 +34,7 @@ from clusterkit import (
 
 from conftest import OperatorRunner
 from mlops_operator.kube import Kube, KubeError
+from mlops_operator.settings import Settings
 
 SHA = "0" * 64
 
@@ -63,6 +70,16 @@ REFUSED_AT_ADMISSION = [
         "tj-min-trials-above-max",
         named(trainingjob("ok", tuning={"space": {"C": [1, 2]}, "maxTrials": 2, "minTrials": 3}), "ok"),
         "minTrials must not exceed maxTrials",
+    ),
+    (
+        "is-prediction-from-a-glob",
+        inferenceservice("ok", access={"predictionFrom": ["team-*"]}),
+        "spec.access.predictionFrom[0] in body should match",
+    ),
+    (
+        "is-feedback-token-without-key",
+        inferenceservice("ok", access={"feedbackToken": {"name": "token"}}),
+        "spec.access.feedbackToken.key: Required value",
     ),
     (
         "tj-min-trials-zero",
@@ -338,3 +355,172 @@ def test_nothing_is_created_into_a_terminating_namespace(
         assert errors == [], [r.getMessage() for r in errors]
     finally:
         release_namespace(kube, namespace)
+
+
+# --- Tenant policy: images and ServiceAccounts ----------------------------------------------------
+OVERLAY = ROOT / "manifests" / "overlays" / "local"
+PREFIXES = ("mlops-operator/",)  # the local overlay's allowedImagePrefixes (manifests/base)
+VAP = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+VAPB = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+MERGE = "application/merge-patch+json"
+
+
+def refusal(kube: Kube, namespace: str, doc: dict[str, Any]) -> str | None:
+    """The API server's answer to a dry-run create: None when admitted, else its message."""
+    try:
+        kube.request(
+            "POST",
+            f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/{doc['kind'].lower()}s",
+            body=doc,
+            query={"dryRun": "All"},
+        )
+    except KubeError as e:
+        return e.body
+    return None
+
+
+@contextlib.contextmanager
+def policy_installed(kube: Kube, kubeconfig: str, namespace: str) -> Iterator[str]:
+    """The ValidatingAdmissionPolicy and binding as the local overlay renders them (its ConfigMap's
+    values copied in), bound to this test's namespace only, so no other test and no installed
+    operator is affected. Yields the policy's name."""
+    rendered = kubectl(kubeconfig, "kustomize", str(OVERLAY)).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    policy, binding = (
+        next(d for d in docs if d["kind"] == k)
+        for k in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    )
+    name = f"{policy['metadata']['name']}-{namespace}"
+    policy["metadata"]["name"] = binding["metadata"]["name"] = binding["spec"]["policyName"] = name
+    binding["spec"]["matchResources"] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    }
+    kube.request("POST", VAP, body=policy)
+    kube.request("POST", VAPB, body=binding)
+    try:
+        # The API server compiles the policy and enforces it a moment after the create.
+        probe = trainingjob("probe", image="evil/x")
+        wait_for(
+            lambda: "spec.image evil/x is not under" in (refusal(kube, namespace, probe) or ""),
+            timeout=60,
+            what="the admission policy enforced",
+        )
+        yield name
+    finally:
+        for path in (f"{VAPB}/{name}", f"{VAP}/{name}"):
+            with contextlib.suppress(KubeError):
+                kube.request("DELETE", path)
+
+
+@pytest.fixture
+def admission_policy(kube: Kube, kubeconfig: str, namespace: str) -> Iterator[str]:
+    with policy_installed(kube, kubeconfig, namespace) as name:
+        yield name
+
+
+NOT_UNDER = "is not under an allowed prefix (mlops-operator/)"
+NO_ACCOUNT = (
+    "serviceAccountName may not be set: this operator runs pods as the namespace's default ServiceAccount"
+)
+
+# (case, document, what the refusal says): refused by the admission policy and, without it, by the operator.
+NOT_PERMITTED = [
+    (
+        "tj-image",
+        trainingjob("bad", image="docker.io/evil/miner:latest"),
+        f"spec.image docker.io/evil/miner:latest {NOT_UNDER}",
+    ),
+    (
+        "tj-lookalike-prefix",
+        trainingjob("bad", image="mlops-operator.evil/trainer:1"),
+        f"spec.image mlops-operator.evil/trainer:1 {NOT_UNDER}",
+    ),
+    ("tj-service-account", trainingjob("bad", serviceAccountName="admin"), f"spec.{NO_ACCOUNT}"),
+    ("is-image", inferenceservice("bad", image="evil/server:1"), f"spec.image evil/server:1 {NOT_UNDER}"),
+    ("is-service-account", inferenceservice("bad", serviceAccountName="admin"), f"spec.{NO_ACCOUNT}"),
+    (
+        "is-retraining-template-image",
+        inferenceservice(
+            "bad",
+            retraining={
+                "template": {
+                    "data": {"source": {"uri": "builtin:iris"}},
+                    "estimator": {"class": "LogisticRegression"},
+                    "image": "evil/trainer:1",
+                }
+            },
+        ),
+        f"spec.retraining.template.image evil/trainer:1 {NOT_UNDER}",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"), [(d, m) for _, d, m in NOT_PERMITTED], ids=[n for n, _, _ in NOT_PERMITTED]
+)
+def test_admission_policy_refuses(
+    kube: Kube, namespace: str, admission_policy: str, doc: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(KubeError) as refused:
+        create(kube, namespace, doc)
+    assert refused.value.status == 403, refused.value
+    assert f"ValidatingAdmissionPolicy '{admission_policy}'" in refused.value.body
+    assert message in refused.value.body, refused.value.body
+
+
+def test_admission_policy_admits_allowed_specs_and_leaves_older_objects_deletable(
+    kube: Kube, kubeconfig: str, namespace: str
+) -> None:
+    """Allowed images and the operator's default image (no spec.image) are admitted; an object
+    admitted before the policy can still be labelled (and so finalized and deleted), since an
+    update that leaves the spec alone is not checked, but its spec cannot be changed."""
+    create(kube, namespace, inferenceservice("older", serviceAccountName="server"))
+    with policy_installed(kube, kubeconfig, namespace):
+        assert refusal(kube, namespace, trainingjob("ok", image="mlops-operator/trainer:2")) is None
+        assert refusal(kube, namespace, inferenceservice("ok", image="mlops-operator/server:dev")) is None
+        create(kube, namespace, trainingjob("plain"))
+        path = f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices/older"
+        kube.request("PATCH", path, body={"metadata": {"labels": {"team": "a"}}}, content_type=MERGE)
+        with pytest.raises(KubeError) as refused:
+            kube.request("PATCH", path, body={"spec": {"replicas": 3}}, content_type=MERGE)
+        assert refused.value.status == 403 and NO_ACCOUNT in refused.value.body
+        kube.request("DELETE", path)
+
+
+@pytest.fixture
+def strict_operator(namespace: str, kubeconfig: str, test_settings: Settings) -> Iterator[OperatorRunner]:
+    """The operator with the strict tenant settings and no admission policy on the cluster."""
+    settings = dataclasses.replace(
+        test_settings,
+        allowed_image_prefixes=PREFIXES,
+        allow_service_account=False,
+    )
+    runner = OperatorRunner(namespace, settings).start()
+    yield runner
+    runner.stop()
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"), [(d, m) for _, d, m in NOT_PERMITTED], ids=[n for n, _, _ in NOT_PERMITTED]
+)
+def test_operator_refuses_what_the_policy_would_before_any_pod(
+    kube: Kube, namespace: str, strict_operator: OperatorRunner, doc: dict[str, Any], message: str
+) -> None:
+    """Without the admission policy the operator enforces the same settings: NotPermitted in
+    Ready (Failed for a TrainingJob, Stalled for an InferenceService), a Warning Event, no pod."""
+    kind = doc["kind"]
+    create(kube, namespace, doc)
+    status = wait_for(
+        lambda: (s := status_of(kube, kind, namespace, "bad")).get("conditions") and s, what="a status"
+    )
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NotPermitted")
+    assert message in ready["message"], ready["message"]
+    assert condition(status, "Stalled")["status"] == "True"
+    if kind == "TrainingJob":
+        assert status["phase"] == "Failed"
+        assert condition(status, "Validated")["reason"] == "NotPermitted"
+    [event] = wait_for(lambda: warnings_for(kube, namespace, "bad", "NotPermitted"), what="a Warning Event")
+    assert message in event["message"]
+    for child in ("Job", "Deployment", "Pod"):
+        assert kube.list(child, namespace) == [], child

@@ -24,6 +24,8 @@ from mlops_operator.kube import Kube
 from mlops_operator.settings import Settings
 
 SA = "system:serviceaccount:mlops-system:mlops-operator"
+# The namespaced install's test account (its own: the base's cluster-wide binding names SA).
+NS_ACCOUNT = "mlops-operator-namespaced"
 RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
 
 
@@ -58,6 +60,7 @@ EXPECTED = {
     "deployments.apps": "get list watch create patch delete",
     "services": "list watch create patch",
     "horizontalpodautoscalers.autoscaling": "get create patch delete",
+    "networkpolicies.networking.k8s.io": "get create patch delete",
     "pods": "list",
     "persistentvolumeclaims": "get",
     "events": "create",
@@ -131,10 +134,10 @@ def test_serviceaccount_holds_nothing_beyond_what_it_needs(kubeconfig: str, ship
     assert not can_i(kubeconfig, "update", "trainingjobs.mlops.dev", "--subresource=status", "-A")
 
 
-def serviceaccount_kubeconfig(kubeconfig: str, path: Path) -> Path:
+def serviceaccount_kubeconfig(kubeconfig: str, path: Path, account: str = "mlops-operator") -> Path:
     """A kubeconfig with the admin's cluster entry and a fresh token of the operator's account."""
     token = kubectl(
-        kubeconfig, "-n", "mlops-system", "create", "token", "mlops-operator", "--duration=1h"
+        kubeconfig, "-n", "mlops-system", "create", "token", account, "--duration=1h"
     ).stdout.strip()
     admin = yaml.safe_load(Path(kubeconfig).read_text())
     current = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
@@ -158,6 +161,7 @@ def serviceaccount_kubeconfig(kubeconfig: str, path: Path) -> Path:
 
 @pytest.fixture
 def operator_as_serviceaccount(
+    request: pytest.FixtureRequest,
     kubeconfig: str,
     shipped_rbac: str,
     namespace: str,
@@ -165,15 +169,22 @@ def operator_as_serviceaccount(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[OperatorRunner]:
-    sa_config = serviceaccount_kubeconfig(kubeconfig, tmp_path / "operator.kubeconfig")
+    """The operator as the base's ServiceAccount, or (parametrized with NS_ACCOUNT) as one bound
+    the way manifests/overlays/namespaced binds it, watching the test's namespace only."""
+    account = getattr(request, "param", "mlops-operator")
+    if account == NS_ACCOUNT:
+        kubectl(kubeconfig, "apply", "--server-side", "-f", "-", input=namespaced_rbac(kubeconfig, namespace))
+    sa_config = serviceaccount_kubeconfig(kubeconfig, tmp_path / "operator.kubeconfig", account)
     who = kubectl(str(sa_config), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
-    assert who == SA
+    assert who == f"system:serviceaccount:mlops-system:{account}"
     # kopf's login and the operator's client both read KUBECONFIG when the operator starts;
     # the test's own clients use the admin kubeconfig explicitly.
     monkeypatch.setenv("KUBECONFIG", str(sa_config))
     runner = OperatorRunner(namespace, test_settings, scraper=scraper).start()
     yield runner
     runner.stop()
+    if account == NS_ACCOUNT:
+        kubectl(kubeconfig, "delete", "clusterrolebinding", NS_ACCOUNT, "--ignore-not-found")
 
 
 def test_operator_runs_with_exactly_the_shipped_rbac(
@@ -197,11 +208,82 @@ def test_operator_runs_with_exactly_the_shipped_rbac(
     assert status["modelVersion"] == mv
     assert kube.get("Service", namespace, "iris") is not None
     assert kube.get("HorizontalPodAutoscaler", namespace, "iris-predictor") is not None
+    assert kube.get("NetworkPolicy", namespace, "iris") is not None
     # Events were recorded by the operator's own account.
     assert [e for e in kube.list("Event", namespace) if e["involvedObject"]["name"] == "rbac"]
     assert operator_as_serviceaccount.error is None
     # Nothing was refused on the way, not even a call whose failure the operator tolerates
     # (Events are best effort; kopf falls back when it may not list namespaces).
+    refused = [
+        r.getMessage() for r in caplog.records if "403" in r.getMessage() or "ermission" in r.getMessage()
+    ]
+    assert refused == []
+
+
+# --- The namespaced install (manifests/overlays/namespaced, issue #19) --------------------------------
+
+
+def namespaced_rbac(kubeconfig: str, namespace: str) -> str:
+    """The namespaced overlay's RBAC for a ServiceAccount of its own, its RoleBinding in `namespace`."""
+    rendered = kubectl(kubeconfig, "kustomize", str(ROOT / "manifests" / "overlays" / "namespaced")).stdout
+    docs = [
+        d for d in yaml.safe_load_all(rendered) if d and d["kind"] in {"ClusterRoleBinding", "RoleBinding"}
+    ]
+    [rolebinding] = [d for d in docs if d["kind"] == "RoleBinding"][:1]
+    [scope] = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    rolebinding["metadata"]["namespace"] = namespace
+    scope["metadata"]["name"] = NS_ACCOUNT
+    for binding in (rolebinding, scope):
+        assert binding["subjects"][0]["name"] == "mlops-operator"
+        binding["subjects"][0]["name"] = NS_ACCOUNT
+    [role] = [
+        d
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == "ClusterRole" and d["metadata"]["name"] == scope["roleRef"]["name"]
+    ]
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": NS_ACCOUNT, "namespace": "mlops-system"},
+    }
+    return yaml.safe_dump_all([account, role, rolebinding, scope])
+
+
+@pytest.mark.parametrize("operator_as_serviceaccount", [NS_ACCOUNT], indirect=True)
+def test_namespaced_install_acts_in_its_namespaces_only(
+    kube: Kube,
+    kubeconfig: str,
+    namespace: str,
+    operator_as_serviceaccount: OperatorRunner,
+    artifacts: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bound by a RoleBinding in the watched namespace, the operator trains, verifies and serves
+    there with nothing refused; it may not create Jobs or Deployments anywhere else."""
+    user = f"system:serviceaccount:mlops-system:{NS_ACCOUNT}"
+    for verb, resource in [
+        ("create", "jobs.batch"),
+        ("patch", "deployments.apps"),
+        ("create", "networkpolicies.networking.k8s.io"),
+    ]:
+        assert (
+            kubectl(
+                kubeconfig, "auth", "can-i", verb, resource, "-n", namespace, "--as", user, check=False
+            ).stdout.strip()
+            == "yes"
+        )
+        for elsewhere in ("kube-system", "default"):
+            answer = kubectl(
+                kubeconfig, "auth", "can-i", verb, resource, "-n", elsewhere, "--as", user, check=False
+            )
+            assert answer.stdout.strip() == "no", (verb, resource, elsewhere)
+    mv = train_version(kube, namespace, "scoped", artifacts)
+    kube.request(
+        "POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices", body=isvc("iris")
+    )
+    assert wait_ready(kube, "InferenceService", namespace, "iris")["modelVersion"] == mv
+    assert kube.get("NetworkPolicy", namespace, "iris") is not None
+    assert operator_as_serviceaccount.error is None
     refused = [
         r.getMessage() for r in caplog.records if "403" in r.getMessage() or "ermission" in r.getMessage()
     ]

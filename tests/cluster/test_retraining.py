@@ -312,6 +312,7 @@ def test_idle_service_writes_nothing_over_several_scrapes(
         ("InferenceService", "iris"),
         ("Deployment", "iris-predictor"),
         ("Service", "iris"),
+        ("NetworkPolicy", "iris"),  # re-applied each resync, unchanged (issue #19)
         ("ModelVersion", "iris-v1"),
     ]
 

@@ -27,6 +27,8 @@ from typing import Any, Final
 
 from e2ekit import Cluster, sample
 
+from mlops_operator.build.inferenceservice import MONITORING_PORT
+
 # Feature order of sklearn's iris frame (the model's signature): sepal l/w, petal l/w.
 PETAL_LENGTH_OFFSET: Final = 8.0
 PETAL_WIDTH_OFFSET: Final = 3.0
@@ -83,11 +85,12 @@ def plan() -> dict[str, Traffic]:
 
 # Runs in a pod of the server image: sends the rows in requests of ROWS_PER_REQUEST over the V2
 # protocol to status.url (http://<service>.<namespace>.svc.<domain>/v2/models/<model>) and, when
-# asked, posts each request's true labels to its feedback endpoint by the request id the server
-# answered with. Prints one JSON line of totals.
+# asked, posts each request's true labels to its feedback endpoint (the Service's monitoring
+# port, 8082: feedback is not served on the prediction port, issue #19) by the request id
+# the server answered with. Prints one JSON line of totals.
 _SENDER = """
 import json, http.client, urllib.parse
-url, feedback = {url!r}, {feedback!r}
+url, feedback, monitoring = {url!r}, {feedback!r}, {monitoring!r}
 rows, labels, per = {rows!r}, {labels!r}, {per!r}
 out = {{"requests": 0, "rows": 0, "correct": 0, "feedback": 0, "errors": [], "versions": {{}}}}
 
@@ -98,6 +101,7 @@ def post(conn, path, body):
 
 where = urllib.parse.urlsplit(url)
 conn = http.client.HTTPConnection(where.hostname, where.port or 80, timeout=15)
+fconn = http.client.HTTPConnection(where.hostname, monitoring, timeout=15)
 for start in range(0, len(rows), per):
     chunk, truth = rows[start:start + per], labels[start:start + per]
     body = {{"inputs": [{{"name": "input-0", "shape": [len(chunk), len(chunk[0])], "datatype": "FP64",
@@ -114,7 +118,7 @@ for start in range(0, len(rows), per):
     version = answer["model_version"]
     out["versions"][version] = out["versions"].get(version, 0) + 1
     if feedback:
-        status, data = post(conn, where.path + "/feedback", {{"id": answer["id"], "labels": truth}})
+        status, data = post(fconn, where.path + "/feedback", {{"id": answer["id"], "labels": truth}})
         if status == 200:
             out["feedback"] += len(truth)
         else:
@@ -155,6 +159,7 @@ def send(
     code = _SENDER.format(
         url=url,
         feedback=feedback,
+        monitoring=MONITORING_PORT,
         rows=traffic.rows,
         labels=traffic.labels,
         per=ROWS_PER_REQUEST,

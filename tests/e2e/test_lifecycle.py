@@ -7,7 +7,9 @@ The tests of this module run in order and build on each other (one namespace, on
 from __future__ import annotations
 
 import json
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,6 +179,71 @@ def test_inferenceservice_answers_grpc_through_its_service(cluster: Cluster, nam
         "labels": LABELS,
         "missing": "NOT_FOUND",
     }
+
+
+# kube-router rejects what a policy does not allow with a TCP reset (tests/e2e/test_node.py).
+DROPPED = ("ConnectionRefusedError", "TimeoutError")
+
+# One POST to each port of the InferenceService's Service: prints {port: HTTP status or the error}.
+REACH = """
+import http.client, json
+host, out = {host!r}, {{}}
+for port, path, body in [(80, "/v2/models/iris/infer", {{"inputs": [{{"name": "input-0", "shape": [1, 4],
+        "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}}]}}),
+        (8082, "/v2/models/iris/feedback", {{"id": "from-elsewhere", "labels": [2]}})]:
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=5)
+        conn.request("POST", path, json.dumps(body), {{"Content-Type": "application/json"}})
+        out[str(port)] = conn.getresponse().status
+    except OSError as exc:
+        out[str(port)] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(
+    Path(os.environ.get("MLOPS_E2E_OVERLAY", "overlays/local")).name != "local",
+    reason="the local cluster's real node enforces NetworkPolicies (kube-router)",
+)
+def test_another_namespace_cannot_post_feedback(cluster: Cluster, namespace: str) -> None:
+    """Issue #19: the InferenceService's NetworkPolicy (made by the operator, enforced by
+    kube-router on the real node) refuses another namespace's pods on both ports by default, and
+    once spec.access.predictionFrom names that namespace it may predict but still not post
+    feedback; the own namespace reaches both (a 404 for the unknown request id is the server's
+    answer, so the packet got through)."""
+    assert cluster.get(namespace, "networkpolicy", "iris")["spec"]["podSelector"] == {
+        "matchLabels": {"mlops.dev/inference-service": "iris"}
+    }
+    host = f"iris.{namespace}.svc.cluster.local"
+    other = f"{namespace}-elsewhere"
+    cluster.kubectl("create", "namespace", other)
+
+    def reach(ns: str, pod: str) -> dict[str, Any]:
+        cluster.kubectl("-n", ns, "delete", "pod", pod, "--ignore-not-found", "--wait=true")
+        result: dict[str, Any] = json.loads(
+            cluster.run_python(ns, pod, REACH.format(host=host)).splitlines()[-1]
+        )
+        return result
+
+    try:
+        own = reach(namespace, "reach-own")
+        # 202: another replica's id, kept for retraining; 404 without a prediction log.
+        assert own["80"] == 200 and own["8082"] in (202, 404), own
+        refused = reach(other, "reach-other")
+        assert refused["80"] in DROPPED and refused["8082"] in DROPPED, refused
+        cluster.kubectl(
+            "-n", namespace, "patch", "inferenceservice", "iris", "--type=merge",
+            "-p", json.dumps({"spec": {"access": {"predictionFrom": [namespace, other]}}}),
+        )  # fmt: skip
+        opened = wait_for(
+            lambda: (r := reach(other, "reach-other"))["80"] == 200 and r,
+            timeout=90,
+            interval=2,
+            what="prediction opened to the other namespace",
+        )
+        assert opened["8082"] in DROPPED, opened
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
 
 
 # Each request opens a connection to status.url's host, so each one resolves the Service's name.

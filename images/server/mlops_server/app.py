@@ -17,6 +17,9 @@ Ours:
     POST /v2/models/{m}/feedback                {"id": ..., "labels": [...]} -> rolling accuracy / rmse
                                                 (202 for an id another replica served: logged for retraining)
     GET  /metrics                               Prometheus exposition
+  With --monitoring-port, /metrics and feedback are served on that port only (with the health
+  checks) and the prediction port answers them 404; with MLOPS_FEEDBACK_TOKEN set, feedback
+  needs `Authorization: Bearer <token>` (401 otherwise).
     GET  /                                      KServe V1 liveness: {"status": "alive"}
 
 Request bodies may be gzip or deflate (`Content-Encoding`), decompressed to the body limit at
@@ -36,6 +39,7 @@ its traceback, and the server keeps serving. Every error body is `{"error": "<me
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 import uuid
 from collections.abc import Callable
@@ -83,8 +87,10 @@ class App:
         max_rows: int = 65536,
         offload_bytes: int = 64 << 10,
         max_body_bytes: int = 8 << 20,
+        feedback_token: str | None = None,
     ) -> None:
         self.model_name = model_name
+        self._feedback_token = feedback_token.encode() if feedback_token else None
         self.max_body_bytes = max_body_bytes
         self.stats = _Stats()
         self.max_rows = max_rows
@@ -134,10 +140,36 @@ class App:
     # --- dispatch --------------------------------------------------------------------------
 
     def handle(self, request: Request, respond: Respond) -> None:
+        """Every route, on one port (the server without --monitoring-port)."""
+        self._handle(request, respond, None)
+
+    def handle_prediction(self, request: Request, respond: Respond) -> None:
+        """The prediction port when monitoring has its own: everything but /metrics and feedback."""
+        self._handle(request, respond, "prediction")
+
+    def handle_monitoring(self, request: Request, respond: Respond) -> None:
+        """The monitoring port: /metrics, feedback and the health checks, nothing else."""
+        self._handle(request, respond, "monitoring")
+
+    def _on_port(
+        self, route: tuple[tuple[str, ...], Callable[..., None], tuple[str, ...]] | None, port: str | None
+    ) -> bool:
+        """Whether a route is served on `port` (issue #19: a NetworkPolicy tells ports apart, not paths)."""
+        if route is None or port is None:
+            return True
+        handler = route[1]
+        if handler in (self._metrics, self._feedback):
+            return port == "monitoring"
+        return port == "prediction" or handler in (self._live, self._ready)
+
+    def _handle(self, request: Request, respond: Respond, port: str | None) -> None:
         parts = request.path.strip("/").split("/")
         method = request.method
         try:
             route = self._route(parts)
+            if not self._on_port(route, port):
+                other = "prediction" if port == "monitoring" else "monitoring"
+                raise RequestError(f"{quoted(request.path)} is served on the {other} port", 404)
             if route is None:
                 raise RequestError(f"no route for {quoted(request.path)}", 404)
             methods, handler, args = route
@@ -540,7 +572,19 @@ class App:
 
     # --- feedback --------------------------------------------------------------------------
 
+    def _authorized(self, request: Request) -> bool:
+        """Whether feedback carries the bearer token, when one is set (compared in constant time)."""
+        token = self._feedback_token
+        if token is None:
+            return True
+        scheme, _, credentials = request.authorization.strip().partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token)
+
     def _feedback(self, request: Request, respond: Respond, name: str) -> None:
+        if not self._authorized(request):
+            refusal = orjson.dumps({"error": "feedback needs the header Authorization: Bearer <token>"})
+            respond(Response(401, refusal, headers=((b"www-authenticate", b'Bearer realm="feedback"'),)))
+            return
         model = self.serving(name)
         store, metrics = self.feedback, self.metrics
         assert store is not None and metrics is not None

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 ENV_PREFIX: Final = "MLOPS_"
 KIB: Final = 1 << 10
 MIB: Final = 1 << 20
 RUNTIMES: Final = ("auto", "sklearn")  # see mlops_server.model
+FEEDBACK_TOKEN_ENV: Final = "MLOPS_FEEDBACK_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,12 @@ class Settings:
     port: int = 8080
     grpc_port: int | None = None  # None: no gRPC endpoint (the operator's Deployment sets 8081)
     grpc_max_streams: int = 100
+    # Feedback and /metrics on their own port (issue #19), so a NetworkPolicy can let clients
+    # predict without letting them post labels; None: everything on `port`.
+    monitoring_port: int | None = None
+    # Bearer token feedback must carry; from MLOPS_FEEDBACK_TOKEN only (never a flag, which
+    # `ps` would show), set by the operator from a Secret. None: no token asked.
+    feedback_token: str | None = field(default=None, repr=False)
     max_batch_size: int = 64
     max_batch_delay_ms: float = 0.0
     max_body_bytes: int = 8 * MIB
@@ -168,6 +175,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=_positive_int,
     )
     add(
+        "--monitoring-port",
+        "serve /metrics and feedback on this port only, not on --port (0 picks a free one; "
+        "default: everything on --port)",
+        type=_port,
+    )
+    add(
         "--max-batch-size",
         "most rows merged into one model call",
         default=_DEFAULTS.max_batch_size,
@@ -285,5 +298,6 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
 def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Parse flags and environment; exits with code 2 and a usage message on invalid input."""
-    ns = build_parser(os.environ if environ is None else environ).parse_args(argv)
-    return Settings(**vars(ns))
+    env = os.environ if environ is None else environ
+    ns = build_parser(env).parse_args(argv)
+    return Settings(**vars(ns), feedback_token=env.get(FEEDBACK_TOKEN_ENV) or None)

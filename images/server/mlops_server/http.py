@@ -52,6 +52,7 @@ _REASONS: Final = {
     100: "Continue",
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
@@ -114,6 +115,7 @@ _STATUS_LINES: Final = {status: _status_line(status) for status in _REASONS}
 
 class Request:
     __slots__ = (
+        "authorization",
         "body",
         "close",
         "encoding",
@@ -146,6 +148,7 @@ class Request:
         self.close = False
         self.size = 0
         self.encoding = b""  # Content-Encoding, lower case; b"" for identity
+        self.authorization = b""  # the Authorization header, as sent
 
 
 class Response:
@@ -228,6 +231,7 @@ class Connection(asyncio.Protocol):
         self._content_length = -1
         self._json_length: int | None = None
         self._encoding = b""
+        self._authorization = b""
         self._expect_continue = False
         self._too_large = False
         self._header_error: str | None = None
@@ -356,6 +360,8 @@ class Connection(asyncio.Protocol):
                 self._header_error = "invalid Inference-Header-Content-Length"
         elif lowered == b"content-encoding":
             self._encoding = value.strip().lower()
+        elif lowered == b"authorization":
+            self._authorization = value
         elif lowered == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
 
@@ -452,6 +458,7 @@ class Connection(asyncio.Protocol):
         )
         if self._encoding and self._encoding != b"identity":
             request.encoding = self._encoding
+        request.authorization = self._authorization
         self._last_completed = request
         preset: Response | None = None
         if self._too_large:

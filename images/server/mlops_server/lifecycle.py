@@ -80,8 +80,19 @@ class Server:
             max_rows=settings.max_rows,
             offload_bytes=settings.offload_bytes,
             max_body_bytes=settings.max_body_bytes,
+            feedback_token=settings.feedback_token,
         )
-        self.http = HttpServer(self.app.handle, limits_for(settings), settings.access_log)
+        # With a monitoring port, two listeners share the App: prediction on one, /metrics and
+        # feedback on the other (issue #19); otherwise one listener serves every route.
+        split = settings.monitoring_port is not None
+        handler = self.app.handle_prediction if split else self.app.handle
+        self.http = HttpServer(handler, limits_for(settings), settings.access_log)
+        self.monitoring_http = (
+            HttpServer(self.app.handle_monitoring, limits_for(settings), settings.access_log)
+            if split
+            else None
+        )
+        self.monitoring_port: int | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-model")
         self.grpc: GrpcServer | None = None
         if settings.grpc_port is not None:
@@ -110,12 +121,24 @@ class Server:
         self._started = True
         self.port = await self.http.start(self.settings.host, self.settings.port)
         fields: dict[str, Any] = {"host": self.settings.host, "port": self.port}
+        if self.monitoring_http is not None and self.settings.monitoring_port is not None:
+            try:
+                self.monitoring_port = await self.monitoring_http.start(
+                    self.settings.host, self.settings.monitoring_port
+                )
+            except OSError:
+                self.http.begin_shutdown()  # every port or none
+                await self.http.drain(0)
+                raise
+            fields["monitoring_port"] = self.monitoring_port
         if self.grpc is not None and self.settings.grpc_port is not None:
             try:
                 self.grpc_port = await self.grpc.start(self.settings.host, self.settings.grpc_port)
             except OSError:
-                self.http.begin_shutdown()
-                await self.http.drain(0)
+                for server in (self.http, self.monitoring_http):
+                    if server is not None:
+                        server.begin_shutdown()
+                        await server.drain(0)
                 raise
             fields["grpc_port"] = self.grpc_port
         log.info("Started listening", extra={"fields": {**fields, "artifact": self.settings.artifact}})
@@ -202,10 +225,13 @@ class Server:
 
     async def _drain(self) -> None:
         self.app.closing = True
-        self.http.begin_shutdown()
+        servers = [self.http] + ([self.monitoring_http] if self.monitoring_http is not None else [])
+        for server in servers:
+            server.begin_shutdown()
         timeout = self.settings.shutdown_timeout
         grpc_stopped = asyncio.ensure_future(self.grpc.stop(timeout)) if self.grpc is not None else None
-        if not await self.http.drain(timeout):
+        drained = await asyncio.gather(*(s.drain(timeout) for s in servers))
+        if not all(drained):
             log.warning("Closed connections that were still busy at the shutdown timeout")
         if grpc_stopped is not None:
             await grpc_stopped

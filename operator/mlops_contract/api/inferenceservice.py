@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -155,6 +155,56 @@ class Monitoring(Spec):
     )
 
 
+NamespaceOrAll = Annotated[str, Field(pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$", max_length=63)]
+
+
+class FeedbackSource(Spec):
+    """Pods allowed to post feedback: those of a namespace, or the ones of it with these labels."""
+
+    namespace: str = Field(description="Namespace of the pods.", pattern=DNS_LABEL, max_length=63)
+    pod_labels: dict[str, str] | None = Field(
+        None,
+        description="Only the pods with these labels (matchLabels); default: every pod of the namespace.",
+    )
+
+
+class SecretKey(Spec):
+    """A key of a Secret in the InferenceService's namespace."""
+
+    name: str = Field(description="Name of the Secret.", pattern=DNS_LABEL, max_length=253)
+    key: str = Field(description="Key in the Secret.", pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+
+
+class Access(Spec):
+    """Who may reach the serving pods (issue #19). Prediction is served on port `http`; /metrics
+    and feedback on port `monitoring`. A NetworkPolicy per InferenceService admits prediction
+    from `predictionFrom`, feedback from `feedbackFrom`, and /metrics from the operator and the
+    operator's monitoring namespaces (a NetworkPolicy tells ports apart, not paths: the sources
+    of feedback can read /metrics too, and the monitoring namespaces could post feedback: use
+    `feedbackToken` to tell them apart)."""
+
+    network_policy: bool = Field(
+        True, description="Create the NetworkPolicy (set false when your own policies govern these pods)."
+    )
+    prediction_from: list[NamespaceOrAll] | None = Field(
+        None,
+        max_length=64,
+        description="Namespaces whose pods may call prediction; ['*'] for every namespace; "
+        "default: the InferenceService's own namespace.",
+    )
+    feedback_from: list[FeedbackSource] | None = Field(
+        None,
+        max_length=64,
+        description="Pods that may post feedback; default: the pods of the InferenceService's own "
+        "namespace; [] for none.",
+    )
+    feedback_token: SecretKey | None = Field(
+        None,
+        description="A Secret key holding a bearer token feedback must carry "
+        "(Authorization: Bearer <token>); the pods read it, the operator never does.",
+    )
+
+
 class DriftTrigger(Spec):
     """Retrain when drift stays above a threshold."""
 
@@ -257,6 +307,11 @@ class InferenceServiceSpec(PodOptions):
         True,
         description="Also serve the Open Inference Protocol over gRPC (inference.GRPCInferenceService) on "
         "the container and Service port named grpc (8081). false: HTTP only, and ~19 MiB less memory per pod.",
+    )
+    access: Access = Field(
+        default_factory=Access,
+        description="Who may call prediction (HTTP and gRPC), post feedback and read /metrics.",
+        json_schema_extra={"default": {}},
     )
 
 

@@ -55,6 +55,12 @@ COMPONENT: Final = "inference-server"
 CONTAINER: Final = "server"
 PORT: Final = 8080
 PORT_NAME: Final = "http"
+# /metrics and feedback on a port of their own (issue #19): a NetworkPolicy tells ports apart,
+# not paths (build/networkpolicy.py). 8081 is gRPC's (KServe's port for it).
+MONITORING_PORT: Final = 8082
+MONITORING_PORT_NAME: Final = "monitoring"
+# The bearer token feedback must carry, from spec.access.feedbackToken's Secret (the server's env).
+FEEDBACK_TOKEN_ENV: Final = "MLOPS_FEEDBACK_TOKEN"  # noqa: S105 - a variable name, not a secret
 SERVICE_PORT: Final = 80
 # The V2 protocol over gRPC (issue #20): the same port in the container and on the Service.
 GRPC_PORT: Final = 8081
@@ -339,6 +345,8 @@ def server_args(
         mv["metadata"]["name"],
         "--port",
         str(PORT),
+        "--monitoring-port",
+        str(MONITORING_PORT),
         "--max-batch-size",
         str(spec.batching.max_batch_size),
         "--max-batch-delay-ms",
@@ -451,6 +459,10 @@ def deployment(
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }
+    if (token := spec.access.feedback_token) is not None:
+        # The kubelet reads the Secret; the operator needs no RBAC on Secrets.
+        ref = {"name": token.name, "key": token.key}
+        container["env"] = [{"name": FEEDBACK_TOKEN_ENV, "valueFrom": {"secretKeyRef": ref}}]
     pod_spec: dict[str, Any] = {
         "securityContext": pod_security_context(settings),
         # The server never talks to the API server.
@@ -472,7 +484,7 @@ def deployment(
                 "labels": pod_labels,
                 "annotations": {
                     "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(PORT),
+                    "prometheus.io/port": str(MONITORING_PORT),
                     "prometheus.io/path": METRICS_PATH,
                     ANNOTATION_ARTIFACT_SHA256: sha,
                 },
@@ -491,14 +503,25 @@ def deployment(
 
 
 def _container_ports(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
-    ports = [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}]
+    ports = [
+        {"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"},
+        {"name": MONITORING_PORT_NAME, "containerPort": MONITORING_PORT, "protocol": "TCP"},
+    ]
     if spec.grpc:
         ports.append({"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"})
     return ports
 
 
 def _service_ports(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
-    ports = [{"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}]
+    ports: list[dict[str, Any]] = [
+        {"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"},
+        {
+            "name": MONITORING_PORT_NAME,
+            "port": MONITORING_PORT,
+            "targetPort": MONITORING_PORT_NAME,
+            "protocol": "TCP",
+        },
+    ]
     if spec.grpc:
         # appProtocol tells meshes and gateways to proxy it as gRPC (HTTP/2), not HTTP/1.1.
         ports.append(
@@ -513,15 +536,22 @@ def _service_ports(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
     return ports
 
 
+def owned_meta(isvc: Mapping[str, Any], spec: InferenceServiceSpec, name: str) -> dict[str, Any]:
+    """Metadata of a child `name` of the InferenceService other than its Deployments."""
+    isvc_name = isvc["metadata"]["name"]
+    return object_meta(
+        name, isvc, labels(COMPONENT, isvc_name, spec.model, **{LABEL_INFERENCE_SERVICE: isvc_name})
+    )
+
+
 def service(isvc: Mapping[str, Any], spec: InferenceServiceSpec) -> dict[str, Any]:
-    """ClusterIP Service `<isvc>` port 80 -> http and, with spec.grpc, 8081 -> grpc, over both tracks' pods."""
+    """ClusterIP Service `<isvc>`: port 80 -> http, 8082 -> monitoring (feedback, /metrics) and,
+    with spec.grpc, 8081 -> grpc; over both tracks' pods."""
     name = isvc["metadata"]["name"]
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": object_meta(
-            name, isvc, labels(COMPONENT, name, spec.model, **{LABEL_INFERENCE_SERVICE: name})
-        ),
+        "metadata": owned_meta(isvc, spec, name),
         "spec": {
             "type": "ClusterIP",
             "selector": {LABEL_INFERENCE_SERVICE: name},
@@ -543,9 +573,7 @@ def hpa(isvc: Mapping[str, Any], spec: InferenceServiceSpec) -> dict[str, Any] |
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": object_meta(
-            target, isvc, labels(COMPONENT, name, spec.model, **{LABEL_INFERENCE_SERVICE: name})
-        ),
+        "metadata": owned_meta(isvc, spec, target),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
             "minReplicas": spec.autoscaling.min_replicas,

@@ -149,13 +149,16 @@ class Context:
         if failure is not None:
             await self.event(body, failure[0], failure[1], warning=True)
 
-    async def write_invalid_spec(self, body: Mapping[str, Any], message: str, **fields: Any) -> None:
-        """Status for a spec the operator cannot parse: Ready=False and Stalled=True, reason InvalidSpec."""
+    async def write_invalid_spec(
+        self, body: Mapping[str, Any], message: str, reason: str = "InvalidSpec", **fields: Any
+    ) -> None:
+        """Status for a spec the operator will not act on (it does not parse, or the tenant policy
+        refuses it): Ready=False and Stalled=True with the reason, and its Warning Event once."""
         generation = int(body["metadata"].get("generation") or 1)
         conds = kstatus(
-            Cond(READY, "False", "InvalidSpec", message),
+            Cond(READY, "False", reason, message),
             in_progress=False,
-            stalled_reason="InvalidSpec",
+            stalled_reason=reason,
             message=message,
         )
         status = {
@@ -164,6 +167,7 @@ class Context:
             "conditions": merge((body.get("status") or {}).get("conditions"), conds, generation, self.now()),
             "message": message,
         }
+        await self.report_failure(body, status)
         await self.write_status(body, status)
 
     async def event(self, body: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:

@@ -40,7 +40,9 @@ from pydantic import ValidationError
 from mlops_contract.api.common import LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION
 from mlops_contract.api.inferenceservice import InferenceServiceSpec, Metrics
 from mlops_contract.timeutil import format_time, parse_time
+from mlops_operator import tenancy
 from mlops_operator.build import inferenceservice as build
+from mlops_operator.build import networkpolicy as build_networkpolicy
 from mlops_operator.build import retraining as build_retraining
 from mlops_operator.monitor import scrape, triggers
 from mlops_operator.reconcile.context import Context
@@ -72,6 +74,7 @@ class Observed:
     canary: Body | None = None  # the canary Deployment
     hpa_left: bool = False  # an HPA exists though spec.autoscaling is off
     source: Body | None = None  # the TrainingJob spec.retraining.fromTrainingJob names
+    policy_left: bool = False  # a NetworkPolicy exists though spec.access.networkPolicy is off
 
 
 async def observe(ctx: Context, isvc: Body, spec: InferenceServiceSpec) -> Observed:
@@ -84,7 +87,10 @@ async def observe(ctx: Context, isvc: Body, spec: InferenceServiceSpec) -> Obser
     )
     source_name = spec.retraining.from_training_job if spec.retraining is not None else None
     source = await ctx.kube.get("TrainingJob", ns, source_name) if source_name else None
-    return Observed({m["metadata"]["name"]: m for m in mvs}, stable, canary_deploy, hpa_left, source)
+    policy_left = not spec.access.network_policy and await ctx.child_exists("NetworkPolicy", ns, name)
+    return Observed(
+        {m["metadata"]["name"]: m for m in mvs}, stable, canary_deploy, hpa_left, source, policy_left
+    )
 
 
 def served_version(deploy: Body | None) -> str | None:
@@ -218,6 +224,17 @@ def service_steps(isvc: Body, spec: InferenceServiceSpec, hpa_left: bool) -> tup
         Apply(build.service(isvc, spec)),
         *([Delete("HorizontalPodAutoscaler", name)] if hpa_left else []),
     )
+
+
+def access_steps(
+    isvc: Body, spec: InferenceServiceSpec, settings: Settings, policy_left: bool
+) -> tuple[Step, ...]:
+    """The NetworkPolicy (issue #19), applied before any Deployment so no serving pod runs
+    unguarded; deleted when spec.access.networkPolicy was turned off."""
+    policy = build_networkpolicy.network_policy(isvc, spec, settings)
+    if policy is not None:
+        return (Apply(policy),)
+    return (Delete("NetworkPolicy", isvc["metadata"]["name"]),) if policy_left else ()
 
 
 def decide_rollout(
@@ -655,6 +672,11 @@ async def reconcile(ctx: Context, isvc: Body) -> bool:
     except ValidationError as e:
         await ctx.write_invalid_spec(isvc, str(e))
         return True
+    if refused := tenancy.refused(spec, ctx.settings):
+        # No Deployment is applied with what the policy refuses; one already running keeps
+        # serving what it was allowed to.
+        await ctx.write_invalid_spec(isvc, "; ".join(refused), tenancy.NOT_PERMITTED)
+        return True
     now_dt = ctx.clock()
     now = format_time(now_dt)
     memory = ctx.scrapes
@@ -683,7 +705,10 @@ async def reconcile(ctx: Context, isvc: Body) -> bool:
         )
         if monitored.totals is not None:
             memory.totals[(ns, name, "all")] = monitored.totals
-    deployments = await act(ctx, isvc, service_steps(isvc, spec, seen.hpa_left) + rollout.steps, seen)
+    children = service_steps(isvc, spec, seen.hpa_left) + access_steps(
+        isvc, spec, ctx.settings, seen.policy_left
+    )
+    deployments = await act(ctx, isvc, children + rollout.steps, seen)
     retrained = None
     if spec.retraining is not None:
         retrained = await retrain(ctx, isvc, spec, seen, rollout, scraped=monitored.scraped, now=now_dt)

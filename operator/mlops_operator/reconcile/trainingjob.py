@@ -17,6 +17,7 @@ from mlops_contract.api.common import LABEL_INFERENCE_SERVICE, LABEL_TRAINING_JO
 from mlops_contract.api.trainingjob import TrainingJobSpec, trial_count
 from mlops_contract.checks import check_spec
 from mlops_contract.estimators import ESTIMATORS, HIGHER_IS_BETTER
+from mlops_operator import tenancy
 from mlops_operator.build import modelversion as mv_build
 from mlops_operator.build import trainingjob as build
 from mlops_operator.reconcile import storage
@@ -126,6 +127,8 @@ def tuning_outcome(spec: TrainingJobSpec, trials: int, results: list[PodResult])
 async def _check(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any] | None:
     """Facts that stop the run before any pod (invalid spec, missing storage), else None."""
     status = tj.get("status") or {}
+    if refused := tenancy.refused(spec, ctx.settings):
+        return _fail(tenancy.NOT_PERMITTED, "; ".join(refused))
     problems = check_spec(spec)
     if problems:
         return _fail("InvalidSpec", "; ".join(problems))
@@ -243,12 +246,13 @@ def compute_status(tj: Mapping[str, Any], facts: Mapping[str, Any], now: str) ->
     reason = str(facts.get("reason") or phase)
     message = str(facts.get("message") or "")
     trained = phase == "Succeeded"
+    invalid = reason in ("InvalidSpec", tenancy.NOT_PERMITTED)
     conds = [
         Cond(
             "Validated",
-            tf(reason != "InvalidSpec"),
-            "Invalid" if reason == "InvalidSpec" else "Valid",
-            message if reason == "InvalidSpec" else "",
+            tf(not invalid),
+            ("NotPermitted" if reason == tenancy.NOT_PERMITTED else "Invalid") if invalid else "Valid",
+            message if invalid else "",
         ),
         Cond(
             "Trained", "True" if trained else ("False" if phase == "Failed" else "Unknown"), reason, message

@@ -118,7 +118,7 @@ scrape_configs:
   relabel_configs:
   - {source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_managed_by], regex: mlops-operator, action: keep}
   - {source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_component], regex: inference-server, action: keep}
-  - {source_labels: [__meta_kubernetes_pod_container_port_name], regex: http, action: keep}
+  - {source_labels: [__meta_kubernetes_pod_container_port_name], regex: monitoring, action: keep}
   - {source_labels: [__meta_kubernetes_pod_phase], regex: Running, action: keep}
   - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
   - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}

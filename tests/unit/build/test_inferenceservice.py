@@ -131,7 +131,7 @@ def test_pod_labels() -> None:
 def test_prometheus_scrape_annotations() -> None:
     annotations = deploy()["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == "8080"
+    assert annotations["prometheus.io/port"] == "8082"  # the monitoring port (issue #19)
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
@@ -161,6 +161,7 @@ def expected_args(log: str | None = DEFAULT_LOG, rate: str = "1", **flags: str) 
         "--sha256": SHA3,
         "--model-version": "iris-3",
         "--port": "8080",
+        "--monitoring-port": "8082",
         "--max-batch-size": "64",
         "--max-batch-delay-ms": "0",
         "--drift-window": "1000",
@@ -406,6 +407,7 @@ def test_port_and_probes() -> None:
     c = container(deploy())
     assert c["ports"] == [
         {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "monitoring", "containerPort": 8082, "protocol": "TCP"},
         {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
     ]
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
@@ -500,6 +502,7 @@ def test_service_selects_both_tracks() -> None:
     assert s["spec"]["selector"] == {"mlops.dev/inference-service": "iris"}
     assert s["spec"]["ports"] == [
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "monitoring", "port": 8082, "targetPort": "monitoring", "protocol": "TCP"},
         {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
     ]
     for track in ("stable", "canary"):
@@ -512,9 +515,9 @@ def test_grpc_off_leaves_http_only() -> None:
     body = isvc(grpc=False)
     spec = parsed(body)
     c = container(deploy(body))
-    assert [p["name"] for p in c["ports"]] == ["http"]
+    assert [p["name"] for p in c["ports"]] == ["http", "monitoring"]
     assert "--grpc-port" not in c["args"]
-    assert [p["name"] for p in b.service(body, spec)["spec"]["ports"]] == ["http"]
+    assert [p["name"] for p in b.service(body, spec)["spec"]["ports"]] == ["http", "monitoring"]
     assert b.grpc_address(body, spec) is None
 
 

@@ -20,7 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 MANIFESTS = ROOT / "manifests"
-OVERLAYS = ("local", "kind", "production")
+OVERLAYS = ("local", "kind", "production", "namespaced")
 OUR_KINDS = ("trainingjobs", "modelversions", "inferenceservices")
 # Every (apiGroup, resource) the operator may touch, with the verbs it needs: the review list.
 # Adding a permission means adding it here too, with the call that needs it.
@@ -31,6 +31,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "services"): {"list", "watch", "create", "patch"},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "create", "patch", "delete"},
     ("", "pods"): {"list"},
     ("", "persistentvolumeclaims"): {"get"},
     ("", "events"): {"create"},
@@ -214,3 +215,114 @@ def test_peering_rbac_only_in_production() -> None:
     for overlay in ("local", "kind"):
         assert not [r for r in rules(overlay) if r[0] == "kopf.dev"]
     assert [r for r in rules("production") if r[0] == "kopf.dev"]
+
+
+# --- Tenant policy (issue #19) -------------------------------------------------------------------
+def tenant_policy(overlay: str) -> dict[str, str]:
+    (cm,) = [
+        c for c in of_kind(render(overlay), "ConfigMap") if c["metadata"]["name"] == "mlops-tenant-policy"
+    ]
+    assert cm["metadata"]["namespace"] == "mlops-system"
+    return dict(cm["data"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_admission_policy_and_operator_get_the_same_values(overlay: str) -> None:
+    """The operator's settings come from the ConfigMap, and the ValidatingAdmissionPolicy's two
+    literals are copied from it when the overlay is built (manifests/admission), so admission and
+    the operator's own check cannot disagree, even in an overlay that changes the values."""
+    docs = render(overlay)
+    (policy,) = of_kind(docs, "ValidatingAdmissionPolicy")
+    (binding,) = of_kind(docs, "ValidatingAdmissionPolicyBinding")
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    # No paramKind: a ConfigMap parameter can stop resolving for good (kubernetes/kubernetes#130887).
+    assert "paramKind" not in policy["spec"] and "paramRef" not in binding["spec"]
+    [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["apiGroups"] == ["mlops.dev"] and set(rule["resources"]) == {
+        "trainingjobs",
+        "inferenceservices",
+    }
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert "matchResources" not in binding["spec"]  # every namespace
+    data = tenant_policy(overlay)
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["prefixes"].split("'")[1] == data["allowedImagePrefixes"]
+    assert variables["allowServiceAccount"].split("'")[1] == data["allowServiceAccount"] == "false"
+    env = {e["name"]: e for e in deployment(overlay)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for var, key in (
+        ("MLOPS_ALLOWED_IMAGE_PREFIXES", "allowedImagePrefixes"),
+        ("MLOPS_ALLOW_SERVICE_ACCOUNT", "allowServiceAccount"),
+    ):
+        assert env[var]["valueFrom"]["configMapKeyRef"] == {"name": "mlops-tenant-policy", "key": key}
+
+
+def test_production_sets_its_registry_in_both_places() -> None:
+    assert tenant_policy("production")["allowedImagePrefixes"] == "registry.example.com/mlops-operator/"
+    (policy,) = of_kind(render("production"), "ValidatingAdmissionPolicy")
+    assert "'registry.example.com/mlops-operator/'" in str(policy["spec"]["variables"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_operators_own_images_are_under_an_allowed_prefix(overlay: str) -> None:
+    """A user who names the operator's trainer or server image is not refused, and every prefix
+    ends with "/" (a bare host would also admit registry.example.com.evil/...)."""
+    prefixes = [p.strip() for p in tenant_policy(overlay)["allowedImagePrefixes"].split(",") if p.strip()]
+    assert prefixes and all(p.endswith("/") for p in prefixes)
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment(overlay)["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    for var in ("MLOPS_TRAINER_IMAGE", "MLOPS_SERVER_IMAGE"):
+        assert env[var].startswith(tuple(prefixes)), (var, env[var], prefixes)
+
+
+# --- Namespaced install (issue #19) ----------------------------------------------------------------
+CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
+
+
+def role_rules(docs: tuple[dict[str, Any], ...], name: str) -> set[tuple[str, str]]:
+    (role,) = [r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"] == name]
+    return {(g, res) for rule in role["rules"] for g in rule["apiGroups"] for res in rule["resources"]}
+
+
+def test_namespaced_install_grants_nothing_namespaced_cluster_wide() -> None:
+    """Cluster-wide the operator may only read CRDs and namespace names; every rule on
+    namespaced resources (Jobs, Deployments, our kinds, ...) comes through a RoleBinding, so it
+    holds in the watched namespaces alone (not in kube-system)."""
+    docs = render("namespaced")
+    for binding in of_kind(docs, "ClusterRoleBinding"):
+        granted = role_rules(docs, binding["roleRef"]["name"])
+        assert granted <= CLUSTER_SCOPED, (binding["metadata"]["name"], granted - CLUSTER_SCOPED)
+        (role,) = [
+            r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"] == binding["roleRef"]["name"]
+        ]
+        assert {v for rule in role["rules"] for v in rule["verbs"]} <= {"list", "watch"}
+    bound = {b["roleRef"]["name"] for b in of_kind(docs, "RoleBinding")}
+    assert bound == {"mlops-operator"}
+    assert ("batch", "jobs") in role_rules(docs, "mlops-operator")
+
+
+def test_namespaced_install_binds_exactly_the_watched_namespaces() -> None:
+    docs = render("namespaced")
+    args = deployment("namespaced")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--all-namespaces" not in args and "-A" not in args
+    watched = {a.split("=", 1)[1] for a in args if a.startswith("--namespace=")}
+    bindings = of_kind(docs, "RoleBinding")
+    assert watched and {b["metadata"]["namespace"] for b in bindings} == watched
+    assert len(bindings) == len(watched)
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "mlops-operator",
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "mlops-operator", "namespace": "mlops-system"}
+        ]
+
+
+@pytest.mark.parametrize("overlay", ("local", "kind", "production"))
+def test_cluster_wide_installs_have_no_rolebindings(overlay: str) -> None:
+    assert of_kind(render(overlay), "RoleBinding") == []
+    assert "--all-namespaces" in deployment(overlay)["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -15,7 +15,7 @@ import yaml
 from test_manifests import MANIFESTS, kubectl_binary
 
 from mlops_operator.build.common import labels
-from mlops_operator.build.inferenceservice import COMPONENT, PORT_NAME
+from mlops_operator.build.inferenceservice import COMPONENT, MONITORING_PORT_NAME
 
 
 def render_with_monitoring(tmp_path: Path) -> list[dict[str, Any]]:
@@ -60,7 +60,7 @@ def test_the_pod_monitor_selects_the_serving_pods_the_builder_labels(tmp_path: P
     pod_labels = labels(COMPONENT, "iris", "iris")
     assert pm["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert pm["spec"]["namespaceSelector"] == {"any": True}
-    assert [e["port"] for e in pm["spec"]["podMetricsEndpoints"]] == [PORT_NAME]
+    assert [e["port"] for e in pm["spec"]["podMetricsEndpoints"]] == [MONITORING_PORT_NAME]
 
 
 def test_the_service_monitor_selects_the_operators_metrics_service(tmp_path: Path) -> None:

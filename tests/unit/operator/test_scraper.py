@@ -169,7 +169,7 @@ async def test_a_pod_without_an_ip_is_not_scraped() -> None:
     s = HttpScraper()
     assert pod_address(pod("p", ip=None)) is None
     assert await s(pod("p", ip=None)) is None
-    assert pod_address(pod("p", ip="10.1.2.3")) == ("10.1.2.3", 8080)
+    assert pod_address(pod("p", ip="10.1.2.3")) == ("10.1.2.3", 8082)
     await s.close()
 
 
