@@ -52,9 +52,11 @@ class InvalidUri(ValueError):
 class FetchError(Exception):
     """Downloading or uploading failed; `transient` says whether retrying may succeed."""
 
-    def __init__(self, message: str, *, transient: bool) -> None:
+    def __init__(self, message: str, *, transient: bool, missing: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        # Nothing at the URI (no such object or prefix), as opposed to a refusal or a fault.
+        self.missing = missing
 
 
 @dataclass(frozen=True)
@@ -321,7 +323,7 @@ def _fetch_s3_with(client: Any, uri: str, parsed: ParsedUri, out: Path) -> Path:
         prefix = f"{key}/" if key else ""
         objects = [k for k in listing if k.startswith(prefix) and not k.endswith("/")]
         if not objects:
-            raise FetchError(f"{uri}: no such object or prefix", transient=False)
+            raise FetchError(f"{uri}: no such object or prefix", transient=False, missing=True)
         root = out / _basename(parsed, parsed.bucket)
         for obj in objects:
             relative = PurePosixPath(obj[len(prefix) :])

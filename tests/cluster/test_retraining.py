@@ -20,13 +20,16 @@ import pytest
 from clusterkit import (
     condition,
     create,
+    events_for,
     finish_pod,
     inferenceservice,
     modelversion,
     pods_of,
     reconciled_now,
+    run_pod_locally,
     run_verification,
     status_of,
+    trainingjob,
     wait_for,
 )
 
@@ -77,7 +80,7 @@ def retraining(**fields: Any) -> dict[str, Any]:
         "triggers": {"drift": {"threshold": 0.25, "consecutive": 2}},
     }
     spec.update(fields)
-    return spec
+    return {k: v for k, v in spec.items() if v is not None}
 
 
 def serve(
@@ -334,3 +337,72 @@ def test_idle_service_writes_nothing_over_several_scrapes(
     assert status["retraining"]["count"] == 0
     assert retraining_jobs(kube, namespace) == []
     assert_paced()
+
+
+def _annotate(kube: Kube, namespace: str, value: str) -> None:
+    kube.request(
+        "PATCH",
+        f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices/iris",
+        body={"metadata": {"annotations": {RETRAIN: value}}},
+        content_type="application/merge-patch+json",
+    )
+
+
+def test_a_trigger_without_its_source_is_no_run_and_waits_for_it(
+    kube: Kube, namespace: str, monitored: OperatorRunner, artifacts: Path, iris_artifact: dict[str, Any]
+) -> None:
+    """Issue #19, case 2: a manual retrain whose fromTrainingJob does not exist creates nothing,
+    counts nothing and says so (Retraining=False/SourceNotFound, one Warning Event); the request
+    stays pending and fires once the TrainingJob exists."""
+    serve(
+        kube, namespace, artifacts, iris_artifact,
+        template=None, fromTrainingJob="iris-source", triggers={}, cooldownSeconds=0,
+    )  # fmt: skip
+    _annotate(kube, namespace, "now")
+    status = wait_for(
+        lambda: (
+            (s := status_of(kube, "InferenceService", namespace, "iris"))
+            and condition(s, "Retraining").get("reason") == "SourceNotFound"
+            and s
+        ),
+        what="Retraining=False/SourceNotFound",
+    )
+    assert "iris-source" in condition(status, "Retraining")["message"]
+    assert not (status.get("retraining") or {}).get("count")
+    reconciled_now(kube, namespace, "iris")
+    assert retraining_jobs(kube, namespace) == []
+    warnings = [e for e in events_for(kube, namespace, "iris") if e["reason"] == "SourceNotFound"]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning", warnings
+
+    create(kube, namespace, trainingjob("iris-source"))
+    tj = wait_for(
+        lambda: kube.get("TrainingJob", namespace, "iris-retrain-1"), what="the run, once its source exists"
+    )
+    assert tj["metadata"]["annotations"]["mlops.dev/trigger"] == "manual"
+    recorded = wait_for(
+        lambda: (r := retraining_status(kube, namespace)).get("count") == 1 and r, what="count 1"
+    )
+    assert recorded["lastManual"] == "now"
+
+
+def test_a_run_before_any_label_trains_on_what_exists_and_says_so(
+    kube: Kube, namespace: str, monitored: OperatorRunner, artifacts: Path, iris_artifact: dict[str, Any]
+) -> None:
+    """Issue #19, case 1: a retraining run with includeFeedback before any label was posted
+    (the prediction log holds none) trains on its data and says so, instead of failing."""
+    serve(kube, namespace, artifacts, iris_artifact, triggers={}, cooldownSeconds=0, includeFeedback=True)
+    _annotate(kube, namespace, "now")
+    tj = wait_for(lambda: kube.get("TrainingJob", namespace, "iris-retrain-1"), what="the run")
+    [extra] = tj["spec"]["data"]["extraSources"]
+    labels = {"mlops.dev/training-job": "iris-retrain-1", "mlops.dev/step": "train"}
+    pod = wait_for(lambda: pods_of(kube, namespace, labels), what="its training pod")[0]
+    code, message = run_pod_locally(kube, namespace, pod, artifacts)
+    assert code == 0, message
+    status = wait_for(
+        lambda: (
+            (s := status_of(kube, "TrainingJob", namespace, "iris-retrain-1")).get("phase") == "Succeeded"
+            and s
+        ),
+        what="the run Succeeded",
+    )
+    assert f"trained without {extra['uri']}: no labelled rows there yet" in status["message"], status

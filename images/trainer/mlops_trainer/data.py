@@ -207,13 +207,17 @@ def _read_file(path: Path, fmt: str, target: str) -> pd.DataFrame:
     return _read_jsonl(path, target)
 
 
+class NoData(BadInput):
+    """Nothing at a data source's location (no file, no object, an empty directory or prefix)."""
+
+
 def read_path(
     path: Path, fmt: str, target: str, uri: str, preflight: Callable[[list[Path]], object] | None = None
 ) -> pd.DataFrame:
     """Read a file, or every matching file of a directory (same columns), into one table;
     `preflight` sees the files first (the memory check, issue #23)."""
     if not path.exists():
-        raise BadInput(f"data source {uri} does not exist ({path} not found)")
+        raise NoData(f"data source {uri} does not exist ({path} not found)")
     files = _files(path, fmt)
     relayed = _relayed_rows(path, target) if fmt == "jsonl" and path.is_dir() else None
     if not files and relayed is not None:
@@ -222,7 +226,7 @@ def read_path(
         pattern = (
             f"{JSONL_DIR_PREFIX}*.jsonl" if fmt == "jsonl" else " or ".join(f"*{s}" for s in SUFFIXES[fmt])
         )
-        raise BadInput(f"data source {uri} has no {pattern} files")
+        raise NoData(f"data source {uri} has no {pattern} files")
     if preflight is not None:
         preflight(files)
     tables: list[pd.DataFrame] = []
@@ -265,7 +269,9 @@ def read_source(
     except storage.InvalidUri as e:
         raise BadInput(f"data source {source.uri}: {e}") from e
     except storage.FetchError as e:
-        raise (Transient(str(e)) if e.transient else BadInput(str(e))) from e
+        if e.transient:
+            raise Transient(str(e)) from e
+        raise (NoData(str(e)) if e.missing else BadInput(str(e))) from e
 
     def preflight(files: list[Path]) -> object:
         return memory.check(files, source.format, target, source.uri, env, onehot=onehot)
@@ -316,9 +322,13 @@ def _align_extra(extra: pd.DataFrame, main: pd.DataFrame, columns: list[str], la
 
 
 def load_table(
-    spec: TrainingJobSpec, workdir: Path, env: Mapping[str, str]
+    spec: TrainingJobSpec, workdir: Path, env: Mapping[str, str], notes: list[str] | None = None
 ) -> tuple[pd.DataFrame, list[str], str]:
-    """The main source plus the extra sources: (table of features + target, features, target)."""
+    """The main source plus the extra sources: (table of features + target, features, target).
+
+    A prediction log (a jsonl extra source, what retraining adds) that holds no labelled rows
+    yet is skipped and said in `notes`: a retraining run trains on what exists rather than
+    failing (issue #19, case 1). Any other source that is missing is bad input."""
     target = resolve_target(spec)
     onehot = spec.data.prepare.encoding == "onehot"
     main = read_source(spec.data.source, target, workdir / "source-main", env, onehot=onehot)
@@ -326,7 +336,16 @@ def load_table(
     columns = [*features, target]
     tables = [main[columns]]
     for i, source in enumerate(spec.data.extra_sources or []):
-        extra = read_source(source, target, workdir / f"source-{i}", env, onehot=onehot)
+        try:
+            extra = read_source(source, target, workdir / f"source-{i}", env, onehot=onehot)
+        except NoData as e:
+            if source.format != "jsonl":
+                raise
+            note = f"trained without {source.uri}: no labelled rows there yet ({e})"
+            log("Skipped a prediction log without labelled rows", source=source.uri)
+            if notes is not None:
+                notes.append(note)
+            continue
         label = f"data.extraSources[{i}] ({source.uri})"
         if not len(extra):
             log("Skipped empty extra source", source=source.uri)
@@ -483,8 +502,10 @@ def prepare_dataset(table: pd.DataFrame, features: list[str], target: str, spec:
     )
 
 
-def load_dataset(spec: TrainingJobSpec, workdir: Path, env: Mapping[str, str]) -> Dataset:
-    table, features, target = load_table(spec, workdir, env)
+def load_dataset(
+    spec: TrainingJobSpec, workdir: Path, env: Mapping[str, str], notes: list[str] | None = None
+) -> Dataset:
+    table, features, target = load_table(spec, workdir, env, notes)
     return prepare_dataset(table, features, target, spec)
 
 

@@ -129,8 +129,9 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
     uri = storage.artifact_uri(spec.output.uri, spec.model, config.name)
     params = resolve_params(spec, config.params)
 
+    notes: list[str] = []
     with phase("load") as info, tempfile.TemporaryDirectory(prefix="mlops-data-") as work:
-        ds = load_dataset(spec, Path(work), env)
+        ds = load_dataset(spec, Path(work), env, notes)
         info.update(rows=len(ds.X), features=len(ds.X.columns), droppedRows=ds.dropped_rows)
     with phase("split") as info:
         split: SplitData = split_dataset(ds, spec.data.split)
@@ -184,6 +185,7 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
         "sklearnVersion": sklearn.__version__,
         "trainerImage": config.trainer_image,
         "warnings": [
+            *notes,
             *fit_warnings,
             *(w for w in eval_warnings if w not in fit_warnings),
             *baseline_warnings,
@@ -216,4 +218,5 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
         "params": params,
         "signature": metadata["signature"],
         **({"baseline": baseline} if baseline else {}),
+        **({"notes": notes} if notes else {}),
     }

@@ -20,7 +20,8 @@ Triggers (a run created for one trigger also settles every other pending one):
 
 Blocks, checked in this order, stop a pending trigger from firing without consuming it (it fires
 when the block lifts): retraining disabled, cooldownSeconds since `last_triggered_at` not yet
-passed, `len(active_jobs) >= maxConcurrent`. The reason names the block.
+passed, `len(active_jobs) >= maxConcurrent`, the run's source missing (`unavailable`). The reason
+names the block.
 `active_jobs` is the caller's to keep current (drop runs that finished); firing appends the new one.
 """
 
@@ -55,6 +56,7 @@ class Reason(StrEnum):
     DISABLED = "Disabled"
     COOLDOWN = "CoolingDown"
     MAX_CONCURRENT = "MaxConcurrent"
+    SOURCE_NOT_FOUND = "SourceNotFound"
     NO_TRIGGER = "NoTrigger"
 
 
@@ -137,8 +139,13 @@ def evaluate(
     now: datetime,
     *,
     isvc_name: str,
+    unavailable: str | None = None,
 ) -> tuple[TriggerDecision, TriggerState]:
     """Decide whether a retraining run starts now; see the module docstring for the rules.
+
+    `unavailable`: why no run could be built now (spec.retraining.fromTrainingJob missing): a
+    block like the others, checked last, so a pending trigger waits unconsumed and is not
+    counted (issue #19: a trigger that cannot act is not a run).
 
     `metrics`: this scrape's metrics (snake_case or camelCase keys), or None when no new scrape.
     `now` must be timezone-aware.
@@ -229,6 +236,8 @@ def evaluate(
 
     details = "; ".join(d for _, _, d in pending)
     blocked = _block(retraining, current, now)
+    if blocked is None and unavailable:
+        blocked = Reason.SOURCE_NOT_FOUND, unavailable
     if blocked is not None:
         reason, why = blocked
         return TriggerDecision(False, None, reason, f"Pending ({details}) but {why}.", pending=kinds), current

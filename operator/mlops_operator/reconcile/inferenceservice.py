@@ -440,6 +440,11 @@ def plan_retraining(
         if (run := runs.get(job)) and (run.get("status") or {}).get("phase") not in TERMINAL
     )
     meta = isvc["metadata"]
+    try:
+        build_retraining.retraining_base(spec, seen.source)
+        unavailable = None
+    except build_retraining.SourceNotFound as e:
+        unavailable = str(e)
     decision, new_state = triggers.evaluate(
         spec.retraining,
         dataclasses.replace(state, active_jobs=active),
@@ -447,21 +452,20 @@ def plan_retraining(
         meta.get("annotations") or {},
         now,
         isvc_name=meta["name"],
+        unavailable=unavailable,
     )
     if not (decision.fire and decision.job_name):
-        return RetrainingPlan(decision, new_state)
-    try:
-        job = build_retraining.retraining_job(
-            isvc,
-            spec,
-            name=decision.job_name,
-            trigger=str(decision.trigger),
-            reason=decision.message,
-            source=seen.source,
-            served=seen.versions.get(serving or ""),
-        )
-    except build_retraining.SourceNotFound as e:
-        return RetrainingPlan(decision, new_state, problem=str(e))
+        problem = decision.message if decision.reason == triggers.Reason.SOURCE_NOT_FOUND else None
+        return RetrainingPlan(decision, new_state, problem=problem)
+    job = build_retraining.retraining_job(
+        isvc,
+        spec,
+        name=decision.job_name,
+        trigger=str(decision.trigger),
+        reason=decision.message,
+        source=seen.source,
+        served=seen.versions.get(serving or ""),
+    )
     return RetrainingPlan(decision, new_state, job)
 
 
@@ -539,6 +543,8 @@ async def retrain(
     state = triggers.TriggerState.from_status(isvc.get("status"))
     runs = {job: await ctx.kube.get("TrainingJob", ns, job) for job in state.active_jobs}
     plan = plan_retraining(isvc, spec, seen, runs=runs, serving=rollout.serving, scraped=scraped, now=now)
+    if plan.problem and not _was_blocked_by_source(isvc):
+        await ctx.event(isvc, triggers.Reason.SOURCE_NOT_FOUND, f"Retraining: {plan.problem}", warning=True)
     if plan.job is not None:
         _, created = await ctx.kube.create(plan.job)
         if created:
@@ -550,6 +556,12 @@ async def retrain(
         last = triggers.retraining_job_name(isvc["metadata"]["name"], plan.state.count)
         last_run = runs[last] if last in runs else await ctx.kube.get("TrainingJob", ns, last)
     return retraining_status(isvc, plan, last_run, seen.versions, rollout)
+
+
+def _was_blocked_by_source(isvc: Body) -> bool:
+    """The last status already said a trigger waits for a missing source (its Event was sent)."""
+    cond = get((isvc.get("status") or {}).get("conditions"), "Retraining") or {}
+    return cond.get("reason") == triggers.Reason.SOURCE_NOT_FOUND
 
 
 # --- status (pure) ----------------------------------------------------------------------------
@@ -636,7 +648,9 @@ def compute_status(isvc: Body, spec: InferenceServiceSpec, facts: Facts, now: st
         ),
         *_drifted(spec, metrics),
     ]
-    if retrained is not None:
+    if retrained is not None and retrained.problem and not retrained.status.get("activeJobs"):
+        conds.append(Cond("Retraining", "False", triggers.Reason.SOURCE_NOT_FOUND, retrained.problem))
+    elif retrained is not None:
         running_, why, what = triggers.retraining_condition(retrained.status)
         conds.append(Cond("Retraining", tf(running_), why, what))
     serving_mv = facts.versions.get(serving or "")

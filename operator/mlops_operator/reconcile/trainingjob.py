@@ -203,10 +203,11 @@ def registered_facts(mv_name: str, result: Mapping[str, Any]) -> dict[str, Any]:
     """Facts of a run whose ModelVersion `mv_name` is registered, from the trainer's result (pure)."""
     metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items() if isinstance(v, (int, float))}
     primary = result.get("primaryMetric")
+    notes = [str(n) for n in result.get("notes") or [] if isinstance(n, str)]
     return {
         "phase": "Succeeded",
         "reason": "ModelRegistered",
-        "message": f"ModelVersion {mv_name} registered",
+        "message": "; ".join([f"ModelVersion {mv_name} registered", *notes]),
         "modelVersion": mv_name,
         "metrics": metrics,
         "primaryMetric": primary,

@@ -12,7 +12,7 @@ from mlops_contract.api.modelversion import ModelVersionSpec
 from mlops_contract.api.trainingjob import TrainingJobSpec
 from mlops_operator.reconcile.modelversion import job_verification, settled
 from mlops_operator.reconcile.pods import PodResult, failure_message, failure_reason, pod_result
-from mlops_operator.reconcile.trainingjob import tuning_outcome
+from mlops_operator.reconcile.trainingjob import registered_facts, tuning_outcome
 
 
 def spec(**tuning: Any) -> TrainingJobSpec:
@@ -154,3 +154,16 @@ def test_failure_reason_and_message_name_an_oom_kill(
     message = failure_message(result, "tuning Job failed")
     for fragment in fragments:
         assert fragment in message
+
+
+def test_registered_facts_say_what_the_run_trained_without() -> None:
+    """Issue #19, case 1: the TrainingJob's message carries the trainer's notes (a retraining run
+    that found no labelled rows yet says so)."""
+    result = {
+        "metrics": {"accuracy": 0.9},
+        "primaryMetric": "accuracy",
+        "notes": ["trained without s3://b/log"],
+    }
+    facts = registered_facts("iris-v2", result)
+    assert facts["message"] == "ModelVersion iris-v2 registered; trained without s3://b/log"
+    assert registered_facts("iris-v2", {"metrics": {}})["message"] == "ModelVersion iris-v2 registered"

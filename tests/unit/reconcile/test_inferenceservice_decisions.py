@@ -347,7 +347,9 @@ RETRAIN_CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, dict[str, 
     ("a-finished-run-frees-the-slot", {"template": TEMPLATE}, RUNNING, MANUAL, {"iris-retrain-1": tj("Succeeded")}, None, True, "iris-retrain-2", None),
     ("a-gone-run-frees-the-slot", {"template": TEMPLATE}, RUNNING, MANUAL, {"iris-retrain-1": None}, None, True, "iris-retrain-2", None),
     ("copies-the-source", {"fromTrainingJob": "iris-train"}, None, MANUAL, {}, {"spec": {"model": "iris", **TEMPLATE}}, True, "iris-retrain-1", None),
-    ("missing-source", {"fromTrainingJob": "iris-train"}, None, MANUAL, {}, None, True, None, "retraining source TrainingJob iris-train not found"),
+    # Issue #19, case 2: a trigger that cannot act is not a run; it stays pending, unconsumed.
+    ("missing-source", {"fromTrainingJob": "iris-train"}, None, MANUAL, {}, None, False, None,
+     "Pending (annotation mlops.dev/retrain='now') but retraining source TrainingJob iris-train not found."),
 ]  # fmt: skip
 
 
@@ -373,6 +375,9 @@ def test_plan_retraining(
     assert plan.decision.fire is fires
     assert (plan.job["metadata"]["name"] if plan.job else None) == job
     assert plan.problem == problem
+    if problem is not None:  # nothing counted, nothing consumed, no cooldown spent
+        assert (plan.state.count, plan.state.last_manual, plan.state.last_triggered_at) == (0, None, None)
+        assert plan.decision.pending == ("manual",)
     if plan.job is not None:
         assert plan.job["spec"]["evaluation"]["baseline"]["modelVersion"] == "iris-v1"
         assert plan.job["metadata"]["annotations"]["mlops.dev/trigger"] == "manual"

@@ -257,6 +257,37 @@ def test_jsonl_feedback_directory_appended_as_extra_source(trainer: Trainer, mix
     assert alone.result["dataDigest"] == run.result["dataDigest"]
 
 
+@pytest.mark.parametrize("log", ["missing", "empty"])
+def test_a_prediction_log_without_labelled_rows_is_skipped_and_said(
+    trainer: Trainer, mixed: pd.DataFrame, log: str
+) -> None:
+    """Issue #19, case 1: a retraining run (extra jsonl source) before any label trains on what
+    exists and says so, instead of failing BadInput; any other missing source still fails."""
+    table = mixed.drop(columns=["spend"])
+    uri = trainer.write("train.csv", table)
+    if log == "empty":
+        trainer.path("feedback/predictions-0001.jsonl").write_text("{}\n")  # predictions, no labels
+    spec = make_spec(
+        data={
+            "source": {"uri": uri},
+            "extraSources": [{"uri": "pvc://data/feedback", "format": "jsonl"}],
+            "target": "churn",
+        }
+    )
+    run = trainer.run("train", make_config(spec))
+    assert run.code == 0, run.result
+    [note] = run.result["notes"]
+    assert note.startswith("trained without pvc://data/feedback: no labelled rows there yet")
+    _, meta = artifact.load_verified(trainer.artifact_dir(), run.result["sha256"])
+    assert meta["rows"] == len(table) and note in meta["warnings"]
+
+    csv = make_spec(
+        data={"source": {"uri": uri}, "extraSources": [{"uri": "pvc://data/nothing.csv"}], "target": "churn"}
+    )
+    refused = trainer.run("train", make_config(csv, name="demo-2"))
+    assert refused.code == 2 and "nothing.csv" in refused.result["message"]
+
+
 def test_jsonl_main_source_uses_target_name(trainer: Trainer, mixed: pd.DataFrame) -> None:
     table = mixed.drop(columns=["spend"]).rename(columns={"churn": "label"})
     uri = trainer.write_text("log.jsonl", feedback_lines(table, "label"))
