@@ -29,9 +29,11 @@ OPERATOR_POD_LABELS: Final = {
     "app.kubernetes.io/name": "mlops-operator",
     "app.kubernetes.io/component": "operator",
 }
-# Ports that serve prediction: every rule for prediction lists them by name (HTTP and gRPC, issue #20;
-# a port the pods do not have admits nothing, so gRPC switched off changes no rule).
-PREDICTION_PORTS: Final = (PORT_NAME, GRPC_PORT_NAME)
+
+
+def prediction_ports(spec: InferenceServiceSpec) -> tuple[str, ...]:
+    """The ports that serve prediction, by name: HTTP and, unless spec.grpc is false, gRPC (issue #20)."""
+    return (PORT_NAME, GRPC_PORT_NAME) if spec.grpc else (PORT_NAME,)
 
 
 def _namespace(name: str, pod_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -81,7 +83,7 @@ def network_policy(
             "podSelector": {"matchLabels": {LABEL_INFERENCE_SERVICE: name}},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {"ports": _ports(*PREDICTION_PORTS), "from": prediction_peers(namespace, spec)},
+                {"ports": _ports(*prediction_ports(spec)), "from": prediction_peers(namespace, spec)},
                 {"ports": _ports(MONITORING_PORT_NAME), "from": monitoring_peers(namespace, spec, settings)},
             ],
         },

@@ -49,9 +49,9 @@ def rules(body: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     assert policy is not None
     out = {}
     for rule in policy["spec"]["ingress"]:
-        [port] = rule["ports"]
-        assert port["protocol"] == "TCP"
-        out[port["port"]] = rule["from"]
+        for port in rule["ports"]:
+            assert port["protocol"] == "TCP"
+            out[port["port"]] = rule["from"]
     return out
 
 
@@ -80,7 +80,14 @@ CASES = {
 def test_policy_admits_each_port_from_its_sources(
     access: dict[str, Any], prediction: list[dict[str, Any]], monitoring: list[dict[str, Any]]
 ) -> None:
-    assert rules(isvc(**access)) == {"http": prediction, "monitoring": monitoring}
+    # gRPC serves prediction too (issue #20): the same sources as HTTP.
+    assert rules(isvc(**access)) == {"http": prediction, "grpc": prediction, "monitoring": monitoring}
+
+
+def test_grpc_off_leaves_its_port_out() -> None:
+    body = isvc()
+    body["spec"]["grpc"] = False
+    assert set(rules(body)) == {"http", "monitoring"}
 
 
 def test_policy_selects_both_tracks_and_is_owned() -> None:
