@@ -3,7 +3,7 @@
 Without it every pod of the cluster could post labels to a serving pod (poisoning the retraining
 data and moving the accuracy trigger) and read its /metrics. The server serves prediction on
 ports `http` and `grpc` and feedback with /metrics on port `monitoring`; the policy selects the
-InferenceService's pods (both tracks) and admits, by named port:
+InferenceService's pods (both tracks) and admits, by port number:
 - prediction from the namespaces in spec.access.predictionFrom (default: its own; '*': every
   namespace's pods);
 - the monitoring port from spec.access.feedbackFrom (default: its own namespace's pods), from the
@@ -20,7 +20,15 @@ from typing import Any, Final
 
 from mlops_contract.api.common import LABEL_INFERENCE_SERVICE
 from mlops_contract.api.inferenceservice import InferenceServiceSpec
-from mlops_operator.build.inferenceservice import GRPC_PORT_NAME, MONITORING_PORT_NAME, PORT_NAME, owned_meta
+from mlops_operator.build.inferenceservice import (
+    GRPC_PORT,
+    GRPC_PORT_NAME,
+    MONITORING_PORT,
+    MONITORING_PORT_NAME,
+    PORT,
+    PORT_NAME,
+    owned_meta,
+)
 from mlops_operator.settings import Settings
 
 NAMESPACE_NAME: Final = "kubernetes.io/metadata.name"
@@ -43,8 +51,15 @@ def _namespace(name: str, pod_labels: Mapping[str, str] | None = None) -> dict[s
     return peer
 
 
+# The policy names ports by number, not by the container's port names: named ports make the
+# enforcer resolve them per destination pod, which enforcers get wrong in places (kube-router on
+# the real node refused the InferenceService's own namespace with named ports), and the numbers
+# are the builder's constants anyway.
+_PORT_NUMBERS: Final = {PORT_NAME: PORT, GRPC_PORT_NAME: GRPC_PORT, MONITORING_PORT_NAME: MONITORING_PORT}
+
+
 def _ports(*names: str) -> list[dict[str, Any]]:
-    return [{"port": name, "protocol": "TCP"} for name in names]
+    return [{"port": _PORT_NUMBERS[name], "protocol": "TCP"} for name in names]
 
 
 def prediction_peers(namespace: str, spec: InferenceServiceSpec) -> list[dict[str, Any]]:

@@ -43,15 +43,18 @@ def parsed(body: dict[str, Any]) -> InferenceServiceSpec:
     return InferenceServiceSpec.model_validate(body["spec"])
 
 
+NAMES = {8080: "http", 8081: "grpc", 8082: "monitoring"}
+
+
 def rules(body: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """{port name: peers} of the policy's ingress rules."""
+    """{port name: peers} of the policy's ingress rules (which name ports by number)."""
     policy = network_policy(body, parsed(body), SETTINGS)
     assert policy is not None
     out = {}
     for rule in policy["spec"]["ingress"]:
         for port in rule["ports"]:
             assert port["protocol"] == "TCP"
-            out[port["port"]] = rule["from"]
+            out[NAMES[port["port"]]] = rule["from"]
     return out
 
 
