@@ -37,11 +37,18 @@ class Settings:
     workers: int = 8
     # Port of the operator's own Prometheus /metrics; 0 = not served (the default in tests).
     metrics_port: int = 0
+    # spec.monitoring.prometheusUrl (issue #21): a bearer token file and a CA bundle (e.g. from
+    # a Secret mounted into the operator's pod), and the URL prefixes the token may be sent to.
+    prometheus_token_file: str = ""
+    prometheus_ca_file: str = ""
+    prometheus_credentials_for: tuple[str, ...] = field(default_factory=tuple)
+    # The shortest rate window of a PromQL query (at least two scrapes of Prometheus).
+    prometheus_min_window_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
-        namespaces = tuple(n for n in e.get("MLOPS_NAMESPACES", "").split(",") if n.strip())
+        namespaces = _list(e.get("MLOPS_NAMESPACES", ""))
         return cls(
             trainer_image=e.get("MLOPS_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE),
             server_image=e.get("MLOPS_SERVER_IMAGE", DEFAULT_SERVER_IMAGE),
@@ -52,4 +59,13 @@ class Settings:
             namespaces=namespaces,
             workers=int(e.get("MLOPS_WORKERS", "8")),
             metrics_port=int(e.get("MLOPS_METRICS_PORT", "0")),
+            prometheus_token_file=e.get("MLOPS_PROMETHEUS_TOKEN_FILE", ""),
+            prometheus_ca_file=e.get("MLOPS_PROMETHEUS_CA_FILE", ""),
+            prometheus_credentials_for=_list(e.get("MLOPS_PROMETHEUS_CREDENTIALS_FOR", "")),
+            prometheus_min_window_seconds=int(e.get("MLOPS_PROMETHEUS_MIN_WINDOW_SECONDS", "60")),
         )
+
+
+def _list(value: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks dropped."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
