@@ -24,12 +24,11 @@ from typing import Any, Final
 
 import yaml
 
-from s3kit import free_port
+from s3kit import free_port, stop_process
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 CACHE: Final = Path(os.environ.get("MLOPS_CACHE", Path.home() / ".cache" / "mlops-operator"))
 GO_BUILT: Final = CACHE / "prometheus" / "go-v0.316.0" / "prometheus"
-STOP_TIMEOUT_SECONDS: Final = 10.0
 
 
 def log(message: str) -> None:
@@ -133,11 +132,5 @@ class Prometheus:
 
     def stop(self) -> None:
         """TERM, wait, then KILL: by this process's PID only."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_SECONDS)
+        stop_process(self.process)
         log(f"prometheus pid {self.process.pid} stopped (exit {self.process.returncode})")

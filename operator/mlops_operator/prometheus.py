@@ -26,6 +26,7 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
+from mlops_operator.httpclient import TooLarge, read_capped, session
 from mlops_operator.monitor.promql import BadAnswer, Sample, parse_response
 
 # The answer holds a few series per pod and one per feature: 4 MiB is far beyond that.
@@ -135,19 +136,9 @@ class PrometheusClient:
                 async with self._open().post(
                     url, data=form, headers=headers, allow_redirects=False
                 ) as response:
-                    declared = response.content_length
-                    if declared is not None and declared > self._max_bytes:
-                        raise QueryFailed(
-                            TOO_LARGE, f"{url} declared {declared} bytes, the cap is {self._max_bytes}"
-                        )
-                    body = bytearray()
-                    async for chunk in response.content.iter_any():
-                        body += chunk
-                        if len(body) > self._max_bytes:
-                            raise QueryFailed(
-                                TOO_LARGE, f"answer of {url} over the cap of {self._max_bytes} bytes"
-                            )
-                    return response.status, bytes(body)
+                    return response.status, await read_capped(response, self._max_bytes)
+        except TooLarge as e:
+            raise QueryFailed(TOO_LARGE, f"answer of {url}: {e}") from e
         except TimeoutError as e:
             raise QueryFailed(TIMEOUT, f"no answer from {url} within {self._total:g} s") from e
         except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as e:
@@ -157,16 +148,10 @@ class PrometheusClient:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            ssl_context = ssl.create_default_context()
+            context = ssl.create_default_context()
             if self._ca_file and Path(self._ca_file).exists():
-                ssl_context.load_verify_locations(cafile=self._ca_file)
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=ssl_context),
-                trust_env=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                raise_for_status=False,
-            )
+                context.load_verify_locations(cafile=self._ca_file)
+            self._session = session(self._timeout, limit=MAX_CONNECTIONS, ssl_context=context)
         return self._session
 
     async def close(self) -> None:

@@ -765,6 +765,15 @@ async def reconcile(ctx: Context, isvc: Body) -> bool:
     return False
 
 
+def _pace(
+    ctx: Context, isvc: Body, spec: InferenceServiceSpec, rollout: Rollout, now: dt.datetime
+) -> tuple[Body, bool]:
+    """(status.metrics as they stand, whether this pass reads every pod's metrics: `scrape_due`)."""
+    old_metrics = (isvc.get("status") or {}).get("metrics") or {}
+    key = (isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+    return old_metrics, scrape_due(spec, rollout.serving, old_metrics, ctx.scrapes.scraped_at.get(key), now)
+
+
 async def measure_pods(
     ctx: Context,
     isvc: Body,
@@ -778,10 +787,9 @@ async def measure_pods(
     when the interval is due), decide the canary, and compute status.metrics."""
     ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
     memory = ctx.scrapes
-    old_metrics = (isvc.get("status") or {}).get("metrics") or {}
+    old_metrics, due = _pace(ctx, isvc, spec, rollout, now)
     # Pods are read only when something is (to be) served: scraping and canaries need them.
     pods = await ctx.kube.list("Pod", ns, {LABEL_INFERENCE_SERVICE: name}) if rollout.desired else []
-    due = scrape_due(spec, rollout.serving, old_metrics, memory.scraped_at.get((ns, name)), now)
     canary_pods = running(pods, "canary") if rollout.analyse else []
     wanted = {p["metadata"]["name"]: p for p in [*canary_pods, *(running(pods) if due else [])]}
     samples = await scrape_pods(memory.scraper, list(wanted.values()))
@@ -817,8 +825,7 @@ async def measure_prometheus(
     listed or scraped); a failed query holds the decisions (`from_prometheus`)."""
     ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
     memory = ctx.scrapes
-    old_metrics = (isvc.get("status") or {}).get("metrics") or {}
-    due = scrape_due(spec, rollout.serving, old_metrics, memory.scraped_at.get((ns, name)), now)
+    old_metrics, due = _pace(ctx, isvc, spec, rollout, now)
     min_window = ctx.settings.prometheus_min_window_seconds
     expr = prometheus_query(isvc, spec, rollout, due=due, min_window=min_window, now=now)
     if expr is None:

@@ -273,3 +273,19 @@ async def test_a_served_canary_is_decided_from_promql(prom: Prometheus, both: An
     assert result.rollout.canary["phase"] == "Promoted", result.rollout.canary
     assert result.rollout.canary["requests"] == 14
     assert result.monitored.scraped is not None and result.monitored.metrics["requests"] == 30
+
+
+@pytest.mark.parametrize(
+    ("window", "canary"),
+    [(60, None), (None, promql.CanaryWindow("v", 0)), (5, promql.CanaryWindow('a"b\\c', 7))],
+    ids=["metrics", "canary", "both-with-hostile-labels"],
+)
+async def test_every_shape_of_the_query_is_valid_promql(prom: Prometheus, window: Any, canary: Any) -> None:
+    client = PrometheusClient()
+    try:
+        answer = await client.query(
+            prom.url, promql.query(NS, 'x"y\\z', window_seconds=window, canary=canary)
+        )
+    finally:
+        await client.close()
+    assert answer == []  # valid, and nothing matches those names
