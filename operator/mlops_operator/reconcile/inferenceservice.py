@@ -5,9 +5,11 @@ One pass, in this order:
    left over from autoscaling, and the fromTrainingJob a retraining run would copy.
 2. `decide_rollout` (pure): the version to serve and how to get there (first rollout, rolling
    update, a canary started or continued, steady state), as ordered steps: apply, delete, Event.
-3. The serving pods (listed only when a version is, or is to be, served) and one scrape of each
-   pod a decision needs: the canary's while it is analysed, every running pod's when the
-   monitoring interval is due (`scrape_due`).
+3. The measurements a decision needs: the canary's while it is analysed, every pod's when the
+   monitoring interval is due (`scrape_due`). By default (`measure_pods`) the serving pods are
+   listed and scraped; with spec.monitoring.prometheusUrl (`measure_prometheus`, issue #21) one
+   PromQL query answers both and no pod is listed, and a failed query or missing series holds
+   the decisions that read them (`from_prometheus`, condition MetricsAvailable).
 4. `canary_step` (pure): promote, roll back or continue, with its steps and status.canary;
    `monitoring` (pure): what lands in status.metrics.
 5. `act`: the steps, in order; nothing is decided there.
