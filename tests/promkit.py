@@ -79,8 +79,10 @@ class Prometheus:
         self.process, self.url, self.workdir = process, url, workdir
 
     @classmethod
-    def start(cls, binary: Path, workdir: Path, targets: Sequence[Target]) -> Prometheus:
-        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config(targets)))
+    def start(
+        cls, binary: Path, workdir: Path, targets: Sequence[Target], interval: str = "1s"
+    ) -> Prometheus:
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config(targets, interval)))
         port = free_port()
         log_path = workdir / "prometheus.log"
         with log_path.open("wb") as out:

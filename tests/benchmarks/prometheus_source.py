@@ -175,6 +175,39 @@ def claim(kctl: list[str], namespace: str, host_dir: Path) -> None:
     kubectl(kctl, "apply", "-f", "-", data={"apiVersion": "v1", "kind": "List", "items": [pv, pvc]})
 
 
+PODS_PER_NODE: Final = 110
+
+
+def kwok_nodes(kctl: list[str], pods: int) -> list[str]:
+    """Extra kwok nodes so that `pods` more pods fit (up.sh's two take 110 each, and other pods
+    may be there already); returns their names, for deletion at the end."""
+    free = 0
+    for node in json.loads(kubectl(kctl, "get", "nodes", "-o", "json"))["items"]:
+        used = kubectl(kctl, "get", "pods", "-A", "--field-selector", f"spec.nodeName={node['metadata']['name']}", "-o", "name")  # fmt: skip
+        free += int(node["status"]["allocatable"]["pods"]) - len(used.split())
+    added = []
+    for i in range(max(0, -(-(pods - free) // PODS_PER_NODE))):
+        name = f"bench-kwok-{i}"
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {"type": "kwok", "kubernetes.io/hostname": name},
+            },
+            "status": {
+                "capacity": {"cpu": "32", "memory": "128Gi", "pods": str(PODS_PER_NODE)},
+                "allocatable": {"cpu": "32", "memory": "128Gi", "pods": str(PODS_PER_NODE)},
+            },
+        }
+        kubectl(kctl, "create", "-f", "-", data=node, check=False)
+        added.append(name)
+    if added:
+        log(f"Added kwok nodes {', '.join(added)} for {pods} pods ({free} free)")
+    return added
+
+
 def inferenceservice(name: str, replicas: int, interval: int, prometheus_url: str | None) -> dict[str, Any]:
     monitoring: dict[str, Any] = {"intervalSeconds": interval}
     if prometheus_url:
@@ -188,8 +221,17 @@ def inferenceservice(name: str, replicas: int, interval: int, prometheus_url: st
 
 
 def prometheus_queries(prom: Prometheus) -> float:
-    found = prom.query('sum(prometheus_http_requests_total{handler="/api/v1/query"})')
-    return float(found[0]["value"][1]) if found else 0.0
+    """Instant queries Prometheus has answered (its own /metrics: it does not scrape itself here)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{prom.url}/metrics", timeout=10) as answer:  # loopback only
+        text = answer.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "prometheus_http_requests_total" and s.labels.get("handler") == "/api/v1/query"
+    )
 
 
 def all_reporting(api: Api, namespace: str, names: list[str], mode: str) -> int:
@@ -257,7 +299,7 @@ def run_mode(
             "window_seconds": round(end - start, 1),
             "operator_api_requests": requests_delta(before, after, api.mine, jobs={}),
             "pod_scrapes": scrapes1 - scrapes0,
-            "prometheus_queries": round(queries1 - queries0 - 2),  # less this script's two reads
+            "prometheus_queries": round(queries1 - queries0),
             "process": sampler.window(start, end),
             "loadavg": [load0, loadavg()],
         }
@@ -342,6 +384,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     try:
         ctx = setup(args, work)
+        ctx["nodes"] = kwok_nodes(ctx["kctl"], args.services * args.replicas + 2)
         verified_version(ctx, args, stand_ins)
         for mode in args.modes.split(","):
             results[mode] = run_mode(mode, args, ctx, stand_ins, prom)
@@ -354,6 +397,8 @@ def main() -> None:
         if ctx:
             kubectl(ctx["kctl"], "delete", "namespace", args.namespace, "--wait=false", check=False)
             kubectl(ctx["kctl"], "delete", "pv", f"{args.namespace}-artifacts", "--wait=false", check=False)
+            for node in ctx.get("nodes") or []:
+                kubectl(ctx["kctl"], "delete", "node", node, "--wait=false", check=False)
             ctx["kube"].close()
         shutil.rmtree(work, ignore_errors=True)
     report(args, results)
