@@ -235,14 +235,17 @@ def prometheus_queries(prom: Prometheus) -> float:
 
 
 def all_reporting(api: Api, namespace: str, names: list[str], mode: str) -> int:
-    """How many of the services have status.metrics (from this mode's source)."""
+    """How many of the services are Ready (every pod running: the rollout is over, so the
+    window measures the steady state) with status.metrics from this mode's source."""
     items = {i["metadata"]["name"]: i for i in api.list("inferenceservices", namespace)}
     done = 0
     for name in names:
         status = (items.get(name) or {}).get("status") or {}
         metrics = status.get("metrics") or {}
         from_prometheus = any(c.get("type") == "MetricsAvailable" and c.get("status") == "True" for c in status.get("conditions") or [])  # fmt: skip
-        if metrics.get("requests") and (from_prometheus == (mode == "prometheus")):
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])  # fmt: skip
+        rolled = status.get("readyReplicas") == status.get("replicas")
+        if ready and rolled and metrics.get("requests") and (from_prometheus == (mode == "prometheus")):
             done += 1
     return done
 
@@ -287,6 +290,7 @@ def run_mode(
                 )
             time.sleep(5)
         settled = time.time() - t0
+        time.sleep(args.settle)  # the last rollout's status writes and Events
         log(f"{mode}: every service reports metrics after {settled:.0f} s; measuring {args.seconds:g} s")
         api.mine.clear()
         before, scrapes0, queries0, start = api.metrics(), stand_ins.counts["operator"], prometheus_queries(prom), time.time()  # fmt: skip
@@ -362,6 +366,7 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=600, help="give up waiting for metrics after this long"
     )
+    parser.add_argument("--settle", type=float, default=20, help="wait this long after the rollouts ended")
     parser.add_argument("--namespace", default=f"bench-prom-{datetime.now():%H%M%S}")
     parser.add_argument("--health-port", type=int, default=18481)
     parser.add_argument("--modes", default="pods,prometheus")
