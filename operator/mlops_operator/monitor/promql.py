@@ -37,6 +37,7 @@ empty), so the caller can hold its decisions instead of reading zeros.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -105,43 +106,54 @@ class CanaryWindow:
 
 
 def query(
-    namespace: str, name: str, *, window_seconds: int | None, canary: CanaryWindow | None = None
+    namespace: str,
+    name: str,
+    *,
+    window_seconds: int | None,
+    versions: Sequence[str] = (),
+    canary: CanaryWindow | None = None,
 ) -> str:
     """The one instant query of a pass: the status.metrics signals (`window_seconds`; None: not
-    due this pass) and the canary's (`canary`; None: no canary analysed)."""
+    due this pass) and the canary's (`canary`; None: no canary analysed). `versions` (the
+    ModelVersions served; empty: any) select the pods whose gauges count: Prometheus keeps a
+    deleted pod's last values current for about two of its scrape intervals, and a replaced
+    version's drift must not count towards the new one's drift trigger."""
     if window_seconds is None and canary is None:
         raise ValueError("nothing to query: neither the metrics nor a canary")
     sel = {"namespace": namespace, "inference_service": name}
     parts: list[str] = []
     if window_seconds is not None:
-        parts += _metric_parts(sel, max(1, int(window_seconds)))
+        served = f"version=~{quote('|'.join(re.escape(v) for v in versions))}" if versions else ""
+        parts += _metric_parts(sel, max(1, int(window_seconds)), served)
     if canary is not None:
         parts += _canary_parts(sel, canary)
     return "\n  or ".join(parts)
 
 
-def _metric_parts(sel: Mapping[str, str], window: int) -> list[str]:
+def _metric_parts(sel: Mapping[str, str], window: int, served: str) -> list[str]:
+    """Counters and the latency histogram of every pod of the service (the running total must
+    not lose a pod's last requests); gauges of the served versions (`served`: a matcher)."""
     w = f"[{window}s]"
-    requests, errors = (
-        _selector("mlops_requests_total", sel),
-        _selector("mlops_requests_total", sel, 'code=~"5.."'),
-    )
-    buckets = _selector("mlops_request_duration_seconds_bucket", sel)
-    rows = _selector("mlops_drift_window_rows", sel)
-    samples = _selector("mlops_feedback_samples", sel)
-    latency = f"sum by (le) (increase({buckets}{w}))"
+    requests = _selector("mlops_requests_total", sel)
+    errors = _selector("mlops_requests_total", sel, 'code=~"5.."')
+    latency = f"sum by (le) (increase({_selector('mlops_request_duration_seconds_bucket', sel)}{w}))"
+
+    def gauge(metric: str) -> str:
+        return _selector(metric, sel, served)
+
+    rows, samples = gauge("mlops_drift_window_rows"), gauge("mlops_feedback_samples")
     return [
-        _tag(f"count by (pod) ({_selector('mlops_model_info', sel)})", "pods"),
+        _tag(f"count by (pod) ({gauge('mlops_model_info')})", "pods"),
         _tag(f"sum by (pod) (last_over_time({requests}{w}))", "requests"),
         _tag(f"sum by (pod) (last_over_time({errors}{w}))", "errors"),
         _tag(f"histogram_quantile(0.5, {latency})", "latency_p50"),
         _tag(f"histogram_quantile(0.95, {latency})", "latency_p95"),
-        _tag(_weighted(_selector("mlops_drift_psi", sel), rows, by="feature", on="pod"), "feature_psi"),
-        _tag(_weighted(_selector("mlops_drift_score", sel), rows), "drift_score"),
-        _tag(_weighted(_selector("mlops_prediction_drift_psi", sel), rows), "prediction_drift"),
+        _tag(_weighted(gauge("mlops_drift_psi"), rows, by="feature", on="pod"), "feature_psi"),
+        _tag(_weighted(gauge("mlops_drift_score"), rows), "drift_score"),
+        _tag(_weighted(gauge("mlops_prediction_drift_psi"), rows), "prediction_drift"),
         _tag(f"sum ({samples})", "labelled_samples"),
-        _tag(_weighted(_selector("mlops_feedback_accuracy", sel), samples), "accuracy"),
-        _tag(f"sqrt({_weighted_square(_selector('mlops_feedback_rmse', sel), samples)})", "rmse"),
+        _tag(_weighted(gauge("mlops_feedback_accuracy"), samples), "accuracy"),
+        _tag(f"sqrt({_weighted_square(gauge('mlops_feedback_rmse'), samples)})", "rmse"),
     ]
 
 

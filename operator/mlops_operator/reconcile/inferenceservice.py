@@ -403,7 +403,10 @@ def prometheus_query(
     if window is None and canary is None:
         return None
     meta = isvc["metadata"]
-    return promql.query(meta["namespace"], meta["name"], window_seconds=window, canary=canary)
+    served = [v for v in (rollout.serving, canary.version if canary else None) if v]
+    return promql.query(
+        meta["namespace"], meta["name"], window_seconds=window, versions=served, canary=canary
+    )
 
 
 def from_prometheus(

@@ -25,6 +25,20 @@ def test_the_query_selects_the_service_by_the_podmonitor_labels() -> None:
         assert f'"signal", "{signal}"' in q, signal
 
 
+def test_gauges_count_only_the_served_versions_and_counters_every_pod() -> None:
+    q = promql.query("ml", "iris", window_seconds=60, versions=["iris-v1", "iris-v2"])
+    served = 'namespace="ml",inference_service="iris",version=~"iris\\\\-v1|iris\\\\-v2"'
+    for gauge in (
+        "mlops_model_info",
+        "mlops_drift_psi",
+        "mlops_drift_window_rows",
+        "mlops_feedback_accuracy",
+    ):
+        assert f"{gauge}{{{served}}}" in q, gauge
+    assert 'mlops_requests_total{namespace="ml",inference_service="iris"}[60s]' in q
+    assert 'mlops_request_duration_seconds_bucket{namespace="ml",inference_service="iris"}[60s]' in q
+
+
 def test_the_canary_part_selects_its_version_since_it_started() -> None:
     q = promql.query("ml", "iris", window_seconds=None, canary=CanaryWindow("iris-v2", 0))
     assert 'track="canary",version="iris-v2"' in q

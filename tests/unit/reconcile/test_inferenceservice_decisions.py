@@ -586,6 +586,11 @@ def test_prometheus_query(due: bool, analyse: bool, window: str | None, canary_w
         window is None or f'mlops_requests_total{{namespace="ml",inference_service="iris"}}{window}' in expr
     )
     assert canary_window is None or f'version="iris-v2"}}{canary_window}' in expr
+    served = "iris\\\\-v1|iris\\\\-v2" if analyse else "iris\\\\-v1"  # the gauges of the versions served
+    assert (
+        window is None
+        or f'mlops_drift_psi{{namespace="ml",inference_service="iris",version=~"{served}"}}' in expr
+    )
 
 
 # (id, old MetricsAvailable, answer, new (status, reason), events)

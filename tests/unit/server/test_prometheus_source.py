@@ -115,8 +115,9 @@ def both(
         scraper = HttpScraper(address=lambda p: ("127.0.0.1", fleet[p["metadata"]["name"]].port))
         client = PrometheusClient()
         try:
+            canary = promql.CanaryWindow("iris-v2", window)
             expr = promql.query(
-                NS, ISVC, window_seconds=window, canary=promql.CanaryWindow("iris-v2", window)
+                NS, ISVC, window_seconds=window, versions=["iris-v1", "iris-v2"], canary=canary
             )
             return await client.query(prom.url, expr), await scrape_pods(scraper, pods)
         finally:
@@ -284,7 +285,8 @@ async def test_every_shape_of_the_query_is_valid_promql(prom: Prometheus, window
     client = PrometheusClient()
     try:
         answer = await client.query(
-            prom.url, promql.query(NS, 'x"y\\z', window_seconds=window, canary=canary)
+            prom.url,
+            promql.query(NS, 'x"y\\z', window_seconds=window, versions=["v-1.2", 'q"'], canary=canary),
         )
     finally:
         await client.close()
