@@ -199,6 +199,11 @@ def kwok_nodes(kctl: list[str], pods: int) -> list[str]:
             "status": {
                 "capacity": {"cpu": "32", "memory": "128Gi", "pods": str(PODS_PER_NODE)},
                 "allocatable": {"cpu": "32", "memory": "128Gi", "pods": str(PODS_PER_NODE)},
+                # kwok's pod stage gives pods their host IP from here: without one they stay Pending.
+                "addresses": [
+                    {"type": "InternalIP", "address": f"10.240.1.{10 + i}"},
+                    {"type": "Hostname", "address": name},
+                ],
             },
         }
         kubectl(kctl, "create", "-f", "-", data=node, check=False)
