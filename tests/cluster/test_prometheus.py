@@ -50,9 +50,11 @@ def pod_server(track: str) -> socketserver.ThreadingTCPServer:
         def handle(self) -> None:
             while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                 pass
-            body = exposition(track)
+            body = exposition(track)  # Prometheus 3 refuses a scrape without a Content-Type
             self.wfile.write(
-                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                % len(body)
+                + body
             )
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
