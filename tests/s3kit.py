@@ -143,14 +143,19 @@ class S3Server:
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_SECONDS)
+        stop_process(self.process)
         log(f"versitygw pid {self.process.pid} stopped (exit {self.process.returncode})")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+    """TERM, wait, then KILL: by this process's PID only (a no-op once it exited)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
 
 
 def bucket_name(test_name: str) -> str:

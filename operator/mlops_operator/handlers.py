@@ -25,6 +25,7 @@ from mlops_contract.api.common import GROUP, LABEL_MANAGED_BY, MANAGER, VERSION
 from mlops_operator import pausing
 from mlops_operator.kube import AsyncKube
 from mlops_operator.metrics import OperatorMetrics
+from mlops_operator.prometheus import PrometheusClient
 from mlops_operator.reconcile import inferenceservice, modelversion, trainingjob
 from mlops_operator.reconcile.context import Context
 from mlops_operator.reconcile.controller import Controller, Kind
@@ -97,9 +98,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         metrics = OperatorMetrics()
         # Tests inject a scraper through the memo (kwok pods serve no /metrics).
         scraper = memo.get("scraper") or HttpScraper(on_failure=metrics.scrape_failed)
-        ctx = Context(
-            kube=kube, settings=ours, metrics=metrics, scrapes=ScrapeMemory(scraper=scraper), store=store
+        client = PrometheusClient(
+            token_file=ours.prometheus_token_file,
+            ca_file=ours.prometheus_ca_file,
+            credentials_for=ours.prometheus_credentials_for,
         )
+        memory = ScrapeMemory(scraper=scraper, prometheus=client)
+        ctx = Context(kube=kube, settings=ours, metrics=metrics, scrapes=memory, store=store)
         ctx.controller = Controller(
             ctx,
             KINDS,

@@ -22,6 +22,7 @@ from typing import Any, Final
 import aiohttp
 
 from mlops_operator.build.inferenceservice import METRICS_PATH, MONITORING_PORT
+from mlops_operator.httpclient import TooLarge, read_capped, session
 
 log = logging.getLogger("mlops_operator")
 
@@ -121,16 +122,9 @@ class HttpScraper:
                 async with self._open().get(url, allow_redirects=False) as response:
                     if response.status != 200:
                         raise ScrapeFailed(STATUS, f"HTTP {response.status} from {url}")
-                    declared = response.content_length
-                    if declared is not None and declared > self._max_bytes:
-                        raise ScrapeFailed(
-                            TOO_LARGE, f"{declared} bytes declared, the cap is {self._max_bytes}"
-                        )
-                    body = bytearray()
-                    async for chunk in response.content.iter_any():
-                        body += chunk
-                        if len(body) > self._max_bytes:
-                            raise ScrapeFailed(TOO_LARGE, f"body over the cap of {self._max_bytes} bytes")
+                    body = await read_capped(response, self._max_bytes)
+        except TooLarge as e:
+            raise ScrapeFailed(TOO_LARGE, str(e)) from e
         except TimeoutError as e:  # aiohttp's own timeouts are TimeoutErrors too
             raise ScrapeFailed(TIMEOUT, f"no answer from {url} in time") from e
         except aiohttp.ClientPayloadError as e:  # a broken chunked or compressed body
@@ -143,14 +137,7 @@ class HttpScraper:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
-                # Our own trust decisions: no proxy from the environment, no cookies kept.
-                trust_env=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                raise_for_status=False,
-            )
+            self._session = session(self._timeout, limit=self._max_connections)
         return self._session
 
     def _failed(self, name: str, error: ScrapeFailed) -> None:

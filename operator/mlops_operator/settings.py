@@ -48,6 +48,13 @@ class Settings:
     # these namespaces (Prometheus), and the operator's own pods in `operator_namespace`.
     monitoring_namespaces: tuple[str, ...] = ("monitoring",)
     operator_namespace: str = "mlops-system"
+    # spec.monitoring.prometheusUrl (issue #21): a bearer token file and a CA bundle (e.g. from
+    # a Secret mounted into the operator's pod), and the URL prefixes the token may be sent to.
+    prometheus_token_file: str = ""
+    prometheus_ca_file: str = ""
+    prometheus_credentials_for: tuple[str, ...] = field(default_factory=tuple)
+    # The shortest rate window of a PromQL query (at least two scrapes of Prometheus).
+    prometheus_min_window_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +74,10 @@ class Settings:
             allow_service_account=_flag(e.get("MLOPS_ALLOW_SERVICE_ACCOUNT", "true")),
             monitoring_namespaces=_list(e.get("MLOPS_MONITORING_NAMESPACES", "monitoring")),
             operator_namespace=e.get("MLOPS_OPERATOR_NAMESPACE", "mlops-system"),
+            prometheus_token_file=e.get("MLOPS_PROMETHEUS_TOKEN_FILE", ""),
+            prometheus_ca_file=e.get("MLOPS_PROMETHEUS_CA_FILE", ""),
+            prometheus_credentials_for=_list(e.get("MLOPS_PROMETHEUS_CREDENTIALS_FOR", "")),
+            prometheus_min_window_seconds=int(e.get("MLOPS_PROMETHEUS_MIN_WINDOW_SECONDS", "60")),
         )
 
 

@@ -6,6 +6,13 @@ to the new model. Every step is asserted from status (`kubectl get -o json`), ne
 
 The resources are manifests/samples/lifecycle (the demo applies the same ones) without the
 tuning grid; traffic and the shift are in tests/e2e/loop.py. The tests run in order.
+
+Where the tier runs a Prometheus (the local cluster's `make e2e`: tests/cluster/local/prometheus.sh,
+MLOPS_E2E_PROMETHEUS_URL), the InferenceService reads it (spec.monitoring.prometheusUrl, the
+Service prometheus.mlops-monitoring that script publishes): the operator then scrapes no pod, so
+status.metrics, the canary's promotion and the retraining trigger all come from PromQL (issue #21).
+Pod scraping keeps its e2e coverage in test_lifecycle.py; without a Prometheus (kind) the loop
+runs on pod scraping too. One loop run either way: it is the tier's longest test.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ pytestmark = pytest.mark.e2e
 
 ISVC = "iris"
 TRAFFIC = loop.plan()
+# The in-cluster name of the tier's Prometheus (prometheus.sh publishes it), when it has one.
+PROMETHEUS_IN_CLUSTER = "http://prometheus.mlops-monitoring.svc:9090"
+PROMETHEUS = PROMETHEUS_IN_CLUSTER if os.environ.get("MLOPS_E2E_PROMETHEUS_URL") else None
 
 # Values later tests compare with.
 seen: dict[str, Any] = {}
@@ -41,10 +51,22 @@ def _isvc_spec(cluster: Cluster, namespace: str) -> dict[str, Any]:
     return dict(cluster.get(namespace, "inferenceservice", ISVC)["spec"])
 
 
+def _read_from_prometheus(cluster: Cluster, namespace: str) -> None:
+    """With a Prometheus, the metrics just asserted came from it: MetricsAvailable says so."""
+    cond = cluster.condition(namespace, "inferenceservice", ISVC, "MetricsAvailable")
+    if PROMETHEUS:
+        assert (cond["status"], cond["reason"]) == ("True", "PrometheusQueried"), cond
+        assert PROMETHEUS in cond["message"], cond
+    else:
+        assert not cond, cond  # pod scraping: no such condition
+
+
 def test_trains_and_serves_with_monitoring_and_retraining(
     cluster: Cluster, namespace: str, artifacts: str
 ) -> None:
     tj, isvc = loop.lifecycle(artifacts, tuning=False)
+    if PROMETHEUS:
+        isvc["spec"]["monitoring"]["prometheusUrl"] = PROMETHEUS
     cluster.apply(namespace, tj, isvc)
     loop.wait_phase(cluster, namespace, "modelversion", "iris-v1", "Verified", timeout=600)
     cluster.wait(namespace, f"inferenceservice/{ISVC}", "condition=Ready", timeout=300)
@@ -76,6 +98,7 @@ def test_normal_traffic_shows_no_drift(cluster: Cluster, namespace: str) -> None
         cluster.get(namespace, "trainingjob", selector=f"mlops.dev/inference-service={ISVC}")["items"] == []
     )
     seen["normal"] = m
+    _read_from_prometheus(cluster, namespace)
 
 
 def test_shifted_traffic_with_feedback_fires_one_retraining(cluster: Cluster, namespace: str) -> None:
@@ -95,6 +118,7 @@ def test_shifted_traffic_with_feedback_fires_one_retraining(cluster: Cluster, na
     job = retraining["activeJobs"][0]
     assert job == f"{ISVC}-retrain-1"
     assert cluster.condition(namespace, "inferenceservice", ISVC, "Drifted")["status"] == "True"
+    _read_from_prometheus(cluster, namespace)
     seen["shifted"] = m
 
     jobs = cluster.get(namespace, "trainingjob", selector=f"mlops.dev/inference-service={ISVC}")["items"]

@@ -138,9 +138,11 @@ class PredictionLog(Spec):
 
 
 class Monitoring(Spec):
-    """What the operator scrapes from the serving pods into status.metrics."""
+    """What the operator reads into status.metrics: the serving pods' /metrics, or Prometheus."""
 
-    interval_seconds: int = Field(30, ge=5, le=3600, description="Scrape interval.")
+    interval_seconds: int = Field(
+        30, ge=5, le=3600, description="Scrape interval (with prometheusUrl: query interval)."
+    )
     drift: DriftMonitoring = Field(
         default_factory=DriftMonitoring, description="Drift detection.", json_schema_extra={"default": {}}
     )
@@ -148,7 +150,12 @@ class Monitoring(Spec):
         None,
         pattern=r"^https?://.+",
         max_length=2048,
-        description="Query this Prometheus instead of scraping pods.",
+        description=(
+            "Read the serving metrics from this Prometheus (one PromQL query per interval, over the "
+            "namespace, pod, inference_service and track labels of manifests/monitoring's PodMonitor) "
+            "instead of scraping the pods. Unreachable, failing or without data: the MetricsAvailable "
+            "condition says so and canary and metric-driven retraining decisions are held."
+        ),
     )
     prediction_log: PredictionLog = Field(
         default_factory=PredictionLog, description="Prediction log.", json_schema_extra={"default": {}}
@@ -401,7 +408,7 @@ class InferenceServiceStatus(Status):
         None, description="The metadata.generation this status describes."
     )
     conditions: list[Condition] | None = condition_list_field(
-        "Ready, Reconciling, Stalled, VersionResolved, RolledOut, CanaryHealthy, Drifted, Retraining."
+        "Ready, Reconciling, Stalled, VersionResolved, RolledOut, CanaryHealthy, Drifted, Retraining, MetricsAvailable (with prometheusUrl)."
     )
     url: str | None = Field(None, description="In-cluster URL of the service.")
     grpc_address: str | None = Field(

@@ -247,6 +247,27 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000.0
 
 
+def advance(current: Mapping[str, Counters], previous: PodTotals | None) -> tuple[PodTotals, Counters]:
+    """Each pod's counters now (pod name -> raw cumulative counters) against `previous` ->
+    (the new totals, the interval's deltas summed over pods). See the module docstring for resets,
+    new pods and `previous=None`; monitor.promql keeps its totals the same way."""
+    known = previous.pods if previous is not None else {}
+    deltas = [_delta(counters, known.get(pod)) for pod, counters in current.items()]
+    interval = Counters(
+        requests=sum(d.requests for d in deltas),
+        errors=sum(d.errors for d in deltas),
+        buckets=merge_buckets(d.buckets for d in deltas),
+    )
+    base = previous or PodTotals()
+    totals = PodTotals(
+        pods=dict(current),
+        requests=base.requests + interval.requests,
+        errors=base.errors + interval.errors,
+        buckets=merge_buckets([base.buckets, interval.buckets]),
+    )
+    return totals, interval
+
+
 def aggregate(samples: Sequence[PodSample], previous: PodTotals | None) -> tuple[dict[str, Any], PodTotals]:
     """Combine one scrape of every pod into status metrics (snake_case `Metrics` fields) and new totals.
 
@@ -256,22 +277,13 @@ def aggregate(samples: Sequence[PodSample], previous: PodTotals | None) -> tuple
     names = [s.pod for s in samples]
     if len(set(names)) != len(names):
         raise ValueError(f"pod names must be unique, got {sorted(names)}")
-    known = previous.pods if previous is not None else {}
-    pods: dict[str, Counters] = {}
-    deltas: list[Counters] = []
-    for s in samples:
-        current = Counters(s.requests, s.errors, _monotonic(s.buckets))
-        pods[s.pod] = current
-        deltas.append(_delta(current, known.get(s.pod)))
-    interval_requests = sum(d.requests for d in deltas)
-    interval_errors = sum(d.errors for d in deltas)
-    interval_buckets = merge_buckets(d.buckets for d in deltas)
-    base = previous or PodTotals()
-    totals = PodTotals(
-        pods=pods,
-        requests=base.requests + interval_requests,
-        errors=base.errors + interval_errors,
-        buckets=merge_buckets([base.buckets, interval_buckets]),
+    totals, interval = advance(
+        {s.pod: Counters(s.requests, s.errors, _monotonic(s.buckets)) for s in samples}, previous
+    )
+    interval_requests, interval_errors, interval_buckets = (
+        interval.requests,
+        interval.errors,
+        interval.buckets,
     )
 
     metrics: dict[str, Any] = {"requests": round(totals.requests)}

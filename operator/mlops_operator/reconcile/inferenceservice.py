@@ -5,9 +5,11 @@ One pass, in this order:
    left over from autoscaling, and the fromTrainingJob a retraining run would copy.
 2. `decide_rollout` (pure): the version to serve and how to get there (first rollout, rolling
    update, a canary started or continued, steady state), as ordered steps: apply, delete, Event.
-3. The serving pods (listed only when a version is, or is to be, served) and one scrape of each
-   pod a decision needs: the canary's while it is analysed, every running pod's when the
-   monitoring interval is due (`scrape_due`).
+3. The measurements a decision needs: the canary's while it is analysed, every pod's when the
+   monitoring interval is due (`scrape_due`). By default (`measure_pods`) the serving pods are
+   listed and scraped; with spec.monitoring.prometheusUrl (`measure_prometheus`, issue #21) one
+   PromQL query answers both and no pod is listed, and a failed query or missing series holds
+   the decisions that read them (`from_prometheus`, condition MetricsAvailable).
 4. `canary_step` (pure): promote, roll back or continue, with its steps and status.canary;
    `monitoring` (pure): what lands in status.metrics.
 5. `act`: the steps, in order; nothing is decided there.
@@ -31,6 +33,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,15 +43,16 @@ from pydantic import ValidationError
 from mlops_contract.api.common import LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION
 from mlops_contract.api.inferenceservice import InferenceServiceSpec, Metrics
 from mlops_contract.timeutil import format_time, parse_time
-from mlops_operator import tenancy
+from mlops_operator import prometheus, tenancy
 from mlops_operator.build import inferenceservice as build
 from mlops_operator.build import networkpolicy as build_networkpolicy
 from mlops_operator.build import retraining as build_retraining
-from mlops_operator.monitor import scrape, triggers
+from mlops_operator.monitor import promql, scrape, triggers
 from mlops_operator.reconcile.context import Context
 from mlops_operator.scraper import Scraper
 from mlops_operator.serving import canary, resolve
 from mlops_operator.settings import Settings
+from mlops_operator.status import conditions
 from mlops_operator.status.conditions import READY, Cond, get, kstatus, merge, tf
 
 log = logging.getLogger("mlops_operator")
@@ -396,14 +400,128 @@ def monitoring(
 ) -> Monitoring:
     """status.metrics after a scrape (`samples`; None: no scrape this pass). The stored metrics
     change, with lastScrape, only when a rounded value changed (no status write per interval)."""
-    metrics = dict(old_metrics)
     if samples is None:
-        return Monitoring(metrics)
-    aggregated, totals = scrape.aggregate(samples, previous)
+        return Monitoring(dict(old_metrics))
+    return measured(old_metrics, *scrape.aggregate(samples, previous), now)
+
+
+def measured(old_metrics: Body, aggregated: dict[str, Any], totals: scrape.PodTotals, now: str) -> Monitoring:
+    """status.metrics from a fresh aggregate (pod scrapes or PromQL): the stored metrics change,
+    with lastScrape, only when a rounded value changed."""
+    metrics = dict(old_metrics)
     fresh = scrape.rounded(aggregated)
     if scrape.changed(metrics, fresh):
         metrics = Metrics.model_validate(fresh).to_dict() | {"lastScrape": now}
     return Monitoring(metrics, aggregated, totals)
+
+
+# --- metrics from Prometheus (pure; issue #21) -------------------------------------------------
+
+METRICS_AVAILABLE: Final = "MetricsAvailable"
+# prometheus.QueryFailed reasons -> MetricsAvailable=False reasons (each with its Warning Event).
+PROMETHEUS_FAILURES: Final = {
+    prometheus.UNREACHABLE: "PrometheusUnreachable",
+    prometheus.TIMEOUT: "PrometheusTimeout",
+    prometheus.HTTP: "PrometheusHTTPError",
+    prometheus.TOO_LARGE: "PrometheusAnswerTooLarge",
+    prometheus.MALFORMED: "PrometheusBadAnswer",
+    prometheus.QUERY: "PrometheusQueryError",
+}
+NO_DATA: Final = "PrometheusNoData"
+QUERIED: Final = "PrometheusQueried"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """This pass's measurements and what they decided: the rollout after the canary analysis,
+    status.metrics, and (with prometheusUrl) the MetricsAvailable condition."""
+
+    rollout: Rollout
+    monitored: Monitoring
+    source: Cond | None = None
+    pods: Sequence[Body] | None = None  # the pods listed (None: the Prometheus path lists none)
+
+
+def prometheus_query(
+    isvc: Body, spec: InferenceServiceSpec, rollout: Rollout, *, due: bool, min_window: int, now: dt.datetime
+) -> str | None:
+    """The PromQL query of this pass (monitor.promql.query), None when nothing needs one: the
+    metrics over max(intervalSeconds, min_window) when due, the canary since it started."""
+    canary = None
+    if rollout.analyse and rollout.canary is not None and rollout.desired is not None:
+        started = parse_time(rollout.canary.get("startedAt")) or now
+        canary = promql.CanaryWindow(rollout.desired, math.ceil((now - started).total_seconds()))
+    window = max(spec.monitoring.interval_seconds, min_window) if due else None
+    if window is None and canary is None:
+        return None
+    meta = isvc["metadata"]
+    served = [v for v in (rollout.serving, canary.version if canary else None) if v]
+    return promql.query(
+        meta["namespace"], meta["name"], window_seconds=window, versions=served, canary=canary
+    )
+
+
+def from_prometheus(
+    isvc: Body,
+    spec: InferenceServiceSpec,
+    rollout: Rollout,
+    answer: Sequence[promql.Sample] | prometheus.QueryFailed,
+    *,
+    due: bool,
+    previous: scrape.PodTotals | None,
+    versions: Mapping[str, Body],
+    settings: Settings,
+    now: dt.datetime,
+) -> Measured:
+    """The decisions of a pass that queried Prometheus. A failed query, or no series where the
+    pass needs some, holds them: no canary decision, no new status.metrics (so no metric-driven
+    retraining trigger); MetricsAvailable=False says why, with a Warning Event when it starts."""
+    url = str(spec.monitoring.prometheus_url)
+    old_metrics = (isvc.get("status") or {}).get("metrics") or {}
+    held = Monitoring(dict(old_metrics))
+    if isinstance(answer, prometheus.QueryFailed):
+        cond = Cond(METRICS_AVAILABLE, "False", PROMETHEUS_FAILURES[answer.reason], f"Prometheus {answer}")
+        return Measured(_with_event(isvc, rollout, cond), held, cond)
+    found = promql.signals(answer)
+    meta = isvc["metadata"]
+    missing = []
+    if due and not found.seen:
+        missing.append(f"of the pods of {meta['namespace']}/{meta['name']}")
+    if rollout.analyse and not found.canary.pods:
+        missing.append(f"of the canary pods of {rollout.desired}")
+    if rollout.analyse and found.canary.pods:
+        stats = promql.canary_stats(found.canary)
+        rollout = canary_step(isvc, spec, rollout, stats, versions=versions, settings=settings, now=now)
+    monitored = held
+    if due and found.seen:
+        monitored = measured(old_metrics, *promql.metrics(found, previous), format_time(now))
+    if missing:
+        message = f"Prometheus {url} has no series {' nor '.join(missing)} yet (labels namespace, inference_service, track); decisions on them are held"
+        cond = Cond(METRICS_AVAILABLE, "False", NO_DATA, message)
+    else:
+        cond = Cond(METRICS_AVAILABLE, "True", QUERIED, f"Read the serving metrics from Prometheus {url}")
+    return Measured(_with_event(isvc, rollout, cond), monitored, cond)
+
+
+def _with_event(isvc: Body, rollout: Rollout, cond: Cond) -> Rollout:
+    """The rollout with the Event a MetricsAvailable change owes: a Warning when a failure reason
+    starts, a Normal one when metrics are available again (none otherwise)."""
+    old = conditions.get((isvc.get("status") or {}).get("conditions"), METRICS_AVAILABLE) or {}
+    if cond.status == "False" and (old.get("status"), old.get("reason")) != ("False", cond.reason):
+        event = Event(cond.reason, cond.message, warning=True)
+    elif cond.status == "True" and old.get("status") == "False":
+        event = Event("MetricsAvailable", cond.message)
+    else:
+        return rollout
+    return dataclasses.replace(rollout, steps=(*rollout.steps, event))
+
+
+def carried_source(isvc: Body, spec: InferenceServiceSpec) -> Cond | None:
+    """MetricsAvailable as it stands, for a pass that queries nothing (None without prometheusUrl)."""
+    old = conditions.get((isvc.get("status") or {}).get("conditions"), METRICS_AVAILABLE)
+    if spec.monitoring.prometheus_url is None or old is None:
+        return None
+    return Cond(METRICS_AVAILABLE, old["status"], old["reason"], old.get("message", ""))
 
 
 # --- retraining (pure) -----------------------------------------------------------------------
@@ -578,6 +696,7 @@ class Facts:
     metrics: Body  # status.metrics from `monitoring`
     retrained: Retrained | None = None  # None: no spec.retraining
     fetch_failure: str | None = None  # `artifact_fetch_failure` of the served or desired version
+    source: Cond | None = None  # MetricsAvailable (only with spec.monitoring.prometheusUrl)
 
 
 def traffic(facts: Facts) -> list[dict[str, Any]]:
@@ -647,6 +766,7 @@ def compute_status(isvc: Body, spec: InferenceServiceSpec, facts: Facts, now: st
             message=message,
         ),
         *_drifted(spec, metrics),
+        *([facts.source] if facts.source is not None else []),
     ]
     if retrained is not None and retrained.problem and not retrained.status.get("activeJobs"):
         conds.append(Cond("Retraining", "False", triggers.Reason.SOURCE_NOT_FOUND, retrained.problem))
@@ -679,8 +799,7 @@ def compute_status(isvc: Body, spec: InferenceServiceSpec, facts: Facts, now: st
 
 async def reconcile(ctx: Context, isvc: Body) -> bool:
     """One pass (see the module docstring). Returns True only for a spec that does not parse."""
-    meta = isvc["metadata"]
-    ns, name = meta["namespace"], meta["name"]
+    ns = isvc["metadata"]["namespace"]
     try:
         spec = InferenceServiceSpec.model_validate(isvc["spec"])
     except ValidationError as e:
@@ -693,32 +812,14 @@ async def reconcile(ctx: Context, isvc: Body) -> bool:
         return True
     now_dt = ctx.clock()
     now = format_time(now_dt)
-    memory = ctx.scrapes
-    old_metrics = (isvc.get("status") or {}).get("metrics") or {}
     seen = await observe(ctx, isvc, spec)
     rollout = decide_rollout(isvc, spec, seen, ctx.settings, now)
-    # Pods are read only when something is (to be) served: scraping and canaries need them.
-    pods = await ctx.kube.list("Pod", ns, {LABEL_INFERENCE_SERVICE: name}) if rollout.desired else []
-    due = scrape_due(spec, rollout.serving, old_metrics, memory.scraped_at.get((ns, name)), now_dt)
-    canary_pods = running(pods, "canary") if rollout.analyse else []
-    wanted = {p["metadata"]["name"]: p for p in [*canary_pods, *(running(pods) if due else [])]}
-    samples = await scrape_pods(memory.scraper, list(wanted.values()))
-    if rollout.analyse:
-        key = (ns, name, "canary")
-        previous = None if rollout.restarted else memory.totals.get(key)
-        _, memory.totals[key] = scrape.aggregate(_of(samples, canary_pods), previous)
-        stats = scrape.canary_stats(memory.totals[key])
-        rollout = canary_step(
-            isvc, spec, rollout, stats, versions=seen.versions, settings=ctx.settings, now=now_dt
-        )
-    monitored = monitoring(old_metrics, None, None, now)
-    if due:
-        memory.scraped_at[(ns, name)] = now_dt
-        monitored = monitoring(
-            old_metrics, _of(samples, running(pods)), memory.totals.get((ns, name, "all")), now
-        )
-        if monitored.totals is not None:
-            memory.totals[(ns, name, "all")] = monitored.totals
+    if spec.monitoring.prometheus_url:
+        result = await measure_prometheus(ctx, isvc, spec, rollout, seen=seen, now=now_dt)
+    else:
+        result = await measure_pods(ctx, isvc, spec, rollout, seen=seen, now=now_dt)
+    rollout, monitored = result.rollout, result.monitored
+    pods = result.pods if result.pods is not None else await _stuck_pods(ctx, isvc, rollout, seen)
     children = service_steps(isvc, spec, seen.hpa_left) + access_steps(
         isvc, spec, ctx.settings, seen.policy_left
     )
@@ -734,7 +835,8 @@ async def reconcile(ctx: Context, isvc: Body) -> bool:
         deployments["canary"],
         monitored.metrics,
         retrained,
-        fetch_failure,
+        fetch_failure=fetch_failure,
+        source=result.source,
     )
     old = isvc.get("status") or {}
     status = compute_status(isvc, spec, facts, now)
@@ -752,6 +854,105 @@ async def reconcile(ctx: Context, isvc: Body) -> bool:
 
 def _rolled_out_reason(status: Body) -> str | None:
     return (get(status.get("conditions"), "RolledOut") or {}).get("reason")
+
+
+async def _stuck_pods(ctx: Context, isvc: Body, rollout: Rollout, seen: Observed) -> Sequence[Body]:
+    """Without a pod scrape (prometheusUrl), pods are listed only while a Deployment is not
+    rolled out, which is when a serving pod's artifact fetch can have failed."""
+    deploys = [d for d in (seen.stable, seen.canary) if d is not None]
+    if rollout.desired is None or (deploys and all(readiness(d)[2] for d in deploys)):
+        return []
+    return await ctx.kube.list(
+        "Pod", isvc["metadata"]["namespace"], {LABEL_INFERENCE_SERVICE: isvc["metadata"]["name"]}
+    )
+
+
+def _pace(
+    ctx: Context, isvc: Body, spec: InferenceServiceSpec, rollout: Rollout, now: dt.datetime
+) -> tuple[Body, bool]:
+    """(status.metrics as they stand, whether this pass reads every pod's metrics: `scrape_due`)."""
+    old_metrics = (isvc.get("status") or {}).get("metrics") or {}
+    key = (isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+    return old_metrics, scrape_due(spec, rollout.serving, old_metrics, ctx.scrapes.scraped_at.get(key), now)
+
+
+async def measure_pods(
+    ctx: Context,
+    isvc: Body,
+    spec: InferenceServiceSpec,
+    rollout: Rollout,
+    *,
+    seen: Observed,
+    now: dt.datetime,
+) -> Measured:
+    """Scrape the pods a decision needs (the canary's while it is analysed, every running pod's
+    when the interval is due), decide the canary, and compute status.metrics."""
+    ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+    memory = ctx.scrapes
+    old_metrics, due = _pace(ctx, isvc, spec, rollout, now)
+    # Pods are read only when something is (to be) served: scraping and canaries need them.
+    pods = await ctx.kube.list("Pod", ns, {LABEL_INFERENCE_SERVICE: name}) if rollout.desired else []
+    canary_pods = running(pods, "canary") if rollout.analyse else []
+    wanted = {p["metadata"]["name"]: p for p in [*canary_pods, *(running(pods) if due else [])]}
+    samples = await scrape_pods(memory.scraper, list(wanted.values()))
+    if rollout.analyse:
+        key = (ns, name, "canary")
+        previous = None if rollout.restarted else memory.totals.get(key)
+        _, memory.totals[key] = scrape.aggregate(_of(samples, canary_pods), previous)
+        stats = scrape.canary_stats(memory.totals[key])
+        rollout = canary_step(
+            isvc, spec, rollout, stats, versions=seen.versions, settings=ctx.settings, now=now
+        )
+    monitored = monitoring(old_metrics, None, None, format_time(now))
+    if due:
+        memory.scraped_at[(ns, name)] = now
+        monitored = monitoring(
+            old_metrics, _of(samples, running(pods)), memory.totals.get((ns, name, "all")), format_time(now)
+        )
+        if monitored.totals is not None:
+            memory.totals[(ns, name, "all")] = monitored.totals
+    return Measured(rollout, monitored, pods=pods)
+
+
+async def measure_prometheus(
+    ctx: Context,
+    isvc: Body,
+    spec: InferenceServiceSpec,
+    rollout: Rollout,
+    *,
+    seen: Observed,
+    now: dt.datetime,
+) -> Measured:
+    """The same measurements from one PromQL query to spec.monitoring.prometheusUrl (no pod is
+    listed or scraped); a failed query holds the decisions (`from_prometheus`)."""
+    ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+    memory = ctx.scrapes
+    old_metrics, due = _pace(ctx, isvc, spec, rollout, now)
+    min_window = ctx.settings.prometheus_min_window_seconds
+    expr = prometheus_query(isvc, spec, rollout, due=due, min_window=min_window, now=now)
+    if expr is None:
+        return Measured(rollout, Monitoring(dict(old_metrics)), carried_source(isvc, spec))
+    if due:
+        memory.scraped_at[(ns, name)] = now
+    answer: Sequence[promql.Sample] | prometheus.QueryFailed
+    try:
+        answer = await memory.prometheus.query(str(spec.monitoring.prometheus_url), expr)
+    except prometheus.QueryFailed as e:
+        answer = e
+    result = from_prometheus(
+        isvc,
+        spec,
+        rollout,
+        answer,
+        due=due,
+        previous=memory.totals.get((ns, name, "all")),
+        versions=seen.versions,
+        settings=ctx.settings,
+        now=now,
+    )
+    if result.monitored.totals is not None:
+        memory.totals[(ns, name, "all")] = result.monitored.totals
+    return result
 
 
 def _of(samples: Mapping[str, scrape.PodSample], pods: Sequence[Body]) -> list[scrape.PodSample]:

@@ -1,4 +1,5 @@
-"""What the InferenceService reconciler keeps between passes: the pod scraper and what it saw.
+"""What the InferenceService reconciler keeps between passes: the pod scraper, the Prometheus
+client (for spec.monitoring.prometheusUrl), and what they saw.
 
 Only InferenceService uses it, so it is one field of the shared Context (`ctx.scrapes`) rather
 than three. All of it is a cache: after an operator restart the first scrape counts lifetime
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlops_operator.monitor.scrape import PodTotals
+from mlops_operator.prometheus import PrometheusClient
 from mlops_operator.scraper import HttpScraper, Scraper
 
 Track = str  # "all" (every running pod, for status.metrics) or "canary" (the canary analysis)
@@ -27,6 +29,8 @@ async def no_scraper(pod: Mapping[str, Any]) -> str | None:
 class ScrapeMemory:
     # Reads a serving pod's /metrics text (scraper.HttpScraper in production; tests inject one).
     scraper: Scraper = no_scraper
+    # The Prometheus client (opens no connection before its first query).
+    prometheus: PrometheusClient = field(default_factory=PrometheusClient)
     # Counter totals of the last scrape per (namespace, name, track), for per-interval rates.
     totals: dict[tuple[str, str, Track], PodTotals] = field(default_factory=dict)
     # When each (namespace, name)'s pods were last scraped; status.metrics.lastScrape only
@@ -43,3 +47,4 @@ class ScrapeMemory:
         """Close the scraper's connections (an injected plain function has none)."""
         if isinstance(self.scraper, HttpScraper):
             await self.scraper.close()
+        await self.prometheus.close()

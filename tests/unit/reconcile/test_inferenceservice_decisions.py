@@ -13,7 +13,9 @@ from mlops_contract.api.inferenceservice import InferenceServiceSpec
 from mlops_contract.timeutil import format_time
 from mlops_operator.build import inferenceservice as build
 from mlops_operator.monitor import scrape
+from mlops_operator.monitor.promql import Sample
 from mlops_operator.monitor.triggers import TriggerState
+from mlops_operator.prometheus import QueryFailed
 from mlops_operator.reconcile.inferenceservice import (
     Delete,
     Event,
@@ -23,10 +25,13 @@ from mlops_operator.reconcile.inferenceservice import (
     Step,
     artifact_fetch_failure,
     canary_step,
+    carried_source,
     compute_status,
     decide_rollout,
+    from_prometheus,
     monitoring,
     plan_retraining,
+    prometheus_query,
     retraining_status,
     scrape_due,
     service_steps,
@@ -626,3 +631,112 @@ def test_status_keeps_transition_times_of_unchanged_conditions() -> None:
     first = compute_status(body, parsed(body), facts, "2026-03-01T11:00:00Z")
     again = compute_status(isvc(first), parsed(body), facts, NOW_S)
     assert again == first
+
+
+# --- metrics from Prometheus (issue #21) ---------------------------------------------------------
+
+PROM = {"prometheusUrl": "http://prometheus.monitoring:9090", "intervalSeconds": 30}
+DOWN = QueryFailed("unreachable", "http://prometheus.monitoring:9090/api/v1/query: connection refused")
+
+
+def prom_isvc(old: tuple[str, str] | None = None) -> dict[str, Any]:
+    """An InferenceService read from Prometheus, its MetricsAvailable (status, reason) `old`."""
+    conds = (
+        [{"type": "MetricsAvailable", "status": old[0], "reason": old[1], "message": "before"}] if old else []
+    )
+    return isvc({"conditions": conds, "metrics": {"requests": 9}}, canary=CANARY, monitoring=PROM)
+
+
+@pytest.mark.parametrize(
+    ("due", "analyse", "window", "canary_window"),
+    [
+        pytest.param(False, False, None, None, id="nothing-to-ask"),
+        pytest.param(True, False, "[60s]", None, id="due-at-least-the-minimum-window"),
+        pytest.param(False, True, None, "[90s]", id="canary-since-it-started"),
+    ],
+)
+def test_prometheus_query(due: bool, analyse: bool, window: str | None, canary_window: str | None) -> None:
+    body = prom_isvc()
+    started = format_time(NOW - timedelta(seconds=89.5))
+    ro = rollout("iris-v1", {"modelVersion": "iris-v2", "phase": "Progressing", "startedAt": started})
+    ro = dataclasses.replace(ro, desired="iris-v2", analyse=analyse)
+    expr = prometheus_query(body, parsed(body), ro, due=due, min_window=60, now=NOW)
+    if window is None and canary_window is None:
+        assert expr is None
+        return
+    assert expr is not None
+    assert (window is None) == ('"signal", "requests"' not in expr)
+    assert (
+        window is None or f'mlops_requests_total{{namespace="ml",inference_service="iris"}}{window}' in expr
+    )
+    assert canary_window is None or f'version="iris-v2"}}{canary_window}' in expr
+    served = "iris\\\\-v1|iris\\\\-v2" if analyse else "iris\\\\-v1"  # the gauges of the versions served
+    assert (
+        window is None
+        or f'mlops_drift_psi{{namespace="ml",inference_service="iris",version=~"{served}"}}' in expr
+    )
+
+
+# (id, old MetricsAvailable, answer, new (status, reason), events)
+SOURCE_CASES: list[tuple[str, tuple[str, str] | None, list[Sample] | QueryFailed, tuple[str, str], list[str]]] = [
+    ("first-failure-warns", None, DOWN, ("False", "PrometheusUnreachable"), ["event PrometheusUnreachable warning"]),
+    ("lasting-failure-warns-once", ("False", "PrometheusUnreachable"), DOWN, ("False", "PrometheusUnreachable"), []),
+    ("another-failure-warns-again", ("False", "PrometheusNoData"), DOWN, ("False", "PrometheusUnreachable"), ["event PrometheusUnreachable warning"]),
+    ("no-series-is-no-data", ("True", "PrometheusQueried"), [], ("False", "PrometheusNoData"), ["event PrometheusNoData warning"]),
+    ("recovery-is-announced", ("False", "PrometheusNoData"), [Sample({"signal": "pods", "pod": "p"}, 1)], ("True", "PrometheusQueried"), ["event MetricsAvailable"]),
+    ("healthy-stays-quiet", ("True", "PrometheusQueried"), [Sample({"signal": "pods", "pod": "p"}, 1)], ("True", "PrometheusQueried"), []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "answer", "cond", "events"), SOURCE_CASES, ids=[c[0] for c in SOURCE_CASES]
+)
+def test_from_prometheus_condition_and_events(
+    name: str, old: tuple[str, str] | None, answer: Any, cond: tuple[str, str], events: list[str]
+) -> None:
+    body = prom_isvc(old)
+    result = from_prometheus(
+        body, parsed(body), rollout("iris-v1"), answer, due=True, previous=None, versions={}, settings=SETTINGS, now=NOW
+    )  # fmt: skip
+    assert result.source is not None
+    assert (result.source.status, result.source.reason) == cond
+    assert [describe(s) for s in result.rollout.steps] == events
+    if cond[0] == "False":  # held: the stored metrics, no fresh aggregate for the triggers
+        assert result.monitored.metrics == {"requests": 9} and result.monitored.scraped is None
+        assert "http://prometheus.monitoring:9090" in result.source.message
+    else:
+        assert result.monitored.scraped == {"requests": 0}
+
+
+def test_a_canary_without_series_is_held_while_the_metrics_land() -> None:
+    body = prom_isvc()
+    started = format_time(NOW - timedelta(hours=1))  # long past durationSeconds: only data is missing
+    ro = dataclasses.replace(
+        rollout("iris-v1", {"modelVersion": "iris-v2", "phase": "Progressing", "startedAt": started}),
+        desired="iris-v2",
+        analyse=True,
+    )
+    answer = [Sample({"signal": "pods", "pod": "p"}, 1), Sample({"signal": "requests", "pod": "p"}, 50)]
+    result = from_prometheus(
+        body, parsed(body), ro, answer, due=True, previous=None, versions={}, settings=SETTINGS, now=NOW
+    )
+    assert result.rollout.canary == ro.canary
+    assert result.monitored.metrics["requests"] == 50
+    assert result.source is not None and result.source.reason == "PrometheusNoData"
+    assert "canary pods of iris-v2" in result.source.message
+
+
+def test_carried_source_and_status() -> None:
+    body = prom_isvc(("False", "PrometheusTimeout"))
+    source = carried_source(body, parsed(body))
+    assert source is not None and (source.status, source.reason, source.message) == (
+        "False",
+        "PrometheusTimeout",
+        "before",
+    )
+    plain = isvc(body["status"])
+    assert carried_source(plain, parsed(plain)) is None  # prometheusUrl removed: the condition goes
+    facts = Facts(rollout("iris-v1"), {"iris-v1": mv(1)}, deployed(1), None, {}, source=source)
+    status = compute_status(body, parsed(body), facts, NOW_S)
+    assert conditions(status)["MetricsAvailable"] == ("False", "PrometheusTimeout")
+    assert conditions(status)["Ready"] == ("True", "Serving")  # serving goes on without metrics

@@ -1,0 +1,166 @@
+"""spec.monitoring.prometheusUrl against the real API server and a real Prometheus (issue #21).
+
+The kwok pods serve nothing, so two loopback servers stand in for the stable and the canary pods,
+and a real Prometheus (tests/promkit.py) scrapes them with the labels the shipped PodMonitor puts
+on serving pods' series (namespace, pod, inference_service, track). The in-process operator gets
+no pod scraper: with prometheusUrl set it must read everything from Prometheus. First the URL
+points where nothing listens: MetricsAvailable=False with a Warning Event, and a canary past its
+duration is held (neither promoted nor rolled back). Then the URL is fixed: the canary is
+promoted on the requests Prometheus saw, and status.metrics counts both pods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socketserver
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clusterkit import condition, events_for, status_of, train_version, wait_for
+from clusterkit import inferenceservice as isvc
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from conftest import OperatorRunner
+from mlops_operator.kube import Kube
+from mlops_operator.settings import Settings
+from promkit import Prometheus, Target, ensure_binary
+from s3kit import free_port
+
+# track -> (ModelVersion it serves, requests answered 200) that the stand-in pod reports
+SERVED: dict[str, tuple[str, int]] = {}
+
+
+def exposition(track: str) -> bytes:
+    registry = CollectorRegistry()
+    version, ok = SERVED.get(track, ("none", 0))
+    Gauge("mlops_model_info", "served", ["model", "version", "sha256"], registry=registry).labels(
+        "iris", version, "ab"
+    ).set(1)
+    counter = Counter(
+        "mlops_requests", "requests", ["model", "version", "protocol", "code"], registry=registry
+    )
+    counter.labels("iris", version, "v2", "200").inc(ok)
+    return generate_latest(registry)
+
+
+def pod_server(track: str) -> socketserver.ThreadingTCPServer:
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            body = exposition(track)  # Prometheus 3 refuses a scrape without a Content-Type
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                % len(body)
+                + body
+            )
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def prom(namespace: str, tmp_path: Path) -> Iterator[Prometheus]:
+    SERVED.clear()
+    servers = {track: pod_server(track) for track in ("stable", "canary")}
+    targets = [
+        Target(
+            s.server_address[1],
+            {"namespace": namespace, "pod": f"iris-{track}-0", "inference_service": "iris", "track": track},
+        )
+        for track, s in servers.items()
+    ]
+    server = Prometheus.start(ensure_binary(), tmp_path, targets)
+    try:
+        yield server
+    finally:
+        server.stop()
+        for s in servers.values():
+            s.shutdown()
+            s.server_close()
+
+
+def test_prometheus_down_holds_the_canary_then_its_answers_decide(
+    kube: Kube, namespace: str, test_settings: Settings, artifacts: Path, prom: Prometheus
+) -> None:
+    settings = dataclasses.replace(test_settings, prometheus_min_window_seconds=5)
+    runner = OperatorRunner(namespace, settings).start()  # no pod scraper: Prometheus only
+    try:
+        down = f"http://127.0.0.1:{free_port()}"
+        v1 = train_version(kube, namespace, "first", artifacts)
+        SERVED["stable"] = (v1, 100)
+        canary = {"trafficPercent": 50, "durationSeconds": 10, "maxErrorRate": 0.05, "minRequests": 5}
+        body = isvc("iris", canary=canary, monitoring={"prometheusUrl": down, "intervalSeconds": 5})
+        kube.request("POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices", body=body)
+
+        def available() -> dict[str, str]:
+            return condition(status_of(kube, "InferenceService", namespace, "iris"), "MetricsAvailable")
+
+        cond = wait_for(
+            lambda: available().get("reason") == "PrometheusUnreachable" and available(), what="unreachable"
+        )
+        assert cond["status"] == "False" and down in cond["message"]
+        warnings = [e for e in events_for(kube, namespace, "iris") if e["reason"] == "PrometheusUnreachable"]
+        assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+
+        v2 = train_version(kube, namespace, "second", artifacts)
+        SERVED["canary"] = (v2, 50)
+        started = wait_for(
+            lambda: (
+                (c := status_of(kube, "InferenceService", namespace, "iris").get("canary"))
+                and c.get("startedAt")
+            ),
+            what="canary started",
+        )
+        # Held: a canary past its duration with Prometheus down is neither promoted nor rolled back.
+        wait_for(lambda: "metrics" not in status_of(kube, "InferenceService", namespace, "iris") and _older(started, 25), timeout=60, what="25 s of analysis")  # fmt: skip
+        status = status_of(kube, "InferenceService", namespace, "iris")
+        assert status["canary"]["phase"] == "Progressing" and status["modelVersion"] == v1, status
+        assert "metrics" not in status
+        assert (
+            len([e for e in events_for(kube, namespace, "iris") if e["reason"] == "PrometheusUnreachable"])
+            == 1
+        )
+
+        kube.request(
+            "PATCH",
+            f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices/iris",
+            body={"spec": {"monitoring": {"prometheusUrl": prom.url}}},
+            content_type="application/merge-patch+json",
+        )
+        status = wait_for(
+            lambda: (
+                (s := status_of(kube, "InferenceService", namespace, "iris")).get("modelVersion") == v2 and s
+            ),
+            timeout=60,
+            what="canary promoted from Prometheus' answers",
+        )
+        assert status["canary"]["phase"] == "Promoted" and status["canary"]["requests"] == 50, status[
+            "canary"
+        ]
+        assert condition(status, "MetricsAvailable")["status"] == "True"
+        assert any(e["reason"] == "MetricsAvailable" and e["type"] == "Normal" for e in events_for(kube, namespace, "iris"))  # fmt: skip
+        metrics = wait_for(
+            lambda: (
+                (m := status_of(kube, "InferenceService", namespace, "iris").get("metrics") or {}).get(
+                    "requests"
+                )
+                == 150
+                and m
+            ),
+            what="status.metrics from Prometheus: both pods' requests",
+        )
+        assert metrics["errorRate"] == 0.0
+    finally:
+        runner.stop()
+
+
+def _older(timestamp: str, seconds: float) -> bool:
+    from mlops_contract.timeutil import parse_time, utc_now
+
+    started = parse_time(timestamp)
+    return started is not None and (utc_now() - started).total_seconds() > seconds
