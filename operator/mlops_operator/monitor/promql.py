@@ -154,6 +154,7 @@ def _metric_parts(sel: Mapping[str, str], window: int, served: str) -> list[str]
         _tag(f"sum ({samples})", "labelled_samples"),
         _tag(_weighted(gauge("mlops_feedback_accuracy"), samples), "accuracy"),
         _tag(f"sqrt({_weighted_square(gauge('mlops_feedback_rmse'), samples)})", "rmse"),
+        _tag(_weighted(gauge("mlops_estimated_accuracy"), rows), "estimated_accuracy"),
     ]
 
 
@@ -226,6 +227,7 @@ class Signals:
     labelled_samples: float | None = None
     accuracy: float | None = None
     rmse: float | None = None
+    estimated_accuracy: float | None = None  # issue #22, weighted by window rows as the pod path
     canary: CanarySignals = field(default_factory=CanarySignals)
 
 
@@ -237,6 +239,7 @@ _SCALARS: Final = {
     "labelled_samples": "labelled_samples",
     "accuracy": "accuracy",
     "rmse": "rmse",
+    "estimated_accuracy": "estimated_accuracy",
 }
 
 
@@ -293,6 +296,7 @@ def metrics(found: Signals, previous: PodTotals | None) -> tuple[dict[str, Any],
         ("prediction_drift", found.prediction_drift),
         ("accuracy", found.accuracy),
         ("rmse", found.rmse),
+        ("estimated_accuracy", found.estimated_accuracy),
     )
     out.update({key: value for key, value in values if value is not None})
     if found.feature_psi:
