@@ -19,6 +19,26 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVER_IMAGE = os.environ.get("MLOPS_E2E_SERVER_IMAGE", "mlops-operator/server:dev")
 
 
+# A NetworkPolicy enforcer programs a new pod's address into its rules a moment after the pod
+# starts (kube-router: into the ipsets of the namespaces' pods), and until then the pod's
+# connections to a policy-guarded Service are refused, as any client's would be. So for their
+# first 20 seconds the client pods retry a refused TCP connect (every 0.5 s); a refusal after
+# that is the policy's answer and comes through at once.
+PATIENT_CONNECT = """
+import socket as _socket, time as _time
+_connect, _until = _socket.create_connection, _time.monotonic() + 20
+def _patient_connect(address, *args, **kwargs):
+    while True:
+        try:
+            return _connect(address, *args, **kwargs)
+        except ConnectionRefusedError:
+            if _time.monotonic() > _until:
+                raise
+            _time.sleep(0.5)
+_socket.create_connection = _patient_connect
+"""
+
+
 class Cluster:
     """kubectl against the cluster under test."""
 
@@ -77,7 +97,8 @@ class Cluster:
     ) -> str:
         """Run Python code in a pod of the server image and return its output; fails with the pod's
         logs unless it exits 0. Restricted security, except `as_root` for test plumbing (volume
-        permissions); `claim` mounts that PersistentVolumeClaim at /data."""
+        permissions); `claim` mounts that PersistentVolumeClaim at /data. The code runs after
+        PATIENT_CONNECT (see there)."""
         pod: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -94,7 +115,7 @@ class Cluster:
                         "name": "client",
                         "image": SERVER_IMAGE,
                         "imagePullPolicy": "IfNotPresent",
-                        "command": ["python3", "-c", textwrap.dedent(code)],
+                        "command": ["python3", "-c", PATIENT_CONNECT + textwrap.dedent(code)],
                         "securityContext": {
                             "allowPrivilegeEscalation": False,
                             "readOnlyRootFilesystem": True,

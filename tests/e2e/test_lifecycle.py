@@ -126,6 +126,8 @@ from mlops_server.proto import inference_pb2 as pb
 
 rows = np.asarray({rows!r}, dtype="<f8")
 channel = grpc.insecure_channel({address!r})
+# As PATIENT_CONNECT for HTTP: gRPC reconnects by itself until the policy admits this new pod.
+grpc.channel_ready_future(channel).result(timeout=30)
 def call(method, request, response):
     return channel.unary_unary(
         "/inference.GRPCInferenceService/" + method,
