@@ -102,13 +102,20 @@ def prepared_columns(sample: pd.DataFrame, target: str, onehot: bool) -> int:
         col = sample[name]
         if pd.api.types.is_numeric_dtype(col) or not onehot:
             columns += 1
-        else:
+            continue
+        try:
             columns += max(1, int(col.nunique(dropna=True)))
+        except TypeError:  # unhashable values (nested records): the read will judge them
+            columns += 1
     return columns
 
 
 def estimate(files: Sequence[Path], fmt: str, target: str, *, onehot: bool) -> Estimate | None:
-    """The training peak for these files, from their first rows; None when nothing can be read."""
+    """The training peak for these files, from their first rows; None when nothing can be read,
+    and for JSON lines (the prediction log: nested records the trainer flattens itself, and
+    never the bulk of a table)."""
+    if fmt == "jsonl":
+        return None
     rows, columns = 0, 0
     for file in files:
         try:

@@ -243,7 +243,9 @@ def test_jsonl_feedback_directory_appended_as_extra_source(trainer: Trainer, mix
             "target": "churn",
         }
     )
-    run = trainer.run("train", make_config(spec))
+    # In a pod the operator sets the memory limit, and the pre-flight reads the sources first
+    # (issue #23): the prediction log's nested records must not trip it.
+    run = trainer.run("train", make_config(spec), MLOPS_MEMORY_LIMIT=str(2**31))
 
     assert run.code == 0, run.result
     _, meta = artifact.load_verified(trainer.artifact_dir(), run.result["sha256"])
