@@ -124,3 +124,30 @@ def scheduling(options: PodOptions) -> dict[str, Any]:
 
 def resources(spec_resources: Mapping[str, Any] | None, default: Mapping[str, Any]) -> dict[str, Any]:
     return dict(spec_resources) if spec_resources else dict(default)
+
+
+_BINARY_SUFFIXES: Final = {
+    "Ki": 1 << 10,
+    "Mi": 1 << 20,
+    "Gi": 1 << 30,
+    "Ti": 1 << 40,
+    "Pi": 1 << 50,
+    "Ei": 1 << 60,
+}
+_DECIMAL_SUFFIXES: Final = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+
+
+def quantity_bytes(text: str) -> int | None:
+    """A Kubernetes memory quantity ("1Gi", "512M", "1e9", "2048") in bytes; None if unreadable."""
+    text = str(text).strip()
+    number, multiplier = text, 1.0
+    suffixes = {**_BINARY_SUFFIXES, **_DECIMAL_SUFFIXES, "m": 0.001}
+    for suffix in sorted(suffixes, key=len, reverse=True):  # "Mi" before "M"
+        if text.endswith(suffix):
+            number, multiplier = text[: -len(suffix)], float(suffixes[suffix])
+            break
+    try:
+        value = float(number) * multiplier
+    except ValueError:
+        return None
+    return int(value) if value >= 0 else None

@@ -40,6 +40,7 @@ from mlops_operator.build.common import (
     object_meta,
     pod_security_context,
     pvc_volumes,
+    quantity_bytes,
     resources,
     scheduling,
     secret_env,
@@ -95,15 +96,6 @@ SHIP_RESOURCES: Final = {"requests": {"cpu": "20m", "memory": "96Mi"}, "limits":
 ROW_BUDGET_BYTES: Final = 16 << 10
 MIN_ROWS: Final = 1024
 MAX_ROWS: Final = 1_000_000
-_BINARY_SUFFIXES: Final = {
-    "Ki": 1 << 10,
-    "Mi": 1 << 20,
-    "Gi": 1 << 30,
-    "Ti": 1 << 40,
-    "Pi": 1 << 50,
-    "Ei": 1 << 60,
-}
-_DECIMAL_SUFFIXES: Final = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
 
 
 class UnservableArtifact(ValueError):
@@ -233,22 +225,6 @@ def server_runtime(mv: Mapping[str, Any]) -> str:
     an older operator that did not compare, runs with scikit-learn.
     """
     return "auto" if (mv.get("status") or {}).get("servingRuntime") == "arrays" else "sklearn"
-
-
-def quantity_bytes(text: str) -> int | None:
-    """A Kubernetes memory quantity ("1Gi", "512M", "1e9", "2048") in bytes; None if unreadable."""
-    text = str(text).strip()
-    number, multiplier = text, 1.0
-    suffixes = {**_BINARY_SUFFIXES, **_DECIMAL_SUFFIXES, "m": 0.001}
-    for suffix in sorted(suffixes, key=len, reverse=True):  # "Mi" before "M"
-        if text.endswith(suffix):
-            number, multiplier = text[: -len(suffix)], float(suffixes[suffix])
-            break
-    try:
-        value = float(number) * multiplier
-    except ValueError:
-        return None
-    return int(value) if value >= 0 else None
 
 
 def max_rows(spec: InferenceServiceSpec) -> int | None:

@@ -22,11 +22,11 @@ from mlops_operator.build.common import (
     pod_security_context,
     pvc_claims,
     pvc_volumes,
+    quantity_bytes,
     resources,
     scheduling,
     secret_env,
 )
-from mlops_operator.build.inferenceservice import quantity_bytes
 from mlops_operator.settings import Settings
 
 LABEL_STEP: Final = "mlops.dev/step"
