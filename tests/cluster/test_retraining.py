@@ -250,20 +250,21 @@ def test_cooldown_holds_then_the_next_run_gets_the_next_counter(
     assert_paced()
 
 
+def _annotate(kube: Kube, namespace: str, value: str) -> None:
+    kube.request(
+        "PATCH",
+        f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices/iris",
+        body={"metadata": {"annotations": {RETRAIN: value}}},
+        content_type="application/merge-patch+json",
+    )
+
+
 def test_manual_trigger_fires_once_per_value_and_respects_max_concurrent(
     kube: Kube, namespace: str, monitored: OperatorRunner, artifacts: Path, iris_artifact: dict[str, Any]
 ) -> None:
     serve(kube, namespace, artifacts, iris_artifact, triggers={}, cooldownSeconds=0, maxConcurrent=1)
 
-    def annotate(value: str) -> None:
-        kube.request(
-            "PATCH",
-            f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices/iris",
-            body={"metadata": {"annotations": {RETRAIN: value}}},
-            content_type="application/merge-patch+json",
-        )
-
-    annotate("first")
+    _annotate(kube, namespace, "first")
     tj = wait_for(lambda: kube.get("TrainingJob", namespace, "iris-retrain-1"), what="the manual run")
     assert tj["metadata"]["annotations"]["mlops.dev/trigger"] == "manual"
     recorded = wait_for(
@@ -274,7 +275,7 @@ def test_manual_trigger_fires_once_per_value_and_respects_max_concurrent(
     # The same value again is no new request; a new value waits while retrain-1 runs (maxConcurrent 1).
     reconciled_now(kube, namespace, "iris")
     assert retraining_jobs(kube, namespace) == ["iris-retrain-1"]
-    annotate("second")
+    _annotate(kube, namespace, "second")
     status = reconciled_now(kube, namespace, "iris")
     assert retraining_jobs(kube, namespace) == ["iris-retrain-1"]
     assert status["retraining"]["count"] == 1
@@ -337,15 +338,6 @@ def test_idle_service_writes_nothing_over_several_scrapes(
     assert status["retraining"]["count"] == 0
     assert retraining_jobs(kube, namespace) == []
     assert_paced()
-
-
-def _annotate(kube: Kube, namespace: str, value: str) -> None:
-    kube.request(
-        "PATCH",
-        f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices/iris",
-        body={"metadata": {"annotations": {RETRAIN: value}}},
-        content_type="application/merge-patch+json",
-    )
 
 
 def test_a_trigger_without_its_source_is_no_run_and_waits_for_it(
