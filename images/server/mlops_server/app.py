@@ -39,6 +39,7 @@ its traceback, and the server keeps serving. Every error body is `{"error": "<me
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import time
 import uuid
@@ -51,13 +52,15 @@ import orjson
 from mlops_server import __version__, codec, logs
 from mlops_server.codec import OUTPUT_PREDICT, OUTPUT_PROBA, ModelInputError, Prediction, RequestError
 from mlops_server.http import Request, Respond, Response, error, quoted
-from mlops_server.monitoring import FeedbackError
+from mlops_server.monitoring import FeedbackError, agreement, score_pairs
+from mlops_server.shadow import Copy
 
 if TYPE_CHECKING:
     from mlops_server.batching import Batcher, Outcome
     from mlops_server.model import ServedModel
     from mlops_server.monitoring import DriftMonitor, FeedbackStore, Metrics
     from mlops_server.predlog import PredictionLog
+    from mlops_server.shadow import Answer, Mirror
 
 log = logs.get("app")
 
@@ -102,6 +105,7 @@ class App:
         self.drift: DriftMonitor | None = None
         self.feedback: FeedbackStore | None = None
         self.predlog: PredictionLog | None = None
+        self.mirror: Mirror | None = None  # shadow mode (issue #22): set by the lifecycle
         self.closing = False
 
     def attach(
@@ -435,6 +439,8 @@ class App:
     ) -> None:
         outputs = parsed.outputs
         frame = parsed.frame
+        if request.mirror_id:  # a champion mirrored this request: answer under its id
+            parsed = dataclasses.replace(parsed, id=request.mirror_id)
 
         def done(outcome: Outcome) -> None:
             if not isinstance(outcome, Prediction):
@@ -480,6 +486,9 @@ class App:
                 frame=frame,
                 prediction=outcome,
             )
+            if self.mirror is not None:
+                copy = Copy(f"/v2/models/{model.name}/infer", request.body, parsed.id, request.encoding)
+                self.mirror.offer(copy if request.json_length is None else _binary(copy, request))
 
         self.submit(frame, OUTPUT_PROBA in outputs, done)
 
@@ -570,6 +579,20 @@ class App:
         respond(response)
         self.record_failure(protocol, response.status, _elapsed(request))
 
+    def shadow_answered(self, answer: Answer) -> None:
+        """The challenger's answer to a mirrored request: remembered for feedback, its
+        agreement with the champion counted, both predictions logged under the same id."""
+        store, metrics = self.feedback, self.metrics
+        if store is None or metrics is None:
+            return
+        served = store.shadow_answer(answer.request_id, answer.labels, answer.version)
+        if served is None:
+            return
+        champion = served.labels.tolist()
+        metrics.count_agreement(answer.version, *agreement(store.classification, champion, answer.labels))
+        if self.predlog is not None:
+            self.predlog.shadow(answer.request_id, answer.version, answer.labels)
+
     # --- feedback --------------------------------------------------------------------------
 
     def _authorized(self, request: Request) -> bool:
@@ -622,6 +645,9 @@ class App:
             return
         quality = store.quality
         metrics.set_feedback(store.samples, quality)
+        if served.shadow is not None:
+            pairs = score_pairs(store.classification, served.labels.tolist(), served.shadow, labels)
+            metrics.count_pairs(served.shadow_version, pairs)
         if self.predlog is not None:
             self.predlog.feedback(request_id, served.frame, served.labels, labels)
         body = {
@@ -687,6 +713,10 @@ def _depth(value: Any) -> int:
         depth += 1
         level = [v for c in containers for v in (c.values() if isinstance(c, dict) else c)]
     return depth
+
+
+def _binary(copy: Copy, request: Request) -> Copy:
+    return dataclasses.replace(copy, json_length=request.json_length)
 
 
 def _elapsed(request: Request) -> float:

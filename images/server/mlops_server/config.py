@@ -57,6 +57,13 @@ class Settings:
     shutdown_timeout: float = 25.0
     access_log: bool = False
     log_level: str = "INFO"
+    # Shadow mode (issue #22): mirror a share of V2 requests to the challenger at this URL
+    # (http://host[:port]); None: no mirroring.
+    shadow_url: str | None = None
+    shadow_percent: float = 100.0
+    shadow_timeout_ms: float = 1000.0
+    shadow_concurrency: int = 4
+    shadow_queue: int = 256
 
 
 _DEFAULTS: Final = Settings(artifact="")
@@ -115,6 +122,34 @@ def _bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise argparse.ArgumentTypeError(f"must be true or false, got {text!r}")
+
+
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 100.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 100], got {text}")
+    return value
+
+
+def _shadow_url(text: str) -> str:
+    host, port = split_http_url(text)
+    if not host or not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"must be http://HOST[:PORT], got {text!r}")
+    return text
+
+
+def split_http_url(text: str) -> tuple[str, int]:
+    """(host, port) of http://HOST[:PORT][/]; ('', 0) when it is not one."""
+    rest = text.removeprefix("http://")
+    if rest == text:
+        return "", 0
+    hostport = rest.rstrip("/")
+    if "/" in hostport or "@" in hostport:
+        return "", 0
+    host, sep, port = hostport.rpartition(":")
+    if not sep:
+        return hostport, 80
+    return (host, int(port)) if port.isdigit() else ("", 0)
 
 
 def _level(text: str) -> str:
@@ -290,6 +325,36 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "seconds to finish in-flight requests after SIGTERM",
         default=_DEFAULTS.shutdown_timeout,
         type=_non_negative_float,
+    )
+    add(
+        "--shadow-url",
+        "shadow mode: mirror V2 inference requests to the challenger at http://HOST[:PORT], "
+        "asynchronously (the answer never waits for it)",
+        type=_shadow_url,
+    )
+    add(
+        "--shadow-percent",
+        "share of V2 requests mirrored, in percent",
+        default=_DEFAULTS.shadow_percent,
+        type=_percent,
+    )
+    add(
+        "--shadow-timeout-ms",
+        "how long a mirrored request may take",
+        default=_DEFAULTS.shadow_timeout_ms,
+        type=_positive_float,
+    )
+    add(
+        "--shadow-concurrency",
+        "mirrored requests in flight at once (one connection each)",
+        default=_DEFAULTS.shadow_concurrency,
+        type=_positive_int,
+    )
+    add(
+        "--shadow-queue",
+        "mirrored requests waiting; beyond it they are dropped and counted",
+        default=_DEFAULTS.shadow_queue,
+        type=_positive_int,
     )
     add("--access-log", "log one line per request (slower)", default=False, type=_bool, nargs="?", const=True)
     add("--log-level", "DEBUG, INFO, WARNING or ERROR", default=_DEFAULTS.log_level, type=_level)

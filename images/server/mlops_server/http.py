@@ -122,6 +122,7 @@ class Request:
         "json_length",
         "keep_alive",
         "method",
+        "mirror_id",
         "path",
         "query",
         "size",
@@ -149,6 +150,7 @@ class Request:
         self.size = 0
         self.encoding = b""  # Content-Encoding, lower case; b"" for identity
         self.authorization = b""  # the Authorization header, as sent
+        self.mirror_id = ""  # mlops-request-id: the champion's id of a mirrored request (issue #22)
 
 
 class Response:
@@ -232,6 +234,7 @@ class Connection(asyncio.Protocol):
         self._json_length: int | None = None
         self._encoding = b""
         self._authorization = b""
+        self._mirror_id = b""
         self._expect_continue = False
         self._too_large = False
         self._header_error: str | None = None
@@ -362,6 +365,8 @@ class Connection(asyncio.Protocol):
             self._encoding = value.strip().lower()
         elif lowered == b"authorization":
             self._authorization = value
+        elif lowered == b"mlops-request-id":
+            self._mirror_id = value[:256]
         elif lowered == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
 
@@ -459,6 +464,8 @@ class Connection(asyncio.Protocol):
         if self._encoding and self._encoding != b"identity":
             request.encoding = self._encoding
         request.authorization = self._authorization
+        if self._mirror_id:
+            request.mirror_id = self._mirror_id.decode("latin-1")
         self._last_completed = request
         preset: Response | None = None
         if self._too_large:

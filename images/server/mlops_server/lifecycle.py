@@ -25,13 +25,15 @@ from mlops_contract.artifact import ArtifactError
 from mlops_server import logs
 from mlops_server.app import App
 from mlops_server.codec import Array, Prediction
-from mlops_server.config import Settings
+from mlops_server.config import Settings, split_http_url
 from mlops_server.http import HttpServer, Limits
 from mlops_server.signature import Kind
 
 if TYPE_CHECKING:
     from mlops_server.grpcapi import GrpcServer
     from mlops_server.model import ServedModel
+    from mlops_server.monitoring import Metrics
+    from mlops_server.shadow import Mirror
 
 log = logs.get("lifecycle")
 
@@ -216,6 +218,8 @@ class Server:
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
+        if self.app.mirror is not None:
+            await self.app.mirror.stop()
         self.app.close()
         self.executor.shutdown(wait=True)
         if self.app.predlog is not None:
@@ -306,6 +310,28 @@ class Server:
         self.app.attach(
             model, batcher=batcher, metrics=metrics, drift=drift, feedback=feedback, predlog=predlog
         )
+        if settings.shadow_url is not None:
+            self.app.mirror = self._mirror(settings.shadow_url, metrics)
+
+    def _mirror(self, url: str, metrics: Metrics) -> Mirror:
+        """Shadow mode (issue #22): the mirror to the challenger, started on this loop."""
+        from mlops_server.shadow import Mirror
+
+        settings = self.settings
+        host, port = split_http_url(url)
+        mirror = Mirror(
+            host,
+            port,
+            percent=settings.shadow_percent,
+            timeout=settings.shadow_timeout_ms / 1000.0,
+            on_answer=self.app.shadow_answered,
+            count=metrics.count_shadow,
+            concurrency=settings.shadow_concurrency,
+            queue=settings.shadow_queue,
+        )
+        mirror.start()
+        log.info("Mirroring requests", extra={"fields": {"to": url, "percent": settings.shadow_percent}})
+        return mirror
 
     async def _flush_periodically(self) -> None:
         predlog = self.app.predlog

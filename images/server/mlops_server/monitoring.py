@@ -123,6 +123,33 @@ class Metrics:
                 registry=reg,
             ).labels(model, version)
             self.estimated_accuracy.set(math.nan)
+        # Shadow mode (issue #22): counters, so PromQL and the operator can sum them over pods.
+        self.shadow_requests = Counter(
+            "mlops_shadow_requests_total",
+            "Requests mirrored to the challenger, by result (answered, dropped, failed, timeout).",
+            [*LABELS, "result"],
+            registry=reg,
+        )
+        self.shadow_pairs = Counter(
+            "mlops_shadow_pairs_total",
+            "Labelled rows both versions answered, by outcome (classification: both, champion_only, "
+            "challenger_only, neither correct; regression: challenger_better, champion_better, tie on "
+            "absolute error).",
+            [*LABELS, "challenger", "outcome"],
+            registry=reg,
+        )
+        self.shadow_abs_error = Counter(
+            "mlops_shadow_abs_error_total",
+            "Sum of absolute errors on the labelled pairs (regression), by side (champion, challenger).",
+            [*LABELS, "challenger", "side"],
+            registry=reg,
+        )
+        self.shadow_rows = Counter(
+            "mlops_shadow_rows_total",
+            "Mirrored rows by whether both versions predicted the same class (agree, disagree).",
+            [*LABELS, "challenger", "agreement"],
+            registry=reg,
+        )
         Gauge("mlops_model_info", "The served model.", [*LABELS, "sha256"], registry=reg).labels(
             model, version, sha256
         ).set(1)
@@ -174,6 +201,25 @@ class Metrics:
     def set_feedback(self, samples: int, quality: float) -> None:
         self.feedback_samples.set(samples)
         self.feedback_quality.set(quality)
+
+    def count_shadow(self, result: str) -> None:
+        self.shadow_requests.labels(self.model, self.version, result).inc()
+
+    def count_agreement(self, challenger: str, agree: int, disagree: int) -> None:
+        for key, value in (("agree", agree), ("disagree", disagree)):
+            if value:
+                self.shadow_rows.labels(self.model, self.version, challenger, key).inc(value)
+
+    def count_pairs(self, challenger: str, pairs: PairOutcomes) -> None:
+        for outcome, value in pairs.counts.items():
+            if value:
+                self.shadow_pairs.labels(self.model, self.version, challenger, outcome).inc(value)
+        for side, total in (
+            ("champion", pairs.champion_abs_error),
+            ("challenger", pairs.challenger_abs_error),
+        ):
+            if total:
+                self.shadow_abs_error.labels(self.model, self.version, challenger, side).inc(total)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -312,6 +358,57 @@ class Served:
     labels: Array
     labelled: bool = False
     size: int = 0  # bytes the arrays keep alive (see retained_bytes)
+    # Shadow mode: the challenger's labels for the same rows, and its version.
+    shadow: list[Any] | None = None
+    shadow_version: str = ""
+
+
+@dataclass(frozen=True)
+class PairOutcomes:
+    """Labelled rows both versions answered (issue #22): classification counts by who was right
+    (both, champion_only, challenger_only, neither); regression by whose absolute error was
+    smaller (challenger_better, champion_better, tie), with both sums of absolute errors."""
+
+    counts: Mapping[str, int]
+    champion_abs_error: float = 0.0
+    challenger_abs_error: float = 0.0
+
+
+def score_pairs(
+    classification: bool, champion: Sequence[Any], challenger: Sequence[Any], truth: Sequence[Any]
+) -> PairOutcomes:
+    """Score both versions' predictions of the same rows against the labels."""
+    if classification:
+        counts = dict.fromkeys(("both", "champion_only", "challenger_only", "neither"), 0)
+        key = drift._category_key
+        for a, b, y in zip(champion, challenger, truth, strict=True):
+            right_a, right_b = key(a) == key(y), key(b) == key(y)
+            outcome = (
+                ("both" if right_b else "champion_only")
+                if right_a
+                else ("challenger_only" if right_b else "neither")
+            )
+            counts[outcome] += 1
+        return PairOutcomes(counts)
+    counts = dict.fromkeys(("challenger_better", "champion_better", "tie"), 0)
+    total_a = total_b = 0.0
+    for a, b, y in zip(champion, challenger, truth, strict=True):
+        err_a, err_b = abs(float(a) - float(y)), abs(float(b) - float(y))
+        total_a += err_a
+        total_b += err_b
+        counts[
+            "tie" if err_a == err_b else ("challenger_better" if err_b < err_a else "champion_better")
+        ] += 1
+    return PairOutcomes(counts, total_a, total_b)
+
+
+def agreement(classification: bool, champion: Sequence[Any], challenger: Sequence[Any]) -> tuple[int, int]:
+    """(rows predicted alike, rows predicted differently); (0, 0) for regression."""
+    if not classification:
+        return 0, 0
+    key = drift._category_key
+    agree = sum(1 for a, b in zip(champion, challenger, strict=True) if key(a) == key(b))
+    return agree, len(champion) - agree
 
 
 class FeedbackError(Exception):
@@ -362,6 +459,15 @@ class FeedbackStore:
         while served and (len(served) > self._capacity or (limit is not None and self._bytes > limit)):
             _, evicted = served.popitem(last=False)
             self._bytes -= evicted.size
+
+    def shadow_answer(self, request_id: str, labels: list[Any], version: str) -> Served | None:
+        """Remember the challenger's labels for a request still remembered and not yet labelled
+        (None otherwise, or when the row counts differ)."""
+        served = self._served.get(request_id)
+        if served is None or served.labelled or len(labels) != len(served.labels):
+            return None
+        served.shadow, served.shadow_version = labels, version
+        return served
 
     @property
     def remembered(self) -> tuple[int, int]:

@@ -4,6 +4,9 @@
     DIR/feedback-<hostname>.jsonl     {"id","time","version","features":{feature: value},"prediction":p,"label":y}
     DIR/labels-<hostname>.jsonl       {"id","time","labels":[...]}  labels for a request another replica
                                       served; the trainer joins them with that replica's prediction lines
+    DIR/shadow-<hostname>.jsonl       {"id","time","version","predictions":[...]}  the challenger's answer
+                                      to a request this pod mirrored in shadow mode (issue #22), under the
+                                      champion's id; the trainer does not read it
 
 Lines are buffered in memory and appended by `flush()`, which the server calls at least every
 second and on shutdown; one file per pod (hostname) so replicas never interleave writes.
@@ -45,6 +48,7 @@ class PredictionLog:
         self.predictions_path = self.directory / f"predictions-{host}.jsonl"
         self.feedback_path = self.directory / f"feedback-{host}.jsonl"
         self.labels_path = self.directory / f"labels-{host}.jsonl"
+        self.shadow_path = self.directory / f"shadow-{host}.jsonl"
         self.model = model
         self.version = version
         self.features = list(features)
@@ -55,6 +59,7 @@ class PredictionLog:
         self._predictions: list[bytes] = []
         self._feedback: list[bytes] = []
         self._labels: list[bytes] = []
+        self._shadow: list[bytes] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
 
@@ -107,6 +112,17 @@ class PredictionLog:
         with self._lock:
             self._labels.append(orjson.dumps(line) + b"\n")
 
+    def shadow(self, request_id: str, version: str, labels: Sequence[Any]) -> None:
+        """The challenger's predictions for a request this pod answered and mirrored."""
+        line = {
+            "id": request_id,
+            "time": format_log_time(time.time()),
+            "version": version,
+            "predictions": list(labels),
+        }
+        with self._lock:
+            self._shadow.append(orjson.dumps(line) + b"\n")
+
     def flush(self) -> None:
         """Append buffered lines to the files (safe to call from any thread)."""
         with self._flush_lock:  # one writer at a time, so lines keep their order
@@ -114,10 +130,12 @@ class PredictionLog:
                 predictions, self._predictions = self._predictions, []
                 feedback, self._feedback = self._feedback, []
                 relayed, self._labels = self._labels, []
+                shadow, self._shadow = self._shadow, []
             for path, lines in (
                 (self.predictions_path, predictions),
                 (self.feedback_path, feedback),
                 (self.labels_path, relayed),
+                (self.shadow_path, shadow),
             ):
                 if lines:
                     with open(path, "ab") as f:

@@ -1,0 +1,156 @@
+"""Shadow mode (issue #22): a champion server mirrors V2 requests to a challenger over real
+sockets; its users never wait for nor fail with the challenger; labelled feedback scores both."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from server_factories import Artifact, RunningServer, StartServer, metric, v2_matrix
+
+from mlops_server.monitoring import agreement, score_pairs
+
+
+def _wait_metric(
+    server: RunningServer, name: str, at_least: float, timeout: float = 10, **labels: str
+) -> float:
+    deadline = time.monotonic() + timeout
+    client = server.client()
+    while True:
+        try:
+            value = metric(client.metrics(), name, **labels)
+        except KeyError:
+            value = 0.0
+        if value >= at_least or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def test_score_pairs_classification_counts_who_was_right() -> None:
+    pairs = score_pairs(True, [0, 1, 2, 2, 1], [0, 2, 2, 1, 0], [0, 1, 2, 0, 0])
+    assert dict(pairs.counts) == {"both": 2, "champion_only": 1, "challenger_only": 1, "neither": 1}
+    # "2" and 2 are the same class, as feedback scoring treats them.
+    assert score_pairs(True, ["2"], [2], [2]).counts["both"] == 1
+
+
+def test_score_pairs_regression_is_a_sign_test_on_absolute_errors() -> None:
+    pairs = score_pairs(False, [1.0, 2.0, 3.0], [1.5, 2.0, 5.0], [2.0, 2.5, 3.0])
+    assert dict(pairs.counts) == {"challenger_better": 1, "champion_better": 1, "tie": 1}
+    assert pairs.champion_abs_error == pytest.approx(1.0 + 0.5 + 0.0)
+    assert pairs.challenger_abs_error == pytest.approx(0.5 + 0.5 + 2.0)
+
+
+def test_agreement_counts_rows_predicted_alike() -> None:
+    assert agreement(True, [0, 1, 2], [0, 2, 2]) == (2, 1)
+    assert agreement(False, [0.5], [0.5]) == (0, 0)
+
+
+@pytest.fixture
+def challenger(start_server: StartServer, iris: Artifact, tmp_path: Path) -> RunningServer:
+    return start_server(iris, model_version="v2", prediction_log=str(tmp_path / "challenger"))
+
+
+def test_mirrors_and_scores_both_versions(
+    start_server: StartServer, iris: Artifact, challenger: RunningServer, tmp_path: Path
+) -> None:
+    champion = start_server(
+        iris, shadow_url=f"http://127.0.0.1:{challenger.port}", prediction_log=str(tmp_path / "champion")
+    )
+    c = champion.client()
+    rows = iris.X.to_numpy()[[0, 50, 100]]
+    predicted = {}
+    for i in range(4):
+        reply = c.infer(v2_matrix(rows, id=f"r{i}"))
+        assert reply.status == 200
+        predicted[f"r{i}"] = reply.json["outputs"][0]["data"]
+    assert _wait_metric(champion, "mlops_shadow_requests_total", 4, result="answered") == 4
+    # Same model: every mirrored row agrees.
+    assert _wait_metric(champion, "mlops_shadow_rows_total", 12, challenger="v2", agreement="agree") == 12
+    # The challenger answered under the champion's id: it accepts feedback for it.
+    assert (
+        challenger.client().post("/v2/models/iris/feedback", {"id": "r0", "labels": predicted["r0"]}).status
+        == 200
+    )
+
+    right = predicted["r1"]
+    wrong = [(p + 1) % 3 for p in predicted["r2"]]
+    assert c.post("/v2/models/iris/feedback", {"id": "r1", "labels": right}).status == 200
+    assert c.post("/v2/models/iris/feedback", {"id": "r2", "labels": wrong}).status == 200
+    samples = c.metrics()
+    assert metric(samples, "mlops_shadow_pairs_total", challenger="v2", outcome="both") == 3
+    assert metric(samples, "mlops_shadow_pairs_total", challenger="v2", outcome="neither") == 3
+    champion.stop()  # flushes the log
+    lines = [
+        orjson.loads(line)
+        for line in (tmp_path / "champion").glob("shadow-*.jsonl").__next__().read_bytes().splitlines()
+    ]
+    assert {line["id"] for line in lines} == {"r0", "r1", "r2", "r3"}
+    assert all(line["version"] == "v2" for line in lines)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A listener that accepts connections and never answers (a hung challenger)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("down", ["refused", "hung"])
+def test_a_down_or_slow_challenger_fails_no_user_request(
+    start_server: StartServer, iris: Artifact, silent_port: int, down: str
+) -> None:
+    port = _closed_port() if down == "refused" else silent_port
+    champion = start_server(
+        iris,
+        shadow_url=f"http://127.0.0.1:{port}",
+        shadow_timeout_ms=200,
+        shadow_queue=8,
+        shadow_concurrency=2,
+    )
+    c = champion.client()
+    rows = iris.X.to_numpy()[:2]
+    slowest = 0.0
+    for i in range(60):
+        started = time.perf_counter()
+        reply = c.infer(v2_matrix(rows, id=f"u{i}"))
+        slowest = max(slowest, time.perf_counter() - started)
+        assert reply.status == 200, reply.body
+    # The answers never waited for the challenger's 200 ms timeout.
+    assert slowest < 0.2
+    failed = "failed" if down == "refused" else "timeout"
+    assert _wait_metric(champion, "mlops_shadow_requests_total", 1, result=failed) >= 1
+    # The queue is bounded: with the workers backing off, the rest were dropped and counted.
+    assert _wait_metric(champion, "mlops_shadow_requests_total", 1, result="dropped") >= 1
+    samples = c.metrics()
+    assert metric(samples, "mlops_requests_total", protocol="v2", code="200") == 60
