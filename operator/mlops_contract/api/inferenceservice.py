@@ -82,9 +82,80 @@ class Batching(Spec):
     )
 
 
+class Shadow(Spec):
+    """Shadow analysis (spec.canary.mode shadow, issue #22): the serving pods mirror a share of
+    live requests to the new version, which answers no user; labelled feedback scores both on the
+    same requests, and a paired test (McNemar's exact test for classification, a sign test on
+    absolute errors for regression) gives the verdict."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.promoteOn == 'NotWorse' || !has(self.margin)",
+                "margin applies only with promoteOn NotWorse",
+                field_path=".margin",
+            ),
+        )
+    )
+
+    percent: int = Field(
+        100, ge=1, le=100, description="Share of the served requests mirrored to the new version."
+    )
+    min_pairs: int = Field(
+        100,
+        ge=10,
+        le=1_000_000,
+        description="Labelled requests both versions answered before a verdict (classification: rows).",
+    )
+    promote_on: Literal["Better", "NotWorse"] = Field(
+        "Better",
+        description="Better: promote only when significantly better; NotWorse: also when at most `margin` worse (classification).",
+    )
+    margin: float | None = Field(
+        None,
+        gt=0,
+        le=0.5,
+        description="With promoteOn NotWorse: the accuracy the new version may lose (default 0.02).",
+    )
+    deadline_seconds: int = Field(
+        3600,
+        ge=60,
+        le=7 * 86400,
+        description="How long the verdict may stay Inconclusive (too few pairs or no significant difference).",
+    )
+    on_inconclusive: Literal["Rollback", "Promote"] = Field(
+        "Rollback", description="What an Inconclusive verdict does at the deadline."
+    )
+    timeout_ms: int = Field(
+        1000, ge=10, le=30000, description="How long a serving pod waits for the new version's answer."
+    )
+
+
+SHADOW_MARGIN: Final = 0.02
+
+
 class Canary(Spec):
     """Send a share of traffic to a new version first, analyse it, then promote or roll back."""
 
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.mode == 'shadow' || !has(self.shadow)",
+                "shadow settings need mode shadow",
+                field_path=".shadow",
+            ),
+        )
+    )
+
+    mode: Literal["split", "shadow"] = Field(
+        "split",
+        description=(
+            "split: the new version serves trafficPercent of the users and is judged on errors and latency; "
+            "shadow: it answers no user, the serving pods mirror requests to it and labelled feedback "
+            "judges its quality against the served version's (see shadow)."
+        ),
+    )
+    shadow: Shadow | None = Field(None, description="Shadow analysis settings (mode shadow; defaults apply).")
     traffic_percent: int = Field(
         10, ge=1, le=99, description="Share of replicas (and so of traffic) running the new version."
     )
@@ -344,6 +415,22 @@ class CanaryStatus(Status):
     error_rate: float | None = Field(None, description="Canary error rate.")
     latency_p95_ms: float | None = Field(None, description="Canary p95 latency in ms.")
     reason: str | None = Field(None, description="Why it was promoted or rolled back.")
+    mode: Literal["split", "shadow"] | None = Field(None, description="split or shadow.")
+    verdict: Literal["Better", "NotWorse", "Worse", "Inconclusive"] | None = Field(
+        None, description="Shadow: the new version's quality against the served one's."
+    )
+    pairs: int | None = Field(None, description="Shadow: labelled pairs (rows both versions answered).")
+    champion_score: float | None = Field(
+        None, description="Shadow: the served version's accuracy (classification) or MAE on the pairs."
+    )
+    challenger_score: float | None = Field(None, description="Shadow: the new version's score on the pairs.")
+    effect: float | None = Field(
+        None, description="Shadow: how much better the new version is (accuracy gain, or MAE reduction)."
+    )
+    p_value: float | None = Field(None, description="Shadow: the paired test's p-value.")
+    agreement: float | None = Field(
+        None, description="Shadow: share of mirrored rows both versions predicted alike (classification)."
+    )
 
 
 class Metrics(Status):
@@ -408,7 +495,7 @@ class InferenceServiceStatus(Status):
         None, description="The metadata.generation this status describes."
     )
     conditions: list[Condition] | None = condition_list_field(
-        "Ready, Reconciling, Stalled, VersionResolved, RolledOut, CanaryHealthy, Drifted, Retraining, MetricsAvailable (with prometheusUrl)."
+        "Ready, Reconciling, Stalled, VersionResolved, RolledOut, CanaryHealthy, ShadowVerdict, Drifted, Retraining, MetricsAvailable (with prometheusUrl)."
     )
     url: str | None = Field(None, description="In-cluster URL of the service.")
     grpc_address: str | None = Field(

@@ -8,7 +8,13 @@ Invariants:
   immutable, so it never names the version: a new version changes the pod template (labels,
   args, the sha annotation) and rolls the *same* Deployment.
 - The Service selects `{inference-service}` only, so stable and canary pods share traffic in
-  proportion to their ready replicas (a replica-weighted canary, no mesh needed).
+  proportion to their ready replicas (a replica-weighted canary, no mesh needed). In shadow
+  mode (spec.canary.mode shadow, issue #22) it selects the stable track only: the challenger
+  (the canary Deployment, one replica) answers no user; the Service `<isvc>-shadow` selects it,
+  and the stable pods (`--shadow-url`) mirror requests to that Service. The stable pods carry
+  the flag whenever the mode is shadow, challenger or not, so starting or ending a shadow
+  analysis never rolls them; the challenger writes no prediction log (the champion logs its
+  answers under the champion's request id).
 - When `spec.autoscaling` is set the stable Deployment carries no `spec.replicas`: under
   server-side apply the HPA owns that field and the operator never fights it.
 - Rollouts drop no requests: maxUnavailable 0 / maxSurge 1, readiness on /v2/health/ready, a
@@ -102,6 +108,16 @@ class UnservableArtifact(ValueError):
     """The ModelVersion's artifact is neither on a PersistentVolumeClaim nor in S3."""
 
 
+def shadowing(spec: InferenceServiceSpec) -> bool:
+    """Whether new versions go through shadow analysis (spec.canary.mode shadow)."""
+    return spec.canary is not None and spec.canary.mode == "shadow"
+
+
+def shadow_service_name(isvc_name: str) -> str:
+    """`<isvc>-shadow`: the challenger's Service in shadow mode."""
+    return child_name(isvc_name, "shadow")
+
+
 def deployment_name(isvc_name: str, track: Track) -> str:
     """`<isvc>-predictor` (stable) or `<isvc>-canary`."""
     return child_name(isvc_name, "predictor" if track == "stable" else "canary")
@@ -185,11 +201,25 @@ def prediction_log_secret(spec: InferenceServiceSpec, mv: Mapping[str, Any]) -> 
     return None
 
 
+def pod_log_uri(
+    isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], track: Track
+) -> str | None:
+    """The prediction log a track's pods write: none for a shadow challenger (its answers are
+    logged by the champion, under the champion's ids), else `prediction_log_uri`."""
+    if track == "canary" and shadowing(spec):
+        return None
+    return prediction_log_uri(isvc, spec, mv)
+
+
 def log_shipper(
-    isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
+    isvc: Mapping[str, Any],
+    spec: InferenceServiceSpec,
+    mv: Mapping[str, Any],
+    settings: Settings,
+    track: Track = "stable",
 ) -> dict[str, Any] | None:
     """The native sidecar shipping an s3:// prediction log (`mlops-trainer ship-logs`), else None."""
-    uri = prediction_log_uri(isvc, spec, mv)
+    uri = pod_log_uri(isvc, spec, mv, track)
     if uri is None or parse_uri(uri).scheme != "s3":
         return None
     args = [
@@ -306,7 +336,11 @@ def _trainer_helper(
 
 
 def server_args(
-    isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
+    isvc: Mapping[str, Any],
+    spec: InferenceServiceSpec,
+    mv: Mapping[str, Any],
+    settings: Settings,
+    track: Track = "stable",
 ) -> list[str]:
     """Command-line of `mlops-server` for this version (see mlops_server.config)."""
     artifact = mv["spec"]["artifact"]
@@ -339,7 +373,18 @@ def server_args(
     rows = max_rows(spec)
     if rows is not None:
         args += ["--max-rows", str(rows)]
-    log_uri = prediction_log_uri(isvc, spec, mv)
+    if track == "stable" and spec.canary is not None and spec.canary.mode == "shadow":
+        shadow = spec.canary.shadow
+        meta = isvc["metadata"]
+        args += [
+            "--shadow-url",
+            f"http://{shadow_service_name(meta['name'])}.{meta['namespace']}.svc:{SERVICE_PORT}",
+            "--shadow-percent",
+            str(shadow.percent if shadow else 100),
+            "--shadow-timeout-ms",
+            str(shadow.timeout_ms if shadow else 1000),
+        ]
+    log_uri = pod_log_uri(isvc, spec, mv, track)
     if log_uri is not None:
         on_s3 = parse_uri(log_uri).scheme == "s3"
         args += [
@@ -352,13 +397,17 @@ def server_args(
 
 
 def _volumes(
-    isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
+    isvc: Mapping[str, Any],
+    spec: InferenceServiceSpec,
+    mv: Mapping[str, Any],
+    settings: Settings,
+    track: Track,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The artifact claim read-only, the log claim read-write; one read-write mount when they
     coincide. An s3:// artifact: the emptyDir the init container fills, read-only here."""
     artifact = parse_uri(mv["spec"]["artifact"]["uri"])
     artifact_claims = {artifact.claim} if artifact.scheme == "pvc" else set()
-    log = parse_uri(log_uri) if (log_uri := prediction_log_uri(isvc, spec, mv)) else None
+    log = parse_uri(log_uri) if (log_uri := pod_log_uri(isvc, spec, mv, track)) else None
     log_claim = log.claim if log is not None and log.scheme == "pvc" else None
     claims = artifact_claims | ({log_claim} if log_claim else set())
     volumes, mounts = pvc_volumes(claims, settings, read_only=artifact_claims - {log_claim})
@@ -372,10 +421,14 @@ def _volumes(
 
 
 def _init_containers(
-    isvc: Mapping[str, Any], spec: InferenceServiceSpec, mv: Mapping[str, Any], settings: Settings
+    isvc: Mapping[str, Any],
+    spec: InferenceServiceSpec,
+    mv: Mapping[str, Any],
+    settings: Settings,
+    track: Track,
 ) -> dict[str, Any]:
     """The artifact fetch (runs to completion first), then the log shipper (a native sidecar)."""
-    init = [c for c in (fetch_container(mv, settings), log_shipper(isvc, spec, mv, settings)) if c]
+    init = [c for c in (fetch_container(mv, settings), log_shipper(isvc, spec, mv, settings, track)) if c]
     return {"initContainers": init} if init else {}
 
 
@@ -419,13 +472,13 @@ def deployment(
             LABEL_VERSION: str(mv["spec"]["version"]),
         },
     )
-    volumes, mounts = _volumes(isvc, spec, mv, settings)
+    volumes, mounts = _volumes(isvc, spec, mv, settings, track)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or settings.server_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mlops-server"],
-        "args": server_args(isvc, spec, mv, settings),
+        "args": server_args(isvc, spec, mv, settings, track),
         "ports": _container_ports(spec),
         "startupProbe": _probe(LIVE_PATH, period=2, failures=60),
         "readinessProbe": _probe(READY_PATH, period=5, failures=2),
@@ -447,7 +500,7 @@ def deployment(
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "containers": [container],
         "volumes": volumes,
-        **_init_containers(isvc, spec, mv, settings),
+        **_init_containers(isvc, spec, mv, settings, track),
         **scheduling(spec),
     }
     deploy_spec: dict[str, Any] = {
@@ -522,17 +575,31 @@ def owned_meta(isvc: Mapping[str, Any], spec: InferenceServiceSpec, name: str) -
 
 def service(isvc: Mapping[str, Any], spec: InferenceServiceSpec) -> dict[str, Any]:
     """ClusterIP Service `<isvc>`: port 80 -> http, 8082 -> monitoring (feedback, /metrics) and,
-    with spec.grpc, 8081 -> grpc; over both tracks' pods."""
+    with spec.grpc, 8081 -> grpc; over both tracks' pods (the stable track's only in shadow mode)."""
     name = isvc["metadata"]["name"]
+    selector = {LABEL_INFERENCE_SERVICE: name}
+    if shadowing(spec):
+        selector[LABEL_TRACK] = "stable"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": owned_meta(isvc, spec, name),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": {LABEL_INFERENCE_SERVICE: name},
-            "ports": _service_ports(spec),
-        },
+        "spec": {"type": "ClusterIP", "selector": selector, "ports": _service_ports(spec)},
+    }
+
+
+def shadow_service(isvc: Mapping[str, Any], spec: InferenceServiceSpec) -> dict[str, Any] | None:
+    """ClusterIP Service `<isvc>-shadow` (port 80 -> http) over the challenger's pods, which the
+    stable pods mirror requests to; None unless spec.canary.mode is shadow."""
+    if not shadowing(spec):
+        return None
+    name = isvc["metadata"]["name"]
+    ports = [{"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owned_meta(isvc, spec, shadow_service_name(name)),
+        "spec": {"type": "ClusterIP", "selector": selector_labels(name, "canary"), "ports": ports},
     }
 
 

@@ -28,6 +28,7 @@ from mlops_operator.build.inferenceservice import (
     PORT,
     PORT_NAME,
     owned_meta,
+    shadowing,
 )
 from mlops_operator.settings import Settings
 
@@ -62,13 +63,18 @@ def _ports(*names: str) -> list[dict[str, Any]]:
     return [{"port": _PORT_NUMBERS[name], "protocol": "TCP"} for name in names]
 
 
-def prediction_peers(namespace: str, spec: InferenceServiceSpec) -> list[dict[str, Any]]:
+def prediction_peers(namespace: str, spec: InferenceServiceSpec, name: str = "") -> list[dict[str, Any]]:
+    """The peers `predictionFrom` admits; in shadow mode also the service's own pods, which
+    mirror requests to the challenger (issue #22)."""
     sources = spec.access.prediction_from
     if sources is None:
         return [_namespace(namespace)]
     if "*" in sources:
         return [{"namespaceSelector": {}}]
-    return [_namespace(n) for n in dict.fromkeys(sources)]
+    peers = [_namespace(n) for n in dict.fromkeys(sources)]
+    if shadowing(spec) and namespace not in sources:
+        peers.append({"podSelector": {"matchLabels": {LABEL_INFERENCE_SERVICE: name}}})
+    return peers
 
 
 def monitoring_peers(namespace: str, spec: InferenceServiceSpec, settings: Settings) -> list[dict[str, Any]]:
@@ -98,7 +104,7 @@ def network_policy(
             "podSelector": {"matchLabels": {LABEL_INFERENCE_SERVICE: name}},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {"ports": _ports(*prediction_ports(spec)), "from": prediction_peers(namespace, spec)},
+                {"ports": _ports(*prediction_ports(spec)), "from": prediction_peers(namespace, spec, name)},
                 {"ports": _ports(MONITORING_PORT_NAME), "from": monitoring_peers(namespace, spec, settings)},
             ],
         },

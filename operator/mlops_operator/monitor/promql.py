@@ -28,7 +28,9 @@ Prometheus, tests/cluster/local/prometheus.sh) put on the serving pods' series:
   sample-weighted mean square; NaN gauges (no feedback yet) are dropped (`x == x`).
 - the canary analysis: the canary pods of the version under analysis, since the analysis started
   (each pod's last counter values and histogram in that window, the pods being that old), as
-  monitor.scrape.canary_stats gives from the pods.
+  monitor.scrape.canary_stats gives from the pods. In shadow mode (issue #22) also the stable
+  pods' shadow counters for that challenger version (pairs by outcome, absolute errors by side,
+  rows by agreement), summed over the pods as monitor.scrape.shadow_counts does.
 
 No data (no serving pod of the service has a series) is a result of its own (`Signals.seen` is
 empty), so the caller can hold its decisions instead of reading zeros.
@@ -46,6 +48,7 @@ import orjson
 
 from mlops_operator.monitor.scrape import Counters, PodTotals, advance
 from mlops_operator.serving.canary import CanaryStats
+from mlops_operator.serving.shadow import ShadowCounts
 
 # Prometheus' histogram_quantile and rate() need two samples in the range: with the shipped
 # PodMonitor's 15 s scrape interval, 60 s holds four (Grafana's $__rate_interval rule).
@@ -103,6 +106,7 @@ def _weighted_square(value: str, weight: str) -> str:
 class CanaryWindow:
     version: str  # the ModelVersion under analysis (the server's `version` label)
     seconds: int  # since the analysis started
+    shadow: bool = False  # shadow mode: the stable pods' shadow counters for `version` too
 
 
 def query(
@@ -172,6 +176,23 @@ def _canary_parts(sel: Mapping[str, str], canary: CanaryWindow) -> list[str]:
             f"histogram_quantile(0.95, sum by (le) (last_over_time({buckets}{w})))",
             "canary_latency_p95",
         ),
+        *(_shadow_parts(sel, canary, w) if canary.shadow else []),
+    ]
+
+
+# Shadow counters -> the label that holds their key (see monitor.scrape._SHADOW).
+SHADOW_COUNTERS: Final = {
+    "shadow_pairs": ("mlops_shadow_pairs_total", "outcome"),
+    "shadow_abs_error": ("mlops_shadow_abs_error_total", "side"),
+    "shadow_rows": ("mlops_shadow_rows_total", "agreement"),
+}
+
+
+def _shadow_parts(sel: Mapping[str, str], canary: CanaryWindow, w: str) -> list[str]:
+    ssel = {**sel, "track": "stable", "challenger": canary.version}
+    return [
+        _tag(f"sum by ({key}) (last_over_time({_selector(metric, ssel)}{w}))", signal)
+        for signal, (metric, key) in SHADOW_COUNTERS.items()
     ]
 
 
@@ -229,6 +250,7 @@ class Signals:
     rmse: float | None = None
     estimated_accuracy: float | None = None  # issue #22, weighted by window rows as the pod path
     canary: CanarySignals = field(default_factory=CanarySignals)
+    shadow: ShadowCounts = field(default_factory=ShadowCounts)
 
 
 _SCALARS: Final = {
@@ -248,11 +270,14 @@ def signals(samples: Iterable[Sample]) -> Signals:
     per_pod: dict[str, dict[str, float]] = {"pods": {}, "requests": {}, "errors": {}, "canary_pods": {}}
     scalars: dict[str, float] = {}
     psi: dict[str, float] = {}
+    shadow: dict[str, dict[str, float]] = {signal: {} for signal in SHADOW_COUNTERS}
     for s in samples:
         signal, value = s.labels.get("signal", ""), s.value
         if math.isnan(value):
             continue
-        if signal in per_pod:
+        if signal in shadow:
+            shadow[signal][s.labels.get(SHADOW_COUNTERS[signal][1], "")] = value
+        elif signal in per_pod:
             per_pod[signal][s.labels.get("pod", "")] = value
         elif signal == "feature_psi" and "feature" in s.labels:
             psi[s.labels["feature"]] = value
@@ -270,6 +295,12 @@ def signals(samples: Iterable[Sample]) -> Signals:
         errors=per_pod["errors"],
         feature_psi=psi,
         canary=canary,
+        shadow=ShadowCounts(
+            pairs=shadow["shadow_pairs"],
+            abs_error=shadow["shadow_abs_error"],
+            agree=shadow["shadow_rows"].get("agree", 0.0),
+            disagree=shadow["shadow_rows"].get("disagree", 0.0),
+        ),
         **{attr: scalars.get(signal) for signal, attr in _SCALARS.items()},
     )
 

@@ -11,6 +11,9 @@ The serving pods' exposition is a contract (mlops_server.monitoring):
     mlops_feedback_samples{model,version}                     gauge, labelled rows
     mlops_feedback_accuracy / mlops_feedback_rmse{model,version}  gauge (NaN before feedback)
     mlops_estimated_accuracy{model,version}                   gauge, confidence-based estimate (issue #22)
+    mlops_shadow_pairs_total{model,version,challenger,outcome}     counter, labelled pairs by outcome
+    mlops_shadow_abs_error_total{model,version,challenger,side}    counter, regression absolute errors
+    mlops_shadow_rows_total{model,version,challenger,agreement}    counter, mirrored rows agree/disagree
 
 Flow: `parse(text, pod)` per pod -> `aggregate(samples, previous)` -> (metrics, totals). Keep
 the returned `PodTotals` in memory (e.g. kopf memo) and pass it back at the next scrape; it is
@@ -29,6 +32,9 @@ the only state. Rules:
 - Drift: per feature, the window-row-weighted mean PSI over pods (pods with an empty window
   carry no evidence and are skipped); `drift` = the largest of those. Accuracy: mean weighted by
   labelled samples; RMSE: sqrt of the sample-weighted mean square. NaN gauges are ignored.
+- Shadow mode: `shadow_counts(samples, challenger)` sums the champion pods' shadow counters of
+  one challenger version as they stand (no differencing: the label names the challenger, so a
+  new one starts from zero; a restarted pod's pairs are lost, which only lowers n).
 - For a canary, aggregate only the canary pods' samples with their own PodTotals (started
   from None when the canary starts) and read `canary_stats(totals)`.
 
@@ -48,6 +54,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_contract.api.inferenceservice import Metrics
 from mlops_operator.serving.canary import CanaryStats
+from mlops_operator.serving.shadow import ShadowCounts
 
 Buckets = tuple[tuple[float, float], ...]  # (upper bound `le`, cumulative count), sorted by le
 
@@ -89,6 +96,8 @@ class PodSample:
     rmse: float | None = None
     estimated_accuracy: float | None = None
     versions: frozenset[str] = frozenset()
+    # Shadow counters: (kind, challenger, key) -> value; kind is pairs, abs_error or rows.
+    shadow: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,7 @@ def parse(text: str, pod: str = "") -> PodSample:
     psi: dict[str, float] = {}
     gauges: dict[str, float | None] = {}
     versions: set[str] = set()
+    shadow: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, float(sample.value)
@@ -150,6 +160,8 @@ def parse(text: str, pod: str = "") -> PodSample:
                     psi[labels["feature"]] = merged
             elif name in _GAUGES:
                 gauges[name] = _max(gauges.get(name), value)
+            elif (key := _shadow_key(name, labels)) is not None:
+                shadow[key] = shadow.get(key, 0.0) + value
     return PodSample(
         pod=pod,
         requests=requests,
@@ -164,6 +176,45 @@ def parse(text: str, pod: str = "") -> PodSample:
         rmse=gauges.get("mlops_feedback_rmse"),
         estimated_accuracy=gauges.get("mlops_estimated_accuracy"),
         versions=frozenset(versions),
+        shadow=shadow,
+    )
+
+
+# Shadow counter -> (kind, the label holding the key). mlops_shadow_requests_total (lifetime,
+# over every challenger) is for dashboards; the analysis reads the challenger's own requests.
+_SHADOW: Final = {
+    "mlops_shadow_pairs_total": ("pairs", "outcome"),
+    "mlops_shadow_abs_error_total": ("abs_error", "side"),
+    "mlops_shadow_rows_total": ("rows", "agreement"),
+}
+
+
+def _shadow_key(name: str, labels: Mapping[str, str]) -> tuple[str, str, str] | None:
+    kind = _SHADOW.get(name)
+    if kind is None or kind[1] not in labels:
+        return None
+    return kind[0], labels.get("challenger", ""), labels[kind[1]]
+
+
+def shadow_counts(samples: Iterable[PodSample], challenger: str) -> ShadowCounts:
+    """The champion pods' shadow counters for `challenger` (a ModelVersion name), summed."""
+    totals: dict[tuple[str, str, str], float] = {}
+    for sample in samples:
+        for key, value in sample.shadow.items():
+            if key[1] == challenger and math.isfinite(value):
+                totals[key] = totals.get(key, 0.0) + value
+
+    def of(kind: str) -> dict[str, float]:
+        return {
+            k: v for (kd, c, k), v in totals.items() if kd == kind and (c == challenger or kind == "requests")
+        }
+
+    rows = of("rows")
+    return ShadowCounts(
+        pairs=of("pairs"),
+        abs_error=of("abs_error"),
+        agree=rows.get("agree", 0.0),
+        disagree=rows.get("disagree", 0.0),
     )
 
 

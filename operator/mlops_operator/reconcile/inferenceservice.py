@@ -36,12 +36,12 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
 from mlops_contract.api.common import LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION
-from mlops_contract.api.inferenceservice import InferenceServiceSpec, Metrics
+from mlops_contract.api.inferenceservice import Canary, InferenceServiceSpec, Metrics
 from mlops_contract.timeutil import format_time, parse_time
 from mlops_operator import prometheus, tenancy
 from mlops_operator.build import inferenceservice as build
@@ -50,7 +50,8 @@ from mlops_operator.build import retraining as build_retraining
 from mlops_operator.monitor import promql, scrape, triggers
 from mlops_operator.reconcile.context import Context
 from mlops_operator.scraper import Scraper
-from mlops_operator.serving import canary, resolve
+from mlops_operator.serving import canary, resolve, shadow
+from mlops_operator.serving.verdict import Outcome
 from mlops_operator.settings import Settings
 from mlops_operator.status import conditions
 from mlops_operator.status.conditions import READY, Cond, get, kstatus, merge, tf
@@ -79,6 +80,7 @@ class Observed:
     hpa_left: bool = False  # an HPA exists though spec.autoscaling is off
     source: Body | None = None  # the TrainingJob spec.retraining.fromTrainingJob names
     policy_left: bool = False  # a NetworkPolicy exists though spec.access.networkPolicy is off
+    shadow_left: bool = False  # the shadow Service exists though spec.canary.mode is not shadow
 
 
 async def observe(ctx: Context, isvc: Body, spec: InferenceServiceSpec) -> Observed:
@@ -92,8 +94,17 @@ async def observe(ctx: Context, isvc: Body, spec: InferenceServiceSpec) -> Obser
     source_name = spec.retraining.from_training_job if spec.retraining is not None else None
     source = await ctx.kube.get("TrainingJob", ns, source_name) if source_name else None
     policy_left = not spec.access.network_policy and await ctx.child_exists("NetworkPolicy", ns, name)
+    shadow_left = not build.shadowing(spec) and await ctx.child_exists(
+        "Service", ns, build.shadow_service_name(name)
+    )
     return Observed(
-        {m["metadata"]["name"]: m for m in mvs}, stable, canary_deploy, hpa_left, source, policy_left
+        {m["metadata"]["name"]: m for m in mvs},
+        stable,
+        canary_deploy,
+        hpa_left,
+        source,
+        policy_left,
+        shadow_left,
     )
 
 
@@ -217,17 +228,23 @@ class Rollout:
     problem: str | None = None  # why the rollout is held (status.message)
 
 
-def service_steps(isvc: Body, spec: InferenceServiceSpec, hpa_left: bool) -> tuple[Step, ...]:
-    """The Service, and the HPA (applied, or deleted when autoscaling was turned off, so
-    replicas belong to spec.replicas again)."""
+def service_steps(
+    isvc: Body, spec: InferenceServiceSpec, hpa_left: bool, shadow_left: bool = False
+) -> tuple[Step, ...]:
+    """The Service, the shadow Service in shadow mode (deleted when the mode changed), and the
+    HPA (applied, or deleted when autoscaling was turned off, so replicas belong to
+    spec.replicas again)."""
+    shadow = build.shadow_service(isvc, spec)
+    steps: tuple[Step, ...] = (Apply(build.service(isvc, spec)),)
+    if shadow is not None:
+        steps += (Apply(shadow),)
+    elif shadow_left:
+        steps += (Delete("Service", build.shadow_service_name(isvc["metadata"]["name"])),)
     hpa = build.hpa(isvc, spec)
     if hpa is not None:
-        return Apply(build.service(isvc, spec)), Apply(hpa)
+        return (*steps, Apply(hpa))
     name = build.deployment_name(isvc["metadata"]["name"], "stable")
-    return (
-        Apply(build.service(isvc, spec)),
-        *([Delete("HorizontalPodAutoscaler", name)] if hpa_left else []),
-    )
+    return (*steps, *([Delete("HorizontalPodAutoscaler", name)] if hpa_left else []))
 
 
 def access_steps(
@@ -295,7 +312,7 @@ def _canary_rollout(
     replicas (and so of the traffic) and the analysis (re)starts when the canary is new."""
     assert spec.canary is not None and held.desired is not None and held.serving is not None
     desired, serving = held.desired, held.serving
-    stable_n, canary_n = build.split_replicas(spec.replicas, spec.canary.traffic_percent)
+    stable_n, canary_n = challenger_replicas(spec)
     old = held.canary or {}
     restarted = (
         seen.canary is None or served_version(seen.canary) != desired or old.get("modelVersion") != desired
@@ -303,9 +320,8 @@ def _canary_rollout(
     steps: list[Step] = []
     status = dict(old)
     if restarted:
-        status = {"modelVersion": desired, "phase": "Progressing", "startedAt": now}
-        message = f"Canary {desired} gets {spec.canary.traffic_percent}% of traffic for {spec.canary.duration_seconds}s"
-        steps.append(Event("CanaryStarted", message))
+        status = {"modelVersion": desired, "phase": "Progressing", "startedAt": now, "mode": spec.canary.mode}
+        steps.append(Event("CanaryStarted", canary_started_message(spec, desired)))
     steps.append(
         Apply(
             build.deployment(isvc, spec, seen.versions[desired], settings, track="canary", replicas=canary_n),
@@ -320,6 +336,27 @@ def _canary_rollout(
     return dataclasses.replace(held, canary=status, steps=tuple(steps), analyse=True, restarted=restarted)
 
 
+def challenger_replicas(spec: InferenceServiceSpec) -> tuple[int, int]:
+    """(stable, canary) replicas: the traffic split, or in shadow mode every replica serving and
+    one challenger (none while scaled to zero)."""
+    assert spec.canary is not None
+    if build.shadowing(spec):
+        return spec.replicas, min(spec.replicas, 1)
+    return build.split_replicas(spec.replicas, spec.canary.traffic_percent)
+
+
+def canary_started_message(spec: InferenceServiceSpec, desired: str) -> str:
+    assert spec.canary is not None
+    if not build.shadowing(spec):
+        return f"Canary {desired} gets {spec.canary.traffic_percent}% of traffic for {spec.canary.duration_seconds}s"
+    cfg = shadow.settings(spec.canary)
+    return (
+        f"Shadow analysis of {desired}: {cfg.percent}% of requests mirrored, no user traffic; promoted on "
+        f"{cfg.promote_on} after at least {cfg.min_pairs} labelled pairs, {cfg.on_inconclusive} at "
+        f"deadlineSeconds {cfg.deadline_seconds}"
+    )
+
+
 def canary_step(
     isvc: Body,
     spec: InferenceServiceSpec,
@@ -329,21 +366,31 @@ def canary_step(
     versions: Mapping[str, Body],
     settings: Settings,
     now: dt.datetime,
+    counts: shadow.ShadowCounts | None = None,
 ) -> Rollout:
-    """Promote, roll back or keep analysing a running canary (serving.canary.decide), from the
-    canary pods' statistics since it started; the steps are added after the rollout's."""
+    """Promote, roll back or keep analysing a running canary (serving.canary.decide, or in
+    shadow mode `shadow_judgement`), from the canary pods' statistics since it started and the
+    champion pods' shadow `counts`; the steps are added after the rollout's."""
     assert spec.canary is not None and rollout.canary is not None
     assert rollout.desired is not None and rollout.serving is not None
     desired, serving = rollout.desired, rollout.serving
     started = parse_time(rollout.canary.get("startedAt")) or now
-    decision = canary.decide(spec.canary, started, now, stats)
     status = {
         **rollout.canary,
         "requests": stats.requests,
         "errorRate": round(stats.errors / stats.requests, 4) if stats.requests else None,
         "latencyP95Ms": stats.p95_ms,
-        "reason": decision.message,
     }
+    events: tuple[Step, ...] = ()
+    if build.shadowing(spec):
+        decision, judged, events = shadow_judgement(
+            spec.canary, rollout.canary, started, now=now, stats=stats, counts=counts or shadow.ShadowCounts()
+        )
+        status |= judged
+    else:
+        decision = canary.decide(spec.canary, started, now, stats)
+    status["reason"] = decision.message
+    rollout = dataclasses.replace(rollout, steps=rollout.steps + events)
     remove = Delete("Deployment", build.deployment_name(isvc["metadata"]["name"], "canary"))
     if decision.action == "promote":
         manifest = build.deployment(
@@ -370,6 +417,41 @@ def canary_step(
             rollout, canary=status | {"phase": "RolledBack"}, steps=rollout.steps + steps
         )
     return dataclasses.replace(rollout, canary=status)
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def shadow_judgement(
+    spec: Canary,
+    old: Body,
+    started: dt.datetime,
+    *,
+    now: dt.datetime,
+    stats: canary.CanaryStats,
+    counts: shadow.ShadowCounts,
+) -> tuple[canary.Decision, dict[str, Any], tuple[Step, ...]]:
+    """The shadow verdict and decision (serving.shadow), status.canary's shadow fields, and a
+    ShadowVerdict Event when the verdict changed (not for the first Inconclusive)."""
+    found = shadow.verdict(counts, shadow.settings(spec))
+    decision = shadow.decide(spec, started, now, found, stats)
+    fields = {
+        "mode": "shadow",
+        "verdict": str(found.outcome),
+        "pairs": found.n,
+        "championScore": _round(found.champion_score),
+        "challengerScore": _round(found.challenger_score),
+        "effect": _round(found.effect),
+        "pValue": None if found.p_value is None else float(f"{found.p_value:.3g}"),
+        "agreement": _round(counts.agreement),
+    }
+    previous = old.get("verdict")
+    events: tuple[Step, ...] = ()
+    if previous != fields["verdict"] and (previous is not None or found.outcome != Outcome.INCONCLUSIVE):
+        worse = found.outcome == Outcome.WORSE
+        events = (Event("ShadowVerdict", f"{old.get('modelVersion')}: {found.message}", warning=worse),)
+    return decision, {k: v for k, v in fields.items() if v is not None}, events
 
 
 # --- monitoring (pure) -----------------------------------------------------------------------
@@ -450,7 +532,8 @@ def prometheus_query(
     canary = None
     if rollout.analyse and rollout.canary is not None and rollout.desired is not None:
         started = parse_time(rollout.canary.get("startedAt")) or now
-        canary = promql.CanaryWindow(rollout.desired, math.ceil((now - started).total_seconds()))
+        seconds = math.ceil((now - started).total_seconds())
+        canary = promql.CanaryWindow(rollout.desired, seconds, shadow=build.shadowing(spec))
     window = max(spec.monitoring.interval_seconds, min_window) if due else None
     if window is None and canary is None:
         return None
@@ -491,7 +574,9 @@ def from_prometheus(
         missing.append(f"of the canary pods of {rollout.desired}")
     if rollout.analyse and found.canary.pods:
         stats = promql.canary_stats(found.canary)
-        rollout = canary_step(isvc, spec, rollout, stats, versions=versions, settings=settings, now=now)
+        rollout = canary_step(
+            isvc, spec, rollout, stats, versions=versions, settings=settings, now=now, counts=found.shadow
+        )
     monitored = held
     if due and found.seen:
         monitored = measured(old_metrics, *promql.metrics(found, previous), format_time(now))
@@ -707,6 +792,8 @@ def traffic(facts: Facts) -> list[dict[str, Any]]:
     replicas, _, _ = readiness(facts.stable)
     c_replicas, _, _ = readiness(facts.canary)
     stable_percent = round(100 * replicas / max(replicas + c_replicas, 1))
+    if (status or {}).get("mode") == "shadow":  # the challenger answers no user
+        stable_percent = 100
     out = [{"modelVersion": serving, "percent": stable_percent, "replicas": replicas}]
     if facts.canary is not None and status and status.get("phase") == "Progressing":
         out.append(
@@ -722,6 +809,24 @@ def _drifted(spec: InferenceServiceSpec, metrics: Body) -> list[Cond]:
     above = float(metrics["drift"]) > threshold
     reason = "DriftAboveThreshold" if above else "DriftBelowThreshold"
     return [Cond("Drifted", tf(above), reason, f"drift {metrics['drift']} vs threshold {threshold}")]
+
+
+SHADOW_VERDICT_STATUS: Final[Mapping[str, Literal["True", "False", "Unknown"]]] = {
+    "Better": "True",
+    "NotWorse": "True",
+    "Worse": "False",
+    "Inconclusive": "Unknown",
+}
+
+
+def _shadow_verdict(canary_status: Body | None) -> list[Cond]:
+    """ShadowVerdict: True (Better, NotWorse), False (Worse) or Unknown (Inconclusive), while a
+    shadow analysis has a verdict, until the next canary starts."""
+    verdict = (canary_status or {}).get("verdict")
+    if verdict is None:
+        return []
+    message = str((canary_status or {}).get("reason") or "")
+    return [Cond("ShadowVerdict", SHADOW_VERDICT_STATUS[verdict], str(verdict), message)]
 
 
 def compute_status(isvc: Body, spec: InferenceServiceSpec, facts: Facts, now: str) -> dict[str, Any]:
@@ -766,6 +871,7 @@ def compute_status(isvc: Body, spec: InferenceServiceSpec, facts: Facts, now: st
             message=message,
         ),
         *_drifted(spec, metrics),
+        *_shadow_verdict(canary_status),
         *([facts.source] if facts.source is not None else []),
     ]
     if retrained is not None and retrained.problem and not retrained.status.get("activeJobs"):
@@ -820,7 +926,7 @@ async def reconcile(ctx: Context, isvc: Body) -> bool:
         result = await measure_pods(ctx, isvc, spec, rollout, seen=seen, now=now_dt)
     rollout, monitored = result.rollout, result.monitored
     pods = result.pods if result.pods is not None else await _stuck_pods(ctx, isvc, rollout, seen)
-    children = service_steps(isvc, spec, seen.hpa_left) + access_steps(
+    children = service_steps(isvc, spec, seen.hpa_left, seen.shadow_left) + access_steps(
         isvc, spec, ctx.settings, seen.policy_left
     )
     deployments = await act(ctx, isvc, children + rollout.steps, seen)
@@ -893,15 +999,18 @@ async def measure_pods(
     # Pods are read only when something is (to be) served: scraping and canaries need them.
     pods = await ctx.kube.list("Pod", ns, {LABEL_INFERENCE_SERVICE: name}) if rollout.desired else []
     canary_pods = running(pods, "canary") if rollout.analyse else []
-    wanted = {p["metadata"]["name"]: p for p in [*canary_pods, *(running(pods) if due else [])]}
+    # Shadow mode: the champion's pods count the paired outcomes.
+    champions = running(pods, "stable") if rollout.analyse and build.shadowing(spec) else []
+    wanted = {p["metadata"]["name"]: p for p in [*canary_pods, *champions, *(running(pods) if due else [])]}
     samples = await scrape_pods(memory.scraper, list(wanted.values()))
     if rollout.analyse:
         key = (ns, name, "canary")
         previous = None if rollout.restarted else memory.totals.get(key)
         _, memory.totals[key] = scrape.aggregate(_of(samples, canary_pods), previous)
         stats = scrape.canary_stats(memory.totals[key])
+        counts = scrape.shadow_counts(_of(samples, champions), str(rollout.desired)) if champions else None
         rollout = canary_step(
-            isvc, spec, rollout, stats, versions=seen.versions, settings=ctx.settings, now=now
+            isvc, spec, rollout, stats, versions=seen.versions, settings=ctx.settings, now=now, counts=counts
         )
     monitored = monitoring(old_metrics, None, None, format_time(now))
     if due:
@@ -969,9 +1078,8 @@ def versions_named(status: Body) -> set[str]:
 def forget(ctx: Context, namespace: str, name: str) -> None:
     """Drop what this process remembers of a deleted InferenceService (scrape totals, children)."""
     ctx.scrapes.forget(namespace, name)
-    ctx.forget_children(
-        namespace, {name, build.deployment_name(name, "stable"), build.deployment_name(name, "canary")}
-    )
+    children = {build.deployment_name(name, "stable"), build.deployment_name(name, "canary")}
+    ctx.forget_children(namespace, {name, build.shadow_service_name(name), *children})
 
 
 def interval(isvc: Body) -> float | None:

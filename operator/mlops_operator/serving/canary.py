@@ -44,6 +44,11 @@ class Reason(StrEnum):
     ERROR_RATE = "ErrorRateExceeded"
     INSUFFICIENT_EVIDENCE = "InsufficientEvidence"
     LATENCY = "LatencyExceeded"
+    # Shadow mode (serving.shadow, issue #22).
+    SHADOW_ANALYSING = "AwaitingVerdict"
+    SHADOW_PASSED = "ShadowVerdictPassed"
+    SHADOW_WORSE = "ShadowWorse"
+    SHADOW_DEADLINE = "ShadowDeadline"
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,20 @@ def judging_minimum(canary: Canary) -> int:
     return max(1, min(JUDGING_REQUESTS, canary.min_requests))
 
 
+def error_rate_rollback(canary: Canary, stats: CanaryStats, observed: str) -> Decision | None:
+    """Rule 1's error half: a rollback when the errors are significant evidence that the rate
+    exceeds maxErrorRate (exact one-sided binomial test at CONFIDENCE), else None."""
+    if not rate_exceeds(stats.errors, stats.requests, canary.max_error_rate, CONFIDENCE):
+        return None
+    p = binomial_sf(stats.errors, stats.requests, canary.max_error_rate)
+    return Decision(
+        "rollback",
+        Reason.ERROR_RATE,
+        f"Error rate {stats.errors / stats.requests:.2%} exceeds maxErrorRate {canary.max_error_rate:.2%} "
+        f"(exact binomial test p={p:.2g}; {observed}).",
+    )
+
+
 def decide(canary: Canary, started_at: datetime, now: datetime, stats: CanaryStats) -> Decision:
     """Decide the canary's fate; `started_at` and `now` must both be timezone-aware."""
     elapsed = max(0.0, (now - started_at).total_seconds())
@@ -77,14 +96,8 @@ def decide(canary: Canary, started_at: datetime, now: datetime, stats: CanarySta
     observed = f"{stats.requests} requests, {stats.errors} errors"
     if stats.p95_ms is not None:
         observed += f", p95 {stats.p95_ms:.1f} ms"
-    if rate_exceeds(stats.errors, stats.requests, canary.max_error_rate, CONFIDENCE):
-        p = binomial_sf(stats.errors, stats.requests, canary.max_error_rate)
-        return Decision(
-            "rollback",
-            Reason.ERROR_RATE,
-            f"Error rate {rate:.2%} exceeds maxErrorRate {canary.max_error_rate:.2%} "
-            f"(exact binomial test p={p:.2g}; {observed}).",
-        )
+    if (too_many := error_rate_rollback(canary, stats, observed)) is not None:
+        return too_many
     if stats.requests >= judging_minimum(canary):
         limit = canary.max_latency_p95_ms
         if limit is not None and stats.p95_ms is not None and stats.p95_ms > limit:

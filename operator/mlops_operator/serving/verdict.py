@@ -13,6 +13,12 @@ Classification (`classification_verdict`), with `alpha` the significance level:
 4. McNemar significant and the champion right more often: Worse;
 5. otherwise Inconclusive (reason NoSignificantDifference).
 
+Regression from counts (`sign_test_verdict`, what the serving pods' counters give in shadow
+mode): the exact sign test on the pairs whose absolute errors differ (ties dropped). Better
+when the challenger's error is smaller significantly more often than not (one-sided, at
+`alpha`), Worse when larger; otherwise Inconclusive. No NotWorse: the sign test has no margin.
+Scores are the mean absolute errors; the effect is champion - challenger.
+
 Regression (`regression_verdict`), on absolute errors, with the Wilcoxon signed-rank test:
 Better when the challenger's errors are significantly smaller (one-sided); NotWorse when they
 are significantly below the champion's inflated by the relative `margin`; Worse when
@@ -23,11 +29,12 @@ errors (champion - challenger: positive means the challenger is better).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from mlops_contract.stats import (
     PairCounts,
+    binomial_half_cdf,
     mcnemar_exact,
     paired_difference_interval,
     wilcoxon_signed_rank,
@@ -125,23 +132,65 @@ def regression_verdict(
     slack = [a * (1.0 + margin) - b for a, b in zip(champ_abs, chal_abs, strict=True)]
     _, p_not_worse = wilcoxon_signed_rank(slack, "greater")
     scores = f"MAE {_fmt(chal)} vs champion {_fmt(champ)} on {n} labelled pairs"
-    if p_better < alpha:
-        return Verdict(
-            Outcome.BETTER, "SignificantlyBetter", n, champ, chal, effect, p_better,
-            f"Better: {scores} (Wilcoxon p={_fmt(p_better, 3)}).",
-        )  # fmt: skip
+    not_worse = None
     if p_not_worse < alpha:
-        return Verdict(
+        not_worse = Verdict(
             Outcome.NOT_WORSE, "WithinMargin", n, champ, chal, effect, p_not_worse,
             f"Not worse than +{margin:.0%} MAE: {scores} (Wilcoxon p={_fmt(p_not_worse, 3)}).",
         )  # fmt: skip
+    found = Verdict(Outcome.INCONCLUSIVE, "", n, champ, chal, effect, None, "")
+    return _one_sided(
+        found, p_better, p_worse, alpha=alpha, template=f"{scores} (Wilcoxon p=%s).", not_worse=not_worse
+    )
+
+
+def _one_sided(
+    found: Verdict,
+    p_better: float,
+    p_worse: float,
+    *,
+    alpha: float,
+    template: str,
+    not_worse: Verdict | None = None,
+) -> Verdict:
+    """Better, else `not_worse`, else Worse, else Inconclusive, from two one-sided p-values;
+    `found` carries n and the scores, `template` the message with %s for the p-value."""
+    if p_better < alpha:
+        return replace(found, outcome=Outcome.BETTER, reason="SignificantlyBetter", p_value=p_better,
+                       message=f"Better: {template % _fmt(p_better, 3)}")  # fmt: skip
+    if not_worse is not None:
+        return not_worse
     if p_worse < alpha:
-        return Verdict(
-            Outcome.WORSE, "SignificantlyWorse", n, champ, chal, effect, p_worse,
-            f"Worse: {scores} (Wilcoxon p={_fmt(p_worse, 3)}).",
-        )  # fmt: skip
+        return replace(found, outcome=Outcome.WORSE, reason="SignificantlyWorse", p_value=p_worse,
+                       message=f"Worse: {template % _fmt(p_worse, 3)}")  # fmt: skip
     p = min(1.0, 2.0 * min(p_better, p_worse))
-    return Verdict(
-        Outcome.INCONCLUSIVE, "NoSignificantDifference", n, champ, chal, effect, p,
-        f"Inconclusive: {scores} (Wilcoxon p={_fmt(p, 3)}).",
-    )  # fmt: skip
+    return replace(found, reason="NoSignificantDifference", p_value=p,
+                   message=f"Inconclusive: {template % _fmt(p, 3)}")  # fmt: skip
+
+
+def sign_test_verdict(
+    better: int,
+    worse: int,
+    ties: int,
+    *,
+    champion_mae: float | None,
+    challenger_mae: float | None,
+    min_pairs: int,
+    alpha: float = 0.05,
+) -> Verdict:
+    """`better`/`worse`: pairs where the challenger's absolute error was smaller/larger."""
+    n = better + worse + ties
+    champ, chal = champion_mae, challenger_mae
+    effect = None if champ is None or chal is None else champ - chal
+    if n < max(1, min_pairs):
+        return _too_few(n, min_pairs, champ, chal, effect)
+    decided = better + worse
+    # P(X >= k) = P(X <= decided - k) for X ~ Binomial(decided, 1/2): exact, no 1 - cdf.
+    p_better = binomial_half_cdf(decided - better, decided)
+    p_worse = binomial_half_cdf(decided - worse, decided)
+    scores = (
+        f"MAE {_fmt(chal)} vs champion {_fmt(champ)} on {n} labelled pairs "
+        f"(challenger closer {better}, champion closer {worse}, ties {ties})"
+    )
+    found = Verdict(Outcome.INCONCLUSIVE, "", n, champ, chal, effect, None, "")
+    return _one_sided(found, p_better, p_worse, alpha=alpha, template=f"{scores}; sign test p=%s.")

@@ -167,7 +167,12 @@ def test_decide_rollout(
     assert (rollout.analyse, rollout.restarted) == flags
     assert rollout.problem is None
     if flags == (True, True):
-        assert rollout.canary == {"modelVersion": rollout.desired, "phase": "Progressing", "startedAt": NOW_S}
+        assert rollout.canary == {
+            "modelVersion": rollout.desired,
+            "phase": "Progressing",
+            "startedAt": NOW_S,
+            "mode": "split",
+        }
     elif old_canary:
         assert rollout.canary == old_canary  # kept as it was until canary_step
     else:
