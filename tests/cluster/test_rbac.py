@@ -58,7 +58,7 @@ EXPECTED = {
     "inferenceservices.mlops.dev/status": "patch",
     "jobs.batch": "get list watch create",
     "deployments.apps": "get list watch create patch delete",
-    "services": "list watch create patch",
+    "services": "list watch create patch delete",
     "horizontalpodautoscalers.autoscaling": "get create patch delete",
     "networkpolicies.networking.k8s.io": "get create patch delete",
     "pods": "list",

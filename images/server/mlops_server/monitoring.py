@@ -154,6 +154,7 @@ class Metrics:
             model, version, sha256
         ).set(1)
         self._request_children: dict[tuple[str, int], Any] = {}
+        self._shadow_children: dict[Any, Any] = {}
         self._class_children: dict[Any, Any] = {}
         self._feature_children = {name: self.feature_psi.labels(model, version, name) for name in features}
 
@@ -203,12 +204,22 @@ class Metrics:
         self.feedback_quality.set(quality)
 
     def count_shadow(self, result: str) -> None:
-        self.shadow_requests.labels(self.model, self.version, result).inc()
+        child = self._shadow_children.get(result)
+        if child is None:  # labels() takes a lock and builds a key: once per result, not per copy
+            child = self._shadow_children[result] = self.shadow_requests.labels(
+                self.model, self.version, result
+            )
+        child.inc()
 
     def count_agreement(self, challenger: str, agree: int, disagree: int) -> None:
         for key, value in (("agree", agree), ("disagree", disagree)):
             if value:
-                self.shadow_rows.labels(self.model, self.version, challenger, key).inc(value)
+                child = self._shadow_children.get((challenger, key))
+                if child is None:
+                    child = self._shadow_children[(challenger, key)] = self.shadow_rows.labels(
+                        self.model, self.version, challenger, key
+                    )
+                child.inc(value)
 
     def count_pairs(self, challenger: str, pairs: PairOutcomes) -> None:
         for outcome, value in pairs.counts.items():

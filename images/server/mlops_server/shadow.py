@@ -152,10 +152,10 @@ class Mirror:
         """Queue a copy of an answered request (sampled at `share`); never blocks, never raises."""
         if self.share < 1.0 and self._random.random() >= self.share:
             return
-        try:
-            self._queue.put_nowait(copy)
-        except asyncio.QueueFull:
+        if self._queue.full():  # no QueueFull exception per dropped copy: it costs ~5 us
             self._count(DROPPED)
+        else:
+            self._queue.put_nowait(copy)
 
     async def _work(self) -> None:
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
