@@ -33,7 +33,19 @@ def start(
     args: argparse.Namespace, core: str, artifact: Path, port: int, *extra: str, nice: int = 0
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "images/server")])}
-    cmd = ["nice", "-n", str(nice), "taskset", "-c", core, sys.executable, "-m", "mlops_server", "--artifact", str(artifact)]
+    cmd = [
+        "nice",
+        "-n",
+        str(nice),
+        "taskset",
+        "-c",
+        core,
+        sys.executable,
+        "-m",
+        "mlops_server",
+        "--artifact",
+        str(artifact),
+    ]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING", *extra]
     proc = subprocess.Popen(cmd, env=env)
     while not ready(port):
@@ -99,7 +111,9 @@ def main() -> None:
         script.write_text(wrk_script(BODY))
         # At the lowest priority: in a cluster the challenger runs in its own pod, and here it
         # must not take the client's core from wrk (which would lower the champion's req/s).
-        challenger = start(args, args.challenger_core, artifact, args.port + 1, "--model-version", "v2", nice=19)
+        challenger = start(
+            args, args.challenger_core, artifact, args.port + 1, "--model-version", "v2", nice=19
+        )
         shadow_url = f"http://127.0.0.1:{args.port + 1}"
         runs: dict[str, list[dict[str, float]]] = {"plain": [], "mirroring": []}
         try:
@@ -113,15 +127,21 @@ def main() -> None:
     def med(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[mode])
 
-    print(f"{args.connections} connections, {args.seconds}s x {args.rounds} rounds, mirroring {args.percent:g}%")
-    print(f"{'champion':12} {'req/s':>9} {'p99 ms':>8} {'errors':>7} {'answered':>9} {'dropped':>8} {'load':>5}")
+    print(
+        f"{args.connections} connections, {args.seconds}s x {args.rounds} rounds, mirroring {args.percent:g}%"
+    )
+    print(
+        f"{'champion':12} {'req/s':>9} {'p99 ms':>8} {'errors':>7} {'answered':>9} {'dropped':>8} {'load':>5}"
+    )
     for mode in runs:
         print(
             f"{mode:12} {med(mode, 'rps'):9.0f} {med(mode, 'p99'):8.2f} {med(mode, 'errors'):7.0f} "
             f"{med(mode, 'answered'):9.0f} {med(mode, 'dropped'):8.0f} {med(mode, 'load'):5.2f}"
         )
     cost = 1 - med("mirroring", "rps") / med("plain", "rps")
-    print(f"req/s ratio mirroring/plain {1 - cost:.3f} (cost {cost:.1%}); p99 ratio {med('mirroring', 'p99') / med('plain', 'p99'):.2f}")
+    print(
+        f"req/s ratio mirroring/plain {1 - cost:.3f} (cost {cost:.1%}); p99 ratio {med('mirroring', 'p99') / med('plain', 'p99'):.2f}"
+    )
 
 
 if __name__ == "__main__":

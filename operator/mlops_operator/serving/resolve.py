@@ -16,7 +16,8 @@ Rules:
   newer version; versions without a value for that metric are not ranked.
 - The incumbent: a chosen version replaces the served one only if its metric is better by at
   least `minImprovement` (when both have a value; with no values to compare, it replaces);
-  otherwise the served one stays with reason NotBetter. Under `latest` an older candidate never
+  otherwise the served one stays with reason NotBetter (not in shadow mode, spec.canary.mode
+  shadow: there the candidate's live verdict decides, issue #22). Under `latest` an older candidate never
   displaces a newer served version. A served version that no longer exists or is not Verified
   is always replaced (by nothing, if there is no candidate). A served version that is merely no
   longer a candidate (gates failed, approval removed) stays until something replaces it.
@@ -143,7 +144,8 @@ def resolve(
     ]
     if spec.version is not None:
         return _pinned(spec.version, versions, rolled_back)
-    return _policy(spec.policy or Policy(), versions, serving, rolled_back)
+    shadow = spec.canary is not None and spec.canary.mode == "shadow"
+    return _policy(spec.policy or Policy(), versions, serving, rolled_back, shadow=shadow)
 
 
 def _pinned(version: int, versions: Sequence[ModelVersion], rolled_back: Collection[str]) -> Resolution:
@@ -194,7 +196,12 @@ def _pick(select: str, mvs: Sequence[ModelVersion], metric: str | None) -> Model
 
 
 def _policy(
-    policy: Policy, versions: Sequence[ModelVersion], serving: str | None, rolled_back: Collection[str]
+    policy: Policy,
+    versions: Sequence[ModelVersion],
+    serving: str | None,
+    rolled_back: Collection[str],
+    *,
+    shadow: bool = False,
 ) -> Resolution:
     eligible = [mv for mv in versions if is_verified(mv) and gates_passed(mv)]
     fresh = [mv for mv in eligible if name_of(mv) not in rolled_back]
@@ -248,7 +255,9 @@ def _policy(
             # latest only moves forward: an older candidate never displaces a newer served version.
             reason = Reason.AWAITING_APPROVAL if awaiting else Reason.LATEST
             return result(served, reason, f"Keeping {_label(served)}: newer than every candidate")
-        verdict = _compare(choice, served, metric, policy.min_improvement)
+        # Shadow mode (issue #22): live labelled traffic judges the candidate against the served
+        # version on the same requests, so the offline comparison does not hold it back.
+        verdict = None if shadow else _compare(choice, served, metric, policy.min_improvement)
         if verdict is not None:
             return result(served, Reason.NOT_BETTER, f"Keeping {_label(served)}: {verdict}")
 

@@ -307,3 +307,13 @@ def test_reasons_are_camel_case_condition_reasons() -> None:
     for reason in Reason:
         assert reason.value[0].isupper()
         assert reason.value.isalnum()
+
+
+def test_shadow_mode_lets_live_traffic_judge_a_version_worse_offline() -> None:
+    """Issue #22: in shadow mode the offline comparison does not hold a candidate back (the
+    shadow verdict on live labelled pairs decides); in split mode it does."""
+    versions = [mv(1, metrics=acc(0.95)), mv(2, metrics=acc(0.9))]
+    split = resolve(spec(**LATEST, canary={"mode": "split"}), versions, "iris-1")
+    assert (split.name, split.reason) == ("iris-1", Reason.NOT_BETTER)
+    shadow = resolve(spec(**LATEST, canary={"mode": "shadow"}), versions, "iris-1")
+    assert shadow.name == "iris-2"

@@ -1,0 +1,260 @@
+"""Shadow mode on real pods (issue #22): new versions judged on live labelled traffic before they
+serve a user, and the accuracy estimate before any label.
+
+The InferenceService runs `spec.canary.mode: shadow`. In order:
+(c) the champion (RandomForest on iris) sees ordinary iris, then a moderate shift (a second
+    site whose scanner adds 1.5 cm to petal lengths and 0.5 cm to widths): its label-free
+    estimate (status.metrics.estimatedAccuracy) drops before any label is posted;
+(b) a version trained on iris plus labelled rows of the second site of tests/e2e/loop.py (the big
+    shift: +8 cm, +3 cm) is shadowed under that site's traffic, judged Better on the labelled
+    pairs and promoted;
+(a) a version trained on iris alone passes its offline gate (accuracy >= 0.9 on iris) but is
+    worse on the live traffic: judged Worse and rolled back, the champion keeps serving.
+Every user request of the run is answered 200 (the challenger never fails a user). Labels are
+posted after the traffic, as they arrive in life (later than the answers): the mirror's answers
+are in by then, so each labelled row is a pair.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import loop
+import pytest
+from e2ekit import Cluster
+
+from mlops_operator.build.inferenceservice import MONITORING_PORT
+
+pytestmark = pytest.mark.e2e
+
+ISVC = "iris"
+SITE2_DIR = "site2"
+# The moderate shift of (c), under which a RandomForest's confidence drops with its accuracy.
+# Under loop.py's big shift the forest stays confident (every far-out flower is "virginica" with
+# probability ~1), so a confidence-based estimate cannot see it: the drift score does.
+MODERATE = (1.5, 0.5)
+
+# Send every row, then post every label (requests of 10 rows); prints one JSON line of totals.
+_SENDER = """
+import json, http.client, time, urllib.parse
+url, monitoring, rows, labels = {url!r}, {monitoring!r}, {rows!r}, {labels!r}
+where = urllib.parse.urlsplit(url)
+conn = http.client.HTTPConnection(where.hostname, where.port or 80, timeout=15)
+out = {{"requests": 0, "failed": 0, "correct": 0, "rows": 0, "feedback": 0, "versions": {{}}, "errors": []}}
+answered = []
+for start in range(0, len(rows), 10):
+    chunk = rows[start:start + 10]
+    body = {{"inputs": [{{"name": "input-0", "shape": [len(chunk), 4], "datatype": "FP64",
+                         "data": [x for row in chunk for x in row]}}]}}
+    conn.request("POST", where.path + "/infer", json.dumps(body), {{"Content-Type": "application/json"}})
+    resp = conn.getresponse()
+    data = resp.read()
+    out["requests"] += 1
+    if resp.status != 200:
+        out["failed"] += 1
+        out["errors"].append("HTTP %d %r" % (resp.status, data[:200]))
+        continue
+    answer = json.loads(data)
+    predicted = next(o["data"] for o in answer["outputs"] if o["name"] == "predict")
+    truth = labels[start:start + 10]
+    out["rows"] += len(chunk)
+    out["correct"] += sum(int(p == t) for p, t in zip(predicted, truth))
+    out["versions"][answer["model_version"]] = out["versions"].get(answer["model_version"], 0) + 1
+    answered.append((answer["id"], truth))
+if {feedback!r}:
+    time.sleep(3)  # labels come later than answers
+    fconn = http.client.HTTPConnection(where.hostname, monitoring, timeout=15)
+    for request_id, truth in answered:
+        fconn.request("POST", where.path + "/feedback", json.dumps({{"id": request_id, "labels": truth}}),
+                      {{"Content-Type": "application/json"}})
+        resp = fconn.getresponse()
+        resp.read()
+        out["feedback"] += int(resp.status == 200)
+print(json.dumps(out))
+"""
+
+
+def send(
+    cluster: Cluster, namespace: str, traffic: loop.Traffic, pod: str, *, feedback: bool
+) -> dict[str, Any]:
+    url = cluster.status(namespace, "inferenceservice", ISVC)["url"]
+    code = _SENDER.format(
+        url=url, monitoring=MONITORING_PORT, rows=traffic.rows, labels=traffic.labels, feedback=feedback
+    )
+    out = cluster.run_python(namespace, pod, code, timeout=300)
+    sent: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    assert sent["failed"] == 0, sent["errors"]  # no user request fails, challenger or not
+    return sent
+
+
+def shifted(n: int, seed: int, offsets: tuple[float, float], share: float) -> loop.Traffic:
+    base = loop.normal_traffic(n, seed)
+    rng = random.Random(seed + 1000)
+    rows = []
+    for row in base.rows:
+        dl, dw = offsets if rng.random() < share else (0.0, 0.0)
+        rows.append([row[0], row[1], round(row[2] + dl, 1), round(row[3] + dw, 1)])
+    return loop.Traffic(rows, base.labels)
+
+
+BIG = (loop.PETAL_LENGTH_OFFSET, loop.PETAL_WIDTH_OFFSET)
+
+
+def training_job(name: str, claim: str, *, site2: bool) -> dict[str, Any]:
+    extra = [{"uri": f"pvc://{claim}/{SITE2_DIR}", "format": "csv"}] if site2 else []
+    return {
+        "apiVersion": "mlops.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "labels": {"mlops.dev/model": "iris"}},
+        "spec": {
+            "model": "iris",
+            "data": {
+                "source": {"uri": "builtin:iris"},
+                **({"extraSources": extra} if extra else {}),
+                "split": {"testSize": 0.25, "stratify": True, "seed": 7},
+            },
+            "estimator": {"class": "RandomForestClassifier", "params": {"n_estimators": 50, "random_state": 0}},
+            "evaluation": {"primaryMetric": "accuracy", "gates": [{"metric": "accuracy", "op": ">=", "threshold": 0.9}]},
+            "output": {"uri": f"pvc://{claim}/models"},
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+            "backoffLimit": 1,
+            "activeDeadlineSeconds": 600,
+        },
+    }  # fmt: skip
+
+
+def inference_service() -> dict[str, Any]:
+    return {
+        "apiVersion": "mlops.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": ISVC},
+        "spec": {
+            "model": "iris",
+            "policy": {"select": "latest"},
+            "replicas": 1,
+            "canary": {
+                "mode": "shadow",
+                "maxErrorRate": 0.05,
+                "shadow": {"minPairs": 60, "deadlineSeconds": 900, "onInconclusive": "Rollback"},
+            },
+            "monitoring": {"intervalSeconds": 5, "drift": {"window": 100}},
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        },
+    }  # fmt: skip
+
+
+def test_champion_serves_in_shadow_mode(cluster: Cluster, namespace: str, artifacts: str) -> None:
+    site2 = shifted(300, 11, BIG, share=1.0)
+    lines = ["sepal length (cm),sepal width (cm),petal length (cm),petal width (cm),target"]
+    lines += [
+        ",".join(str(v) for v in [*row, label]) for row, label in zip(site2.rows, site2.labels, strict=True)
+    ]
+    cluster.run_python(
+        namespace,
+        "write-site2",
+        f"""
+        import os
+        os.makedirs("/data/{SITE2_DIR}", exist_ok=True)
+        with open("/data/{SITE2_DIR}/site2.csv", "w") as f:
+            f.write({chr(10).join(lines) + chr(10)!r})
+        """,
+        claim=artifacts,
+    )
+    cluster.apply(namespace, training_job("iris-v1-train", artifacts, site2=False), inference_service())
+    loop.wait_phase(cluster, namespace, "modelversion", "iris-v1", "Verified", timeout=600)
+    cluster.wait(namespace, f"inferenceservice/{ISVC}", "condition=Ready", timeout=300)
+    service = cluster.get(namespace, "service", ISVC)
+    assert service["spec"]["selector"]["mlops.dev/track"] == "stable"
+    assert cluster.get(namespace, "service", f"{ISVC}-shadow") is not None
+
+
+def test_estimated_accuracy_drops_under_the_shift_before_any_label(cluster: Cluster, namespace: str) -> None:
+    """(c)"""
+    send(cluster, namespace, loop.normal_traffic(100, seed=1), "send-normal", feedback=False)
+    normal = loop.wait_status(
+        cluster, namespace, "inferenceservice", ISVC,
+        lambda st: (st.get("metrics") or {}).get("estimatedAccuracy") is not None
+        and (st.get("metrics") or {}).get("requests", 0) >= 10,
+        timeout=120, what="an accuracy estimate",
+    )["metrics"]  # fmt: skip
+    send(cluster, namespace, shifted(100, 5, MODERATE, share=1.0), "send-moderate", feedback=False)
+    drop = normal["estimatedAccuracy"] - 0.05
+    after = loop.wait_status(
+        cluster, namespace, "inferenceservice", ISVC,
+        lambda st: ((st.get("metrics") or {}).get("estimatedAccuracy") or 1.0) < drop,
+        timeout=120, what=f"the estimate below {drop:.3f}",
+    )["metrics"]  # fmt: skip
+    assert not after.get("labelledSamples"), after  # no label was posted
+
+
+def _shadow_verdict(cluster: Cluster, namespace: str, version: str, phase: str) -> dict[str, Any]:
+    """Send the second site's traffic (half of it), labels after; until status.canary decides."""
+    traffic = shifted(300, 3, BIG, share=0.5)
+    loop.wait_status(
+        cluster, namespace, "inferenceservice", ISVC,
+        lambda st: (st.get("canary") or {}).get("modelVersion") == version
+        and (st.get("canary") or {}).get("mode") == "shadow",
+        timeout=600, what=f"shadow analysis of {version}",
+    )  # fmt: skip
+    cluster.kubectl("-n", namespace, "rollout", "status", f"deployment/{ISVC}-canary", "--timeout=300s")
+    champion = cluster.status(namespace, "inferenceservice", ISVC)["modelVersion"]
+    rounds = 0
+    while (cluster.status(namespace, "inferenceservice", ISVC).get("canary") or {}).get(
+        "phase"
+    ) == "Progressing":
+        assert rounds < 4, cluster.status(namespace, "inferenceservice", ISVC)
+        sent = send(cluster, namespace, traffic, f"send-{version}-{rounds}", feedback=True)
+        assert sent["versions"] == {champion: sent["requests"]}  # only the champion answers users
+        rounds += 1
+        try:
+            return loop.wait_status(
+                cluster, namespace, "inferenceservice", ISVC,
+                lambda st: (st.get("canary") or {}).get("phase") == phase,
+                timeout=60, what=f"{version} {phase}",
+            )  # fmt: skip
+        except AssertionError:
+            continue
+    return cluster.status(namespace, "inferenceservice", ISVC)
+
+
+def test_a_better_version_is_judged_better_and_promoted(
+    cluster: Cluster, namespace: str, artifacts: str
+) -> None:
+    """(b)"""
+    cluster.apply(namespace, training_job("iris-v2-train", artifacts, site2=True))
+    loop.wait_phase(cluster, namespace, "modelversion", "iris-v2", "Verified", timeout=600)
+    status = _shadow_verdict(cluster, namespace, "iris-v2", "Promoted")
+    canary = status["canary"]
+    assert (canary["phase"], canary["verdict"]) == ("Promoted", "Better"), canary
+    assert canary["pairs"] >= 60 and canary["challengerScore"] > canary["championScore"], canary
+    assert canary["pValue"] < 0.05 and 0 < canary["agreement"] < 1, canary
+    cond = cluster.condition(namespace, "inferenceservice", ISVC, "ShadowVerdict")
+    assert (cond["status"], cond["reason"]) == ("True", "Better"), cond
+    loop.wait_status(
+        cluster, namespace, "inferenceservice", ISVC, lambda st: st.get("modelVersion") == "iris-v2",
+        timeout=300, what="iris-v2 serving",
+    )  # fmt: skip
+
+
+def test_a_version_worse_on_live_traffic_is_judged_worse_and_rolled_back(
+    cluster: Cluster, namespace: str, artifacts: str
+) -> None:
+    """(a): it passes its offline gate (iris) but never saw the second site."""
+    cluster.apply(namespace, training_job("iris-v3-train", artifacts, site2=False))
+    mv = loop.wait_phase(cluster, namespace, "modelversion", "iris-v3", "Verified", timeout=600)
+    assert (
+        mv["conditions"]
+        and cluster.get(namespace, "modelversion", "iris-v3")["spec"]["metrics"]["accuracy"] >= 0.9
+    )  # the offline gate passed
+    status = _shadow_verdict(cluster, namespace, "iris-v3", "RolledBack")
+    canary = status["canary"]
+    assert (canary["phase"], canary["verdict"]) == ("RolledBack", "Worse"), canary
+    assert canary["challengerScore"] < canary["championScore"] and canary["pValue"] < 0.05, canary
+    assert status["modelVersion"] == "iris-v2"  # the champion kept serving
+    cond = cluster.condition(namespace, "inferenceservice", ISVC, "ShadowVerdict")
+    assert (cond["status"], cond["reason"]) == ("False", "Worse"), cond
+    # Still served by the champion alone, every request answered.
+    sent = send(cluster, namespace, loop.normal_traffic(50, seed=9), "send-after", feedback=False)
+    assert sent["versions"] == {"iris-v2": sent["requests"]}
