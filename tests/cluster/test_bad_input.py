@@ -82,6 +82,21 @@ REFUSED_AT_ADMISSION = [
         "spec.access.feedbackToken.key: Required value",
     ),
     (
+        "is-shadow-settings-in-split-mode",
+        inferenceservice("ok", canary={"mode": "split", "shadow": {"minPairs": 50}}),
+        "shadow settings need mode shadow",
+    ),
+    (
+        "is-shadow-margin-without-not-worse",
+        inferenceservice("ok", canary={"mode": "shadow", "shadow": {"margin": 0.05}}),
+        "margin applies only with promoteOn NotWorse",
+    ),
+    (
+        "is-shadow-mode-unknown",
+        inferenceservice("ok", canary={"mode": "mirror"}),
+        "spec.canary.mode: Unsupported value",
+    ),
+    (
         "tj-min-trials-zero",
         named(trainingjob("ok", tuning={"space": {"C": [1, 2]}, "minTrials": 0}), "ok"),
         "spec.tuning.minTrials",

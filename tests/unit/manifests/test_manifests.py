@@ -29,7 +29,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     **{("mlops.dev", f"{k}/status"): {"patch"} for k in OUR_KINDS},
     ("batch", "jobs"): {"get", "list", "watch", "create"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"list", "watch", "create", "patch"},
+    ("", "services"): {"list", "watch", "create", "patch", "delete"},  # delete: <isvc>-shadow (issue #22)
     ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
     ("networking.k8s.io", "networkpolicies"): {"get", "create", "patch", "delete"},
     ("", "pods"): {"list"},
