@@ -8,7 +8,8 @@ Builds the iris LogisticRegression artifact (serving_self.build), starts a chall
 once with `--shadow-url` to the challenger, interleaved (the challenger at nice 19, so it does
 not slow the client down on a shared core); wrk posts a one-row V2 request over
 `--connections` keep-alive connections to the champion. Prints both side by side with the
-ratio, and how many copies the mirror answered and dropped (from the champion's /metrics).
+ratio, the champion's CPU time per answered request (less sensitive to a busy machine than
+req/s), and how many copies the mirror answered and dropped (from the champion's /metrics).
 Reports, never asserts: numbers depend on the (shared) machine; the load average is printed.
 """
 
@@ -55,6 +56,12 @@ def start(
     return proc
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (its own, not its children's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def mirrored(port: int) -> dict[str, float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     conn.request("GET", "/metrics")
@@ -74,14 +81,17 @@ def measure(args: argparse.Namespace, artifact: Path, script: Path, shadow: str 
     try:
         url = f"http://127.0.0.1:{args.port}/v2/models/iris/infer"
         run_wrk(url, script, args.connections, 3, args.client_cores, threads=2)  # warm-up
-        before = loadavg()
+        before, cpu = loadavg(), cpu_seconds(proc.pid)
         result = run_wrk(url, script, args.connections, args.seconds, args.client_cores, threads=2)
+        cpu = cpu_seconds(proc.pid) - cpu
         counts = mirrored(args.port) if shadow else {}
     finally:
         proc.terminate()
         proc.wait(30)
     return {
         "rps": result["rps"],
+        # CPU per answered request: what mirroring costs the champion, whatever else runs.
+        "cpu_us": 1e6 * cpu / max(1.0, result["rps"] * args.seconds),
         "p99": result["p99_ms"],
         "errors": result["errors"],
         "load": before,
@@ -131,16 +141,20 @@ def main() -> None:
         f"{args.connections} connections, {args.seconds}s x {args.rounds} rounds, mirroring {args.percent:g}%"
     )
     print(
-        f"{'champion':12} {'req/s':>9} {'p99 ms':>8} {'errors':>7} {'answered':>9} {'dropped':>8} {'load':>5}"
+        f"{'champion':12} {'req/s':>9} {'p99 ms':>8} {'CPU us/req':>10} {'errors':>7} {'answered':>9} "
+        f"{'dropped':>8} {'load':>5}"
     )
     for mode in runs:
         print(
-            f"{mode:12} {med(mode, 'rps'):9.0f} {med(mode, 'p99'):8.2f} {med(mode, 'errors'):7.0f} "
-            f"{med(mode, 'answered'):9.0f} {med(mode, 'dropped'):8.0f} {med(mode, 'load'):5.2f}"
+            f"{mode:12} {med(mode, 'rps'):9.0f} {med(mode, 'p99'):8.2f} {med(mode, 'cpu_us'):10.1f} "
+            f"{med(mode, 'errors'):7.0f} {med(mode, 'answered'):9.0f} {med(mode, 'dropped'):8.0f} "
+            f"{med(mode, 'load'):5.2f}"
         )
     cost = 1 - med("mirroring", "rps") / med("plain", "rps")
+    p99 = med("mirroring", "p99") / med("plain", "p99")
+    cpu = med("mirroring", "cpu_us") / med("plain", "cpu_us")
     print(
-        f"req/s ratio mirroring/plain {1 - cost:.3f} (cost {cost:.1%}); p99 ratio {med('mirroring', 'p99') / med('plain', 'p99'):.2f}"
+        f"req/s mirroring/plain {1 - cost:.3f} (cost {cost:.1%}); p99 x{p99:.2f}; CPU per request x{cpu:.2f}"
     )
 
 

@@ -94,6 +94,7 @@ class _Response:
         self.chunks: list[bytes] = []
         self.size = 0
         self.done = False
+        self.keep_alive = False
         self.parser = httptools.HttpResponseParser(self)
 
     def on_body(self, body: bytes) -> None:
@@ -103,6 +104,8 @@ class _Response:
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        # Read here: once the message is over, the parser answers False whatever the headers said.
+        self.keep_alive = self.parser.should_keep_alive()
         self.done = True
 
 
@@ -158,27 +161,35 @@ class Mirror:
             self._queue.put_nowait(copy)
 
     async def _work(self) -> None:
-        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        while True:
-            copy = await self._queue.get()
-            try:
-                async with asyncio.timeout(self.timeout):
-                    if conn is None:
-                        conn = await asyncio.open_connection(self.host, self.port)
-                    body, keep = await self._exchange(conn, copy)
-                answer = parse_answer(copy.request_id, body)
-            except (TimeoutError, OSError, ChallengerError, httptools.HttpParserError) as e:
-                self._count(TIMEOUT if isinstance(e, TimeoutError) else FAILED)
-                _close(conn)
-                conn = None
-                log.debug("Mirroring failed", extra={"fields": {"id": copy.request_id, "error": repr(e)}})
-                await asyncio.sleep(self.backoff)
-                continue
-            if not keep:
-                _close(conn)
-                conn = None
-            self._count(ANSWERED)
-            self._on_answer(answer)
+        conn: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []  # the one kept alive
+        try:
+            while True:
+                await self._mirror(await self._queue.get(), conn)
+        finally:  # cancelled: the pod is stopping
+            if conn:
+                _close(conn.pop())
+
+    async def _mirror(
+        self, copy: Copy, conn: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+    ) -> None:
+        """One exchange on the kept connection (opened when there is none); failures back off."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                if not conn:
+                    conn.append(await asyncio.open_connection(self.host, self.port))
+                body, keep = await self._exchange(conn[0], copy)
+            answer = parse_answer(copy.request_id, body)
+        except (TimeoutError, OSError, ChallengerError, httptools.HttpParserError) as e:
+            self._count(TIMEOUT if isinstance(e, TimeoutError) else FAILED)
+            if conn:
+                _close(conn.pop())
+            log.debug("Mirroring failed", extra={"fields": {"id": copy.request_id, "error": repr(e)}})
+            await asyncio.sleep(self.backoff)
+            return
+        if not keep:
+            _close(conn.pop())
+        self._count(ANSWERED)
+        self._on_answer(answer)
 
     async def _exchange(
         self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], copy: Copy
@@ -207,9 +218,8 @@ class Mirror:
         body = b"".join(response.chunks)
         if status != 200:
             raise ChallengerError(f"status {status}: {body[:200]!r}")
-        return body, response.parser.should_keep_alive()
+        return body, response.keep_alive
 
 
-def _close(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> None:
-    if conn is not None:
-        conn[1].close()
+def _close(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    conn[1].close()

@@ -154,3 +154,63 @@ def test_a_down_or_slow_challenger_fails_no_user_request(
     assert _wait_metric(champion, "mlops_shadow_requests_total", 1, result="dropped") >= 1
     samples = c.metrics()
     assert metric(samples, "mlops_requests_total", protocol="v2", code="200") == 60
+
+
+@pytest.fixture
+def counting_challenger() -> Iterator[tuple[int, list[int]]]:
+    """A minimal HTTP/1.1 keep-alive responder that counts the connections it accepted."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[int] = []
+    stop = threading.Event()
+    answer = orjson.dumps({"model_version": "v9", "outputs": [{"name": "predict", "data": [0, 0]}]})
+    reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(answer),
+        answer,
+    )
+
+    def serve(conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while not stop.is_set():
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
+                while b"\r\n\r\n" in buffer:
+                    head, _, rest = buffer.partition(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    if len(rest) < length:
+                        break
+                    buffer = rest[length:]
+                    conn.sendall(reply)
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            accepted.append(1)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1]), accepted
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+def test_the_mirror_keeps_its_connections_alive(
+    start_server: StartServer, iris: Artifact, counting_challenger: tuple[int, list[int]]
+) -> None:
+    port, accepted = counting_challenger
+    champion = start_server(iris, shadow_url=f"http://127.0.0.1:{port}", shadow_concurrency=2)
+    c = champion.client()
+    for i in range(30):
+        assert c.infer(v2_matrix(iris.X.to_numpy()[:2], id=f"k{i}")).status == 200
+    assert _wait_metric(champion, "mlops_shadow_requests_total", 30, result="answered") == 30
+    assert len(accepted) <= 2  # one connection per worker, reused
