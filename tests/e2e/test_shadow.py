@@ -187,6 +187,7 @@ def test_estimated_accuracy_drops_under_the_shift_before_any_label(cluster: Clus
         timeout=120, what=f"the estimate below {drop:.3f}",
     )["metrics"]  # fmt: skip
     assert not after.get("labelledSamples"), after  # no label was posted
+    print(f"estimatedAccuracy {normal['estimatedAccuracy']} normal -> {after['estimatedAccuracy']} shifted")
 
 
 def _shadow_verdict(cluster: Cluster, namespace: str, version: str, phase: str) -> dict[str, Any]:
@@ -206,6 +207,7 @@ def _shadow_verdict(cluster: Cluster, namespace: str, version: str, phase: str) 
     ) == "Progressing":
         assert rounds < 4, cluster.status(namespace, "inferenceservice", ISVC)
         sent = send(cluster, namespace, traffic, f"send-{version}-{rounds}", feedback=True)
+        print(f"{version} round {rounds}: {sent}")
         assert sent["versions"] == {champion: sent["requests"]}  # only the champion answers users
         rounds += 1
         try:
@@ -227,6 +229,7 @@ def test_a_better_version_is_judged_better_and_promoted(
     loop.wait_phase(cluster, namespace, "modelversion", "iris-v2", "Verified", timeout=600)
     status = _shadow_verdict(cluster, namespace, "iris-v2", "Promoted")
     canary = status["canary"]
+    print(f"iris-v2: {json.dumps(canary)}")
     assert (canary["phase"], canary["verdict"]) == ("Promoted", "Better"), canary
     assert canary["pairs"] >= 60 and canary["challengerScore"] > canary["championScore"], canary
     assert canary["pValue"] < 0.05 and 0 < canary["agreement"] < 1, canary
@@ -250,6 +253,7 @@ def test_a_version_worse_on_live_traffic_is_judged_worse_and_rolled_back(
     )  # the offline gate passed
     status = _shadow_verdict(cluster, namespace, "iris-v3", "RolledBack")
     canary = status["canary"]
+    print(f"iris-v3: {json.dumps(canary)}")
     assert (canary["phase"], canary["verdict"]) == ("RolledBack", "Worse"), canary
     assert canary["challengerScore"] < canary["championScore"] and canary["pValue"] < 0.05, canary
     assert status["modelVersion"] == "iris-v2"  # the champion kept serving
