@@ -157,19 +157,25 @@ class Canary(Spec):
     )
     shadow: Shadow | None = Field(None, description="Shadow analysis settings (mode shadow; defaults apply).")
     traffic_percent: int = Field(
-        10, ge=1, le=99, description="Share of replicas (and so of traffic) running the new version."
+        10,
+        ge=1,
+        le=99,
+        description="Split mode: share of replicas (and so of traffic) running the new version.",
     )
     duration_seconds: int = Field(
-        120, ge=10, le=86400, description="How long the canary is analysed before promotion."
+        120, ge=10, le=86400, description="Split mode: how long the canary is analysed before promotion."
     )
     max_error_rate: float = Field(
-        0.01, ge=0, le=1, description="Roll back when the canary's error rate exceeds this."
+        0.01,
+        ge=0,
+        le=1,
+        description="Roll back when the canary's error rate (in shadow mode: on the mirrored requests) significantly exceeds this.",
     )
     max_latency_p95_ms: float | None = Field(
-        None, gt=0, description="Roll back when the canary's p95 latency exceeds this."
+        None, gt=0, description="Split mode: roll back when the canary's p95 latency exceeds this."
     )
     min_requests: int = Field(
-        20, ge=0, description="Requests the canary must serve before it can be promoted."
+        20, ge=0, description="Split mode: requests the canary must serve before it can be promoted."
     )
 
 
