@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from mlops_contract.api.common import LABEL_INFERENCE_SERVICE, LABEL_TRAINING_JOB
 from mlops_contract.api.trainingjob import TrainingJobSpec, trial_count
 from mlops_contract.checks import check_spec
-from mlops_contract.estimators import ESTIMATORS, HIGHER_IS_BETTER
+from mlops_contract.estimators import ESTIMATORS
 from mlops_operator import tenancy
 from mlops_operator.build import modelversion as mv_build
 from mlops_operator.build import trainingjob as build
@@ -31,6 +31,7 @@ from mlops_operator.reconcile.pods import (
     results,
     succeeded,
 )
+from mlops_operator.reconcile.trials import best_record, record_trials
 from mlops_operator.status.conditions import READY, Cond, kstatus, merge, tf
 
 TERMINAL: Final = ("Succeeded", "Failed")
@@ -43,20 +44,6 @@ def _fail(reason: str, message: str) -> dict[str, Any]:
 
 async def _pods(ctx: Context, ns: str, tj: str, step: str) -> list[PodResult]:
     return await results(ctx.kube, ns, {LABEL_TRAINING_JOB: tj, build.LABEL_STEP: step}, build.CONTAINER)
-
-
-def best_trial(results: list[PodResult]) -> PodResult | None:
-    """The successful trial with the best score; scores keep their metric's sign (rmse: lower is better)."""
-    ok = [r for r in succeeded(results) if isinstance((r.result or {}).get("score"), (int, float))]
-    if not ok:
-        return None
-
-    def key(r: PodResult) -> tuple[float, int]:
-        result = r.result or {}
-        sign = 1.0 if HIGHER_IS_BETTER.get(str(result.get("metric")), True) else -1.0
-        return (sign * float(result["score"]), -(r.index or 0))
-
-    return max(ok, key=key)
 
 
 async def _ensure_model_version(
@@ -87,23 +74,15 @@ async def _ensure_model_version(
         raise RuntimeError(f"could not find a free version number for model {spec.model}")
 
 
-def scored_trials(results: list[PodResult]) -> dict[int, PodResult]:
-    """The trials that reported a score, one per index (the last pod of an index that did)."""
-    out: dict[int, PodResult] = {}
-    for r in succeeded(results):
-        if isinstance((r.result or {}).get("score"), (int, float)):
-            out[r.index if r.index is not None else -1] = r
-    return out
-
-
-def tuning_outcome(spec: TrainingJobSpec, trials: int, results: list[PodResult]) -> dict[str, Any]:
-    """Facts of a completed tuning Job (pure): the best trial's params, or why none is picked.
+def tuning_outcome(spec: TrainingJobSpec, trials: int, recorded: list[dict[str, Any]]) -> dict[str, Any]:
+    """Facts of a completed tuning Job (pure): the best recorded trial's params, or why none is picked.
 
     A best is picked only from a complete set of scored trials, or from at least
     `tuning.minTrials` of them (issue #19: a trial stopped by an eviction used to leave a hole
-    the best was silently picked around)."""
+    the best was silently picked around). `recorded` are the trials in status (reconcile/trials.py),
+    so a finished trial whose pod a drain deleted still counts (issue #23)."""
     assert spec.tuning is not None
-    scored = scored_trials(results)
+    scored = {int(t["index"]): t for t in recorded}
     facts: dict[str, Any] = {"trialsCompleted": len(scored)}
     required = spec.tuning.min_trials or trials
     if len(scored) < min(required, trials):
@@ -118,10 +97,10 @@ def tuning_outcome(spec: TrainingJobSpec, trials: int, results: list[PodResult])
             "IncompleteTuning",
             f"{len(scored)} of {trials} trials reported a score (missing: {shown}); {allowed}",
         )
-    best = best_trial(list(scored.values()))
-    if best is None or best.result is None:
+    best = best_record(scored.values())
+    if best is None:
         return facts | _fail("TuningFailed", "no trial reported a score")
-    return facts | {"bestParams": dict(best.result.get("params") or {})}
+    return facts | {"bestParams": dict(best.get("params") or {}), "bestTrial": int(best["index"])}
 
 
 async def _check(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any] | None:
@@ -159,16 +138,20 @@ async def _tune(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> d
                 tj, "TuningStarted", f"Created Job {build.tune_job_name(name)} with {trials} trials"
             )
     job_status = tune.get("status") or {}
-    facts["startTime"] = job_status.get("startTime") or (tj.get("status") or {}).get("startTime")
-    facts["trialsCompleted"] = min(int(job_status.get("succeeded") or 0), trials)
+    old = tj.get("status") or {}
+    facts["startTime"] = job_status.get("startTime") or old.get("startTime")
+    pods = await _pods(ctx, ns, name, "tune")
+    # Every finished trial goes into status as soon as it is seen (its pod may not outlive a drain).
+    facts["trials"] = record_trials(old.get("trials"), pods)
+    facts["trialsCompleted"] = len(facts["trials"])
     if (failed := job_condition(tune, "Failed")) is not None:
         message = str(failed.get("message") or "tuning Job failed")
-        failure = last_failure(await _pods(ctx, ns, name, "tune"))
+        failure = last_failure(pods)
         return facts | _fail(failure_reason(failure, "TuningFailed"), failure_message(failure, message))
     if not job_condition(tune, "Complete"):
         done = f"{facts['trialsCompleted']}/{trials} trials done"
         return facts | {"phase": "Running", "reason": "Tuning", "message": done}
-    return facts | tuning_outcome(spec, trials, await _pods(ctx, ns, name, "tune"))
+    return facts | tuning_outcome(spec, trials, facts["trials"])
 
 
 async def _train(
@@ -290,6 +273,8 @@ def compute_status(tj: Mapping[str, Any], facts: Mapping[str, Any], now: str) ->
         "primaryMetric",
         "score",
         "bestParams",
+        "bestTrial",
+        "trials",
         "gatesPassed",
         "artifactUri",
         "artifactSha256",

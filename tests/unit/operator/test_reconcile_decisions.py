@@ -13,6 +13,7 @@ from mlops_contract.api.trainingjob import TrainingJobSpec
 from mlops_operator.reconcile.modelversion import job_verification, settled
 from mlops_operator.reconcile.pods import PodResult, failure_message, failure_reason, pod_result
 from mlops_operator.reconcile.trainingjob import registered_facts, tuning_outcome
+from mlops_operator.reconcile.trials import record_trials
 
 
 def spec(**tuning: Any) -> TrainingJobSpec:
@@ -67,7 +68,7 @@ OUTCOMES = {
 def test_tuning_outcome(
     tuning: dict[str, Any], results: list[PodResult], reason: str | None, best: Any, scored: int
 ) -> None:
-    facts = tuning_outcome(spec(**tuning), 3, results)
+    facts = tuning_outcome(spec(**tuning), 3, record_trials(None, results))
     assert facts.get("reason") == reason
     assert facts.get("bestParams") == best
     assert facts["trialsCompleted"] == scored
