@@ -145,9 +145,18 @@ def test_tuning_runs_trials_in_an_indexed_job_and_refits_the_best(
     assert tune["spec"]["completionMode"] == "Indexed"
     assert (tune["spec"]["completions"], tune["spec"]["parallelism"]) == (4, 2)
     run_step(kube, namespace, "tuned", "tune", artifacts, count=2)
-    wait_for(
-        lambda: status_of(kube, "TrainingJob", namespace, "tuned").get("progress") == "2/4",
+    early = wait_for(
+        lambda: (s := status_of(kube, "TrainingJob", namespace, "tuned")).get("progress") == "2/4" and s,
         what="progress 2/4",
+    )
+    # Each finished trial is in status as soon as it is seen (issue #23); a drain that deletes
+    # the finished pods (and their termination messages) loses no score.
+    assert len(early["trials"]) == 2 and all({"params", "score", "pod"} <= set(t) for t in early["trials"])
+    for t in early["trials"]:
+        assert kube.delete("Pod", namespace, t["pod"])
+    wait_for(
+        lambda: not any(kube.get("Pod", namespace, t["pod"]) for t in early["trials"]),
+        what="the finished trial pods gone",
     )
     run_step(kube, namespace, "tuned", "tune", artifacts, count=2)
     job = wait_for(lambda: kube.get("Job", namespace, "tuned-train"), what="the refit Job")
@@ -157,6 +166,14 @@ def test_tuning_runs_trials_in_an_indexed_job_and_refits_the_best(
         what="Succeeded",
     )
     assert status["progress"] == "4/4"
+    assert [t["index"] for t in status["trials"]] == [0, 1, 2, 3]
+    assert early["trials"] == [
+        t for t in status["trials"] if t["index"] in {e["index"] for e in early["trials"]}
+    ]
+    best = status["trials"][status["bestTrial"]]
+    assert best["params"] == status["bestParams"] and best["score"] == max(
+        t["score"] for t in status["trials"]
+    )
     assert status["bestParams"]["C"] in (0.01, 1.0, 10.0, 100.0)
     assert status["bestParams"]["C"] != 0.01  # heavily regularised LR is the worst on iris
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
