@@ -1,5 +1,6 @@
 """mlops-trainer: the command the TrainingJob pods run.
 
+    mlops-trainer prepare [--config FILE] [--result PATH]
     mlops-trainer train   [--config FILE] [--result PATH]
     mlops-trainer trial   [--config FILE] [--index N] [--result PATH]
     mlops-trainer verify  --artifact DIR|URI --sha256 HEX [--result PATH]
@@ -46,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="mlops-trainer", description="Train, tune and verify scikit-learn models."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "prepare", parents=[common, with_config], help="load, validate and split the data once, as Parquet"
+    )
     commands.add_parser("train", parents=[common, with_config], help="fit, evaluate and write the artifact")
     trial = commands.add_parser("trial", parents=[common, with_config], help="run one tuning trial")
     trial.add_argument("--index", type=int, help=f"trial index (default: env {ENV_INDEX})")
@@ -99,6 +103,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
         from mlops_trainer.tuning import run_trial
 
         return run_trial(config, _trial_index(args.index, env), env)
+    if args.command == "prepare":
+        from mlops_trainer.prepared import run_prepare
+
+        return run_prepare(config, env)
     from mlops_trainer.train import run_train
 
     return run_train(config, env)

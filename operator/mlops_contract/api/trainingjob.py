@@ -351,6 +351,12 @@ class TrainingJobStatus(Status):
     artifact_uri: str | None = Field(None, description="Where the artifact was written.")
     artifact_sha256: str | None = Field(None, description="sha256 of the model file.")
     data_digest: str | None = Field(None, description="sha256 of the prepared training table (lineage).")
+    prepared_uri: str | None = Field(
+        None, description="Where the prepare step wrote the split data as Parquet (tuned runs, issue #23)."
+    )
+    prepared_sha256: str | None = Field(
+        None, description="sha256 of the prepared data's manifest (which holds each file's sha256)."
+    )
     model_version: str | None = Field(None, description="Name of the ModelVersion this run created.")
     message: str | None = Field(None, description="Last error or outcome, human readable.")
 

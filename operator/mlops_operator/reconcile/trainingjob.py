@@ -124,7 +124,48 @@ async def _check(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> 
     return None
 
 
-async def _tune(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any]:
+def prepared_ref(facts: Mapping[str, Any]) -> dict[str, str] | None:
+    """The prepare step's output as the trainer's config names it (pure)."""
+    uri, sha256 = facts.get("preparedUri"), facts.get("preparedSha256")
+    return {"uri": str(uri), "sha256": str(sha256)} if uri and sha256 else None
+
+
+def prepared_facts(results: list[PodResult]) -> dict[str, Any]:
+    """Facts of a finished prepare Job (pure): where the data went and its manifest's sha256."""
+    done = [r.result for r in succeeded(results) if r.result]
+    result = done[-1] if done else {}
+    uri, sha256 = result.get("preparedUri"), result.get("sha256")
+    if not isinstance(uri, str) or not isinstance(sha256, str):
+        return _fail("NoResult", "the prepare pod finished without naming the prepared data")
+    return {"preparedUri": uri, "preparedSha256": sha256, "dataDigest": result.get("dataDigest")}
+
+
+async def _prepare(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any]:
+    """Run the prepare Job once; its facts, with `preparedUri`/`preparedSha256` once done.
+
+    Recorded in status the first time they are seen, so a deleted prepare pod loses nothing."""
+    old = tj.get("status") or {}
+    if prepared_ref(old):
+        return {k: old[k] for k in ("preparedUri", "preparedSha256", "dataDigest") if old.get(k)}
+    ns, name = tj["metadata"]["namespace"], tj["metadata"]["name"]
+    job = await ctx.kube.get("Job", ns, build.prepare_job_name(name))
+    if job is None:
+        job, created = await ctx.kube.create(build.preparing_job(tj, spec, ctx.settings))
+        if created:
+            await ctx.event(tj, "PrepareStarted", f"Created Job {build.prepare_job_name(name)}")
+    facts: dict[str, Any] = {"startTime": (job.get("status") or {}).get("startTime") or old.get("startTime")}
+    if (failed := job_condition(job, "Failed")) is not None:
+        failure = last_failure(await _pods(ctx, ns, name, "prepare"))
+        message = failure_message(failure, str(failed.get("message") or "prepare Job failed"))
+        return facts | _fail(failure_reason(failure, "PrepareFailed"), message)
+    if not job_condition(job, "Complete"):
+        return facts | {"phase": "Running", "reason": "Preparing", "message": "preparing the data"}
+    return facts | prepared_facts(await _pods(ctx, ns, name, "prepare"))
+
+
+async def _tune(
+    ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec, prepared: Mapping[str, str] | None
+) -> dict[str, Any]:
     """Run the tuning Job; its facts, with `bestParams` once a best is picked."""
     assert spec.tuning is not None
     ns, name = tj["metadata"]["namespace"], tj["metadata"]["name"]
@@ -132,7 +173,7 @@ async def _tune(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> d
     facts: dict[str, Any] = {"trialsTotal": trials, "tuningJobName": build.tune_job_name(name)}
     tune = await ctx.kube.get("Job", ns, build.tune_job_name(name))
     if tune is None:
-        tune, created = await ctx.kube.create(build.tuning_job(tj, spec, ctx.settings, trials))
+        tune, created = await ctx.kube.create(build.tuning_job(tj, spec, ctx.settings, trials, prepared))
         if created:
             await ctx.event(
                 tj, "TuningStarted", f"Created Job {build.tune_job_name(name)} with {trials} trials"
@@ -155,13 +196,17 @@ async def _tune(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> d
 
 
 async def _train(
-    ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec, params: Mapping[str, Any] | None
+    ctx: Context,
+    tj: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    params: Mapping[str, Any] | None,
+    prepared: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], Mapping[str, Any] | None]:
     """Run the training Job -> (its facts, the trainer's result once it succeeded)."""
     ns, name = tj["metadata"]["namespace"], tj["metadata"]["name"]
     job = await ctx.kube.get("Job", ns, build.train_job_name(name))
     if job is None:
-        job, created = await ctx.kube.create(build.training_job(tj, spec, ctx.settings, params))
+        job, created = await ctx.kube.create(build.training_job(tj, spec, ctx.settings, params, prepared))
         if created:
             await ctx.event(tj, "TrainingStarted", f"Created Job {build.train_job_name(name)}")
     job_status = job.get("status") or {}
@@ -208,11 +253,14 @@ async def observe_and_act(ctx: Context, tj: Mapping[str, Any], spec: TrainingJob
     if stop is not None:
         return stop
     facts: dict[str, Any] = {}
-    if spec.tuning:
-        facts = await _tune(ctx, tj, spec)
+    if spec.tuning:  # prepared once, read by every trial and the final fit (issue #23)
+        facts = await _prepare(ctx, tj, spec)
+        if facts.get("phase"):
+            return facts
+        facts |= await _tune(ctx, tj, spec, prepared_ref(facts))
         if "bestParams" not in facts:
             return facts
-    trained, result = await _train(ctx, tj, spec, facts.get("bestParams"))
+    trained, result = await _train(ctx, tj, spec, facts.get("bestParams"), prepared_ref(facts))
     facts |= {k: v for k, v in trained.items() if k != "startTime" or not facts.get("startTime")}
     if result is None:
         return facts
@@ -279,6 +327,8 @@ def compute_status(tj: Mapping[str, Any], facts: Mapping[str, Any], now: str) ->
         "artifactUri",
         "artifactSha256",
         "dataDigest",
+        "preparedUri",
+        "preparedSha256",
         "modelVersion",
     ):
         if facts.get(key) is not None:
