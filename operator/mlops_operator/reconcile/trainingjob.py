@@ -28,6 +28,7 @@ from mlops_operator.reconcile.pods import (
     failure_reason,
     job_condition,
     last_failure,
+    pod_result,
     results,
     succeeded,
 )
@@ -182,8 +183,10 @@ async def _tune(
     old = tj.get("status") or {}
     facts["startTime"] = job_status.get("startTime") or old.get("startTime")
     pods = await _pods(ctx, ns, name, "tune")
-    # Every finished trial goes into status as soon as it is seen (its pod may not outlive a drain).
-    facts["trials"] = record_trials(old.get("trials"), pods)
+    # Every finished trial goes into status as soon as it is seen (its pod may not outlive a
+    # drain): the pods listed now, and those the pod watch saw finish (maybe deleted since).
+    seen = [pod_result(p, build.CONTAINER) for p in ctx.seen_trial_pods(ns, name)]
+    facts["trials"] = record_trials(old.get("trials"), seen + pods)
     facts["trialsCompleted"] = len(facts["trials"])
     if (failed := job_condition(tune, "Failed")) is not None:
         message = str(failed.get("message") or "tuning Job failed")
@@ -368,4 +371,7 @@ async def reconcile(ctx: Context, tj: Mapping[str, Any]) -> bool:
         if isvc and phase in TERMINAL:  # a retraining run: its InferenceService's alert counts it
             ctx.metrics.retraining_done(tj["metadata"]["namespace"], isvc, str(phase).lower())
     await ctx.write_status(tj, new)
+    # Recorded in status now: the watch's copies of those pods can go.
+    recorded = None if phase in TERMINAL else [str(t.get("pod")) for t in new.get("trials") or []]
+    ctx.forget_trial_pods(tj["metadata"]["namespace"], tj["metadata"]["name"], recorded)
     return new.get("phase") in TERMINAL

@@ -113,3 +113,34 @@ def test_the_times_of_a_terminated_container_are_read() -> None:
     }
     record = trial_record(pod_result(pod, "trainer"))
     assert record is not None and record["durationSeconds"] == 65 and record["metric"] == "f1"
+
+
+def _finished_pod(name: str, index: int, score: float) -> dict[str, Any]:
+    message = f'{{"ok":true,"score":{score},"params":{{"C":{index}}},"metric":"accuracy"}}'
+    return {
+        "metadata": {"name": name, "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
+        "status": {
+            "phase": "Succeeded",
+            "containerStatuses": [
+                {"name": "trainer", "state": {"terminated": {"exitCode": 0, "message": message}}}
+            ],
+        },
+    }
+
+
+def test_a_trial_pod_seen_by_the_watch_is_recorded_after_its_deletion_and_then_forgotten() -> None:
+    from mlops_operator.reconcile.context import Context
+    from mlops_operator.settings import Settings
+
+    ctx = Context(kube=None, settings=Settings())  # type: ignore[arg-type]  # no API call here
+    ctx.saw_trial_pod("ns", "tj", _finished_pod("tj-tune-1-x", 1, 0.8))
+    ctx.saw_trial_pod("ns", "tj", _finished_pod("tj-tune-2-y", 2, 0.7))
+    ctx.saw_trial_pod("ns", "tj", {"metadata": {"name": "running"}, "status": {"phase": "Running"}})
+    # The pods are gone from the API (a drain deleted them); the watch's copies still count.
+    seen = [pod_result(p, "trainer") for p in ctx.seen_trial_pods("ns", "tj")]
+    trials = record_trials(None, seen)
+    assert [(t["index"], t["pod"]) for t in trials] == [(1, "tj-tune-1-x"), (2, "tj-tune-2-y")]
+    ctx.forget_trial_pods("ns", "tj", ["tj-tune-1-x"])  # a pass recorded only this one
+    assert [p["metadata"]["name"] for p in ctx.seen_trial_pods("ns", "tj")] == ["tj-tune-2-y"]
+    ctx.forget_trial_pods("ns", "tj")
+    assert ctx.seen_trial_pods("ns", "tj") == [] and ctx.trial_pods == {}
