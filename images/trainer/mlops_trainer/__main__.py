@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -139,6 +140,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         result = {"ok": False, "reason": "Internal", "message": f"{type(e).__name__}: {e}"}
         code = EXIT_TRANSIENT
     emit_result(result, path)
+    # The process's peak resident memory (Linux reports KiB): what the training benchmark reads
+    # from each pod's log (tests/benchmarks/training.py).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    logs.log("Finished", command=args.command, exitCode=code, peakMemoryBytes=peak)
     signal.signal(signal.SIGTERM, previous)
     return code
 
