@@ -107,6 +107,10 @@ bench: bench-serving bench-operator ## Both benchmarks (~20 min; results in test
 bench-serving: venv ## Ours vs MLServer vs KServe on one core each, with wrk (~12 min; needs wrk, taskset)
 	$(BIN)/python tests/benchmarks/serving.py $(SERVING_ARGS)
 
+.PHONY: bench-training
+bench-training: venv deploy ## A tuned TrainingJob on the real node vs GridSearchCV(n_jobs=2) in one process, 100k rows (TRAINING_ARGS="--rows 100000 --rows 1000000")
+	MLOPS_KUBECTL=$(KUBECTL) MLOPS_BENCH_KUBECONFIG=$(KUBECONFIG_FILE) $(BIN)/python tests/benchmarks/training.py $(TRAINING_ARGS)
+
 .PHONY: bench-operator
 bench-operator: venv cluster-up ## 1,000 TrainingJobs against the local cluster's kwok nodes (~8 min)
 	$(BIN)/python tests/benchmarks/operator_scale.py $(OPERATOR_ARGS)

@@ -21,8 +21,9 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from mlops_contract.api.common import GROUP, LABEL_MANAGED_BY, MANAGER, VERSION
+from mlops_contract.api.common import GROUP, LABEL_MANAGED_BY, LABEL_TRAINING_JOB, MANAGER, VERSION
 from mlops_operator import pausing
+from mlops_operator.build.trainingjob import LABEL_STEP
 from mlops_operator.kube import AsyncKube
 from mlops_operator.metrics import OperatorMetrics
 from mlops_operator.prometheus import PrometheusClient
@@ -228,6 +229,17 @@ def watch_children(group: str, version: str, plural: str, kind: str) -> None:
     ) -> None:
         _observe(kind, type, body, memo)
         kick_owner(meta, memo["ctx"])  # a changed, or edited or deleted, child gets its owner a pass
+
+
+# Finished tuning trial pods (issue #23): remembered from their events and their TrainingJob
+# woken, so a trial's score survives a drain that deletes the pod before a pass lists it.
+@kopf.on.event("", "v1", "pods", labels={**MANAGED, LABEL_STEP: "tune"}, id="trial-result")
+async def trial_pod_event(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    ctx: Context = memo["ctx"]
+    tj = (meta.get("labels") or {}).get(LABEL_TRAINING_JOB)
+    if tj and (body.get("status") or {}).get("phase") == "Succeeded":
+        ctx.saw_trial_pod(meta["namespace"], tj, body)
+        ctx.kick("TrainingJob", meta["namespace"], tj)
 
 
 watch_children("batch", "v1", "jobs", "Job")

@@ -398,3 +398,14 @@ def served(kube: Kube, namespace: str, deployment: str) -> str | None:
     """The ModelVersion a Deployment's pod template serves, or None without a Deployment."""
     d = kube.get("Deployment", namespace, deployment)
     return d["spec"]["template"]["metadata"]["labels"].get("mlops.dev/model-version") if d else None
+
+
+def run_prepare_step(kube: Kube, namespace: str, tj: str, pvc_root: Path) -> dict[str, Any]:
+    """A tuned TrainingJob's first step (issue #23): run its prepare pod's real trainer here and
+    end the pod; returns the trainer's result (preparedUri, sha256, reads)."""
+    labels = {"mlops.dev/training-job": tj, "mlops.dev/step": "prepare"}
+    pod = wait_for(lambda: pods_of(kube, namespace, labels), what=f"the prepare pod of {tj}")[0]
+    code, message = run_pod_locally(kube, namespace, pod, pvc_root)
+    assert code == 0, message
+    result: dict[str, Any] = json.loads(message)
+    return result

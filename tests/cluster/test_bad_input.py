@@ -27,6 +27,7 @@ from clusterkit import (
     kubectl,
     modelversion,
     pods_of,
+    run_prepare_step,
     status_of,
     trainingjob,
     wait_for,
@@ -229,10 +230,15 @@ def test_no_best_is_picked_from_an_incomplete_set_of_trials(
     if min_trials:
         tuning["minTrials"] = min_trials
     create(kube, namespace, trainingjob("holes", tuning=tuning))
+    run_prepare_step(kube, namespace, "holes", artifacts)
     finish_trials(kube, namespace, "holes", {0: SCORED, 1: UNSCORED})
     if min_trials:
         wait_for(lambda: kube.get("Job", namespace, "holes-train"), what="the refit Job")
-        status = status_of(kube, "TrainingJob", namespace, "holes")
+        # The refit Job is created before the pass writes the status that names its params.
+        status = wait_for(
+            lambda: (s := status_of(kube, "TrainingJob", namespace, "holes")).get("bestParams") and s,
+            what="bestParams in status",
+        )
         assert status["bestParams"] == {"C": 1.0}
         assert status["trialsCompleted"] == 1
         return

@@ -61,7 +61,7 @@ EXPECTED = {
     "services": "list watch create patch delete",
     "horizontalpodautoscalers.autoscaling": "get create patch delete",
     "networkpolicies.networking.k8s.io": "get create patch delete",
-    "pods": "list",
+    "pods": "list watch",
     "persistentvolumeclaims": "get",
     "events": "create",
     "customresourcedefinitions.apiextensions.k8s.io": "list watch",

@@ -4,6 +4,7 @@ exactly one ModelVersion, failures, invalid specs, and an operator restarted mid
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from clusterkit import (
     finish_pod,
     pods_of,
     run_pod_locally,
+    run_prepare_step,
     run_verification,
     status_of,
     trainingjob,
@@ -141,22 +143,53 @@ def test_tuning_runs_trials_in_an_indexed_job_and_refits_the_best(
         },
     )
     create(kube, namespace, spec)
+    # Prepared once (issue #23): only the prepare pod reads the raw data, once.
+    prepared = run_prepare_step(kube, namespace, "tuned", artifacts)
+    assert prepared["reads"] == [{"uri": "builtin:iris", "kind": "raw", "rows": 150}]
     tune = wait_for(lambda: kube.get("Job", namespace, "tuned-tune"), what="the tuning Job")
     assert tune["spec"]["completionMode"] == "Indexed"
     assert (tune["spec"]["completions"], tune["spec"]["parallelism"]) == (4, 2)
-    run_step(kube, namespace, "tuned", "tune", artifacts, count=2)
-    wait_for(
-        lambda: status_of(kube, "TrainingJob", namespace, "tuned").get("progress") == "2/4",
+    reads = [
+        json.loads(m)["reads"] for _, m in run_step(kube, namespace, "tuned", "tune", artifacts, count=2)
+    ]
+    early = wait_for(
+        lambda: (s := status_of(kube, "TrainingJob", namespace, "tuned")).get("progress") == "2/4" and s,
         what="progress 2/4",
     )
-    run_step(kube, namespace, "tuned", "tune", artifacts, count=2)
+    # Each finished trial is in status as soon as it is seen (issue #23); a drain that deletes
+    # the finished pods (and their termination messages) loses no score.
+    assert len(early["trials"]) == 2 and all({"params", "score", "pod"} <= set(t) for t in early["trials"])
+    for t in early["trials"]:
+        assert kube.delete("Pod", namespace, t["pod"])
+    wait_for(
+        lambda: not any(kube.get("Pod", namespace, t["pod"]) for t in early["trials"]),
+        what="the finished trial pods gone",
+    )
+    reads += [
+        json.loads(m)["reads"] for _, m in run_step(kube, namespace, "tuned", "tune", artifacts, count=2)
+    ]
     job = wait_for(lambda: kube.get("Job", namespace, "tuned-train"), what="the refit Job")
-    run_step(kube, namespace, "tuned", "train", artifacts)
+    reads += [json.loads(m)["reads"] for _, m in run_step(kube, namespace, "tuned", "train", artifacts)]
+    # Each trial and the final fit read the prepared data, verified by its sha256, never the raw data.
+    ref = {"uri": prepared["preparedUri"], "sha256": prepared["sha256"]}
+    assert reads == [[{**ref, "kind": "prepared", "rows": 150}]] * 5, reads
     status = wait_for(
         lambda: (s := status_of(kube, "TrainingJob", namespace, "tuned")).get("phase") == "Succeeded" and s,
         what="Succeeded",
     )
     assert status["progress"] == "4/4"
+    assert (status["preparedUri"], status["preparedSha256"]) == (ref["uri"], ref["sha256"])
+    assert status["dataDigest"] == prepared["dataDigest"]
+    meta = json.loads((artifacts / "artifacts/models/iris/tuned/model.json").read_text())
+    assert meta["prepared"] == ref and meta["dataReads"] == [{**ref, "kind": "prepared", "rows": 150}]
+    assert [t["index"] for t in status["trials"]] == [0, 1, 2, 3]
+    assert early["trials"] == [
+        t for t in status["trials"] if t["index"] in {e["index"] for e in early["trials"]}
+    ]
+    best = status["trials"][status["bestTrial"]]
+    assert best["params"] == status["bestParams"] and best["score"] == max(
+        t["score"] for t in status["trials"]
+    )
     assert status["bestParams"]["C"] in (0.01, 1.0, 10.0, 100.0)
     assert status["bestParams"]["C"] != 0.01  # heavily regularised LR is the worst on iris
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -238,6 +271,7 @@ def test_oom_killed_trial_is_reported_as_oomkilled(
             resources={"limits": {"memory": "256Mi"}},
         ),
     )
+    run_prepare_step(kube, namespace, "hungry", artifacts)
     labels = {"mlops.dev/training-job": "hungry", "mlops.dev/step": "tune"}
     trial = wait_for(lambda: pods_of(kube, namespace, labels), what="a trial pod")[0]
     finish_pod(kube, namespace, trial, 137, "", reason="OOMKilled")

@@ -1,5 +1,6 @@
 """mlops-trainer: the command the TrainingJob pods run.
 
+    mlops-trainer prepare [--config FILE] [--result PATH]
     mlops-trainer train   [--config FILE] [--result PATH]
     mlops-trainer trial   [--config FILE] [--index N] [--result PATH]
     mlops-trainer verify  --artifact DIR|URI --sha256 HEX [--result PATH]
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -46,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="mlops-trainer", description="Train, tune and verify scikit-learn models."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "prepare", parents=[common, with_config], help="load, validate and split the data once, as Parquet"
+    )
     commands.add_parser("train", parents=[common, with_config], help="fit, evaluate and write the artifact")
     trial = commands.add_parser("trial", parents=[common, with_config], help="run one tuning trial")
     trial.add_argument("--index", type=int, help=f"trial index (default: env {ENV_INDEX})")
@@ -99,6 +104,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
         from mlops_trainer.tuning import run_trial
 
         return run_trial(config, _trial_index(args.index, env), env)
+    if args.command == "prepare":
+        from mlops_trainer.prepared import run_prepare
+
+        return run_prepare(config, env)
     from mlops_trainer.train import run_train
 
     return run_train(config, env)
@@ -131,6 +140,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         result = {"ok": False, "reason": "Internal", "message": f"{type(e).__name__}: {e}"}
         code = EXIT_TRANSIENT
     emit_result(result, path)
+    # The process's peak resident memory (Linux reports KiB): what the training benchmark reads
+    # from each pod's log (tests/benchmarks/training.py).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    logs.log("Finished", command=args.command, exitCode=code, peakMemoryBytes=peak)
     signal.signal(signal.SIGTERM, previous)
     return code
 

@@ -22,6 +22,15 @@ from mlops_trainer.errors import BadInput
 ENV_CONFIG: Final = "MLOPS_CONFIG"
 
 
+class PreparedRef(BaseModel):
+    """The prepared data of this run (mlops_trainer.prepared): where, and its manifest's sha256."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uri: str = Field(min_length=1, max_length=2048)
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
 class TrainerConfig(BaseModel):
     """Parsed config; unknown top-level keys are ignored so a newer operator can add some."""
 
@@ -32,6 +41,7 @@ class TrainerConfig(BaseModel):
     spec: TrainingJobSpec
     params: dict[str, Any] = Field(default_factory=dict)
     trainer_image: str | None = None
+    prepared: PreparedRef | None = None
 
 
 def format_validation_error(error: ValidationError, prefix: str = "") -> str:

@@ -65,6 +65,17 @@ class Dataset:
     numeric_categorical: list[str]
     dropped_rows: int
     digest: str
+    # Prepared data (mlops_trainer.prepared): X holds the training rows only, in the types chosen
+    # on read; the dtypes the raw table had (the model's signature) and the number of rows.
+    raw_dtypes: Mapping[str, str] | None = None
+    rows: int | None = None
+
+    @property
+    def row_count(self) -> int:
+        return len(self.X) if self.rows is None else self.rows
+
+    def dtype_of(self, column: str) -> str:
+        return str(self.raw_dtypes[column]) if self.raw_dtypes else str(self.X[column].dtype)
 
     @property
     def categorical_all(self) -> list[str]:
@@ -322,7 +333,11 @@ def _align_extra(extra: pd.DataFrame, main: pd.DataFrame, columns: list[str], la
 
 
 def load_table(
-    spec: TrainingJobSpec, workdir: Path, env: Mapping[str, str], notes: list[str] | None = None
+    spec: TrainingJobSpec,
+    workdir: Path,
+    env: Mapping[str, str],
+    notes: list[str] | None = None,
+    reads: list[dict[str, Any]] | None = None,
 ) -> tuple[pd.DataFrame, list[str], str]:
     """The main source plus the extra sources: (table of features + target, features, target).
 
@@ -332,6 +347,8 @@ def load_table(
     target = resolve_target(spec)
     onehot = spec.data.prepare.encoding == "onehot"
     main = read_source(spec.data.source, target, workdir / "source-main", env, onehot=onehot)
+    if reads is not None:  # the trainer's own record of what it read (issue #23)
+        reads.append({"uri": spec.data.source.uri, "kind": "raw", "rows": len(main)})
     features = _select_features(main, spec, target)
     columns = [*features, target]
     tables = [main[columns]]
@@ -346,6 +363,8 @@ def load_table(
             if notes is not None:
                 notes.append(note)
             continue
+        if reads is not None:
+            reads.append({"uri": source.uri, "kind": "raw", "rows": len(extra)})
         label = f"data.extraSources[{i}] ({source.uri})"
         if not len(extra):
             log("Skipped empty extra source", source=source.uri)
@@ -503,9 +522,14 @@ def prepare_dataset(table: pd.DataFrame, features: list[str], target: str, spec:
 
 
 def load_dataset(
-    spec: TrainingJobSpec, workdir: Path, env: Mapping[str, str], notes: list[str] | None = None
+    spec: TrainingJobSpec,
+    workdir: Path,
+    env: Mapping[str, str],
+    notes: list[str] | None = None,
+    *,
+    reads: list[dict[str, Any]] | None = None,
 ) -> Dataset:
-    table, features, target = load_table(spec, workdir, env, notes)
+    table, features, target = load_table(spec, workdir, env, notes, reads)
     return prepare_dataset(table, features, target, spec)
 
 

@@ -6,6 +6,8 @@ Exit codes are the contract with the operator's Job (podFailurePolicy): 2 fails 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar, Final
 
 EXIT_OK: Final = 0
@@ -54,3 +56,19 @@ class VerificationFailed(TrainerError):
 
     reason = "VerificationFailed"
     exit_code = EXIT_VERIFICATION_FAILED
+
+
+@contextmanager
+def writing_output(uri: str, what: str) -> Iterator[None]:
+    """Classify the errors of writing `what` to the output location `uri`: a bad URI or a
+    refusal is bad input, a fault that may pass (or a local I/O error) is transient."""
+    from mlops_contract import storage
+
+    try:
+        yield
+    except storage.InvalidUri as e:
+        raise BadInput(f"output.uri: {e}") from e
+    except storage.FetchError as e:
+        raise (Transient(str(e)) if e.transient else BadInput(str(e))) from e
+    except OSError as e:
+        raise Transient(f"cannot write {what} to {uri}: {e}") from e

@@ -23,11 +23,12 @@ from mlops_contract.api.trainingjob import TrainingJobSpec
 from mlops_contract.checks import check_spec, primary_metric
 from mlops_contract.estimators import Task
 from mlops_trainer.config import TrainerConfig
-from mlops_trainer.data import Dataset, SplitData, load_dataset, split_dataset
-from mlops_trainer.errors import BadInput, Transient
+from mlops_trainer.data import Dataset, SplitData
+from mlops_trainer.errors import BadInput, writing_output
 from mlops_trainer.logs import log, phase
 from mlops_trainer.metrics import calibration, evaluate
 from mlops_trainer.pipeline import build_model, resolve_params, run_estimator
+from mlops_trainer.prepared import load_split
 
 
 def json_scalar(value: Any) -> Any:
@@ -38,7 +39,7 @@ def json_scalar(value: Any) -> Any:
 def signature(ds: Dataset, classes: list[Any] | None) -> dict[str, Any]:
     sig: dict[str, Any] = {
         "task": ds.task,
-        "features": [{"name": str(c), "dtype": str(ds.X[c].dtype)} for c in ds.X.columns],
+        "features": [{"name": str(c), "dtype": ds.dtype_of(str(c))} for c in ds.X.columns],
         "target": ds.target,
     }
     if classes is not None:
@@ -76,7 +77,7 @@ def failed_gates(spec: TrainingJobSpec, metrics: Mapping[str, float]) -> list[st
 
 def write_model(uri: str, model: Any, metadata: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     """Write the artifact to a pvc:// directory in place, or to s3:// through a scratch directory."""
-    try:
+    with writing_output(uri, "the artifact"):
         if uri.startswith("pvc://"):
             return artifact.write_artifact(
                 storage.local_path(uri, storage.default_pvc_root(env)), model, metadata
@@ -85,12 +86,6 @@ def write_model(uri: str, model: Any, metadata: dict[str, Any], env: Mapping[str
             written = artifact.write_artifact(scratch, model, metadata)
             storage.upload(scratch, uri, env)
             return written
-    except storage.InvalidUri as e:
-        raise BadInput(f"output.uri: {e}") from e
-    except storage.FetchError as e:
-        raise (Transient(str(e)) if e.transient else BadInput(str(e))) from e
-    except OSError as e:
-        raise Transient(f"cannot write the artifact to {uri}: {e}") from e
 
 
 def score_baseline(
@@ -130,12 +125,8 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
     params = resolve_params(spec, config.params)
 
     notes: list[str] = []
-    with phase("load") as info, tempfile.TemporaryDirectory(prefix="mlops-data-") as work:
-        ds = load_dataset(spec, Path(work), env, notes)
-        info.update(rows=len(ds.X), features=len(ds.X.columns), droppedRows=ds.dropped_rows)
-    with phase("split") as info:
-        split: SplitData = split_dataset(ds, spec.data.split)
-        info.update(trainRows=len(split.X_train), testRows=len(split.X_test), stratified=split.stratified)
+    reads: list[dict[str, Any]] = []
+    ds, split = load_split(config, env, notes, reads)
 
     model = build_model(ds, spec, params)
     with phase("fit", estimator=spec.estimator.class_name):
@@ -178,7 +169,11 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
         "dataDigest": ds.digest,
         "dataUri": spec.data.source.uri,
         "extraDataUris": [s.uri for s in spec.data.extra_sources or []],
-        "rows": len(ds.X),
+        # What this run read: the raw sources, or the prepared data (whose manifest lists the
+        # raw reads of the prepare step) with its sha256 (issue #23).
+        "dataReads": reads,
+        "prepared": config.prepared.model_dump() if config.prepared else None,
+        "rows": ds.row_count,
         "trainRows": len(split.X_train),
         "testRows": len(split.X_test),
         "trainedAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -215,6 +210,7 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
         "sha256": written["sha256"],
         "artifactUri": uri,
         "dataDigest": ds.digest,
+        "reads": reads,
         "params": params,
         "signature": metadata["signature"],
         **({"baseline": baseline} if baseline else {}),

@@ -9,26 +9,25 @@ JOB_COMPLETION_INDEX without coordination:
 - random: the index-th draw of ParameterSampler(space, n_iter, random_state=seed), where
   n_iter = min(maxTrials, number of combinations) (draws without replacement).
 
-A trial prepares the data exactly as `train` does, splits with the same seed, and reports the
+A trial reads the data the prepare step wrote once (mlops_trainer.prepared) or, without one,
+prepares the data exactly as `train` does and splits with the same seed; and reports the
 mean cross-validation score of the metric on the training split (never the held-out rows).
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from mlops_contract.api.trainingjob import Tuning, trial_count
 from mlops_contract.checks import check_spec, primary_metric
 from mlops_contract.estimators import HIGHER_IS_BETTER, Task
 from mlops_trainer.config import TrainerConfig
-from mlops_trainer.data import load_dataset, split_dataset
 from mlops_trainer.errors import BadInput
 from mlops_trainer.logs import log, phase
 from mlops_trainer.metrics import scorer
 from mlops_trainer.pipeline import build_model, resolve_params, run_estimator
+from mlops_trainer.prepared import load_split
 
 
 def trial_params(tuning: Tuning, index: int) -> dict[str, Any]:
@@ -50,7 +49,8 @@ def tuning_metric(config: TrainerConfig, task: Task) -> str:
 
 
 def run_trial(config: TrainerConfig, index: int, env: Mapping[str, str]) -> dict[str, Any]:
-    """Cross-validate trial `index`; the result is {"ok", "trial", "params", "score", "metric"}."""
+    """Cross-validate trial `index`; the result is {"ok", "trial", "params", "score", "metric", "reads"}
+    (`reads`: what this pod read, the prepared data when the config names it)."""
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
     spec = config.spec
@@ -64,10 +64,8 @@ def run_trial(config: TrainerConfig, index: int, env: Mapping[str, str]) -> dict
     except ValueError as e:
         raise BadInput(str(e)) from e
     log("Started trial", phase="trial", trial=index, params=params)
-    with phase("load") as info, tempfile.TemporaryDirectory(prefix="mlops-data-") as work:
-        ds = load_dataset(spec, Path(work), env)
-        info["rows"] = len(ds.X)
-    split = split_dataset(ds, spec.data.split)
+    reads: list[dict[str, Any]] = []
+    ds, split = load_split(config, env, [], reads)
     metric = tuning_metric(config, ds.task)
     classes = sorted(split.y_train.unique().tolist())
     model = build_model(ds, spec, resolve_params(spec, {**config.params, **params}))
@@ -93,4 +91,4 @@ def run_trial(config: TrainerConfig, index: int, env: Mapping[str, str]) -> dict
     mean = float(scores.mean())
     score = mean if HIGHER_IS_BETTER[metric] else -mean
     log("Finished trial", phase="trial", trial=index, metric=metric, score=score)
-    return {"ok": True, "trial": index, "params": params, "score": score, "metric": metric}
+    return {"ok": True, "trial": index, "params": params, "score": score, "metric": metric, "reads": reads}

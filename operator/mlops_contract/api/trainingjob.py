@@ -299,6 +299,19 @@ class TrainingJobSpec(PodOptions):
     )
 
 
+class TrialResult(Status):
+    """A finished tuning trial, recorded as soon as the operator sees it (its pod may be deleted later)."""
+
+    index: int = Field(ge=0, description="The trial's completion index in the tuning Job.")
+    params: FreeForm | None = Field(None, description="The trial's hyperparameters.")
+    score: float = Field(
+        description="Mean cross-validation score of the tuning metric (the metric's own sign)."
+    )
+    metric: str | None = Field(None, description="The tuning metric.")
+    duration_seconds: int | None = Field(None, ge=0, description="How long the trial's container ran.")
+    pod: str | None = Field(None, description="The pod that ran it.")
+
+
 class TrainingJobStatus(Status):
     """Observed state of a TrainingJob, written by the operator."""
 
@@ -328,10 +341,22 @@ class TrainingJobStatus(Status):
     primary_metric: str | None = Field(None, description="Name of the metric that ranks versions.")
     score: float | None = Field(None, description="Value of the primary metric.")
     best_params: FreeForm | None = Field(None, description="Parameters of the best tuning trial.")
+    best_trial: int | None = Field(None, description="Index of the best tuning trial.")
+    trials: list[TrialResult] | None = Field(
+        None,
+        max_length=1000,
+        description="Finished tuning trials by index, each recorded as soon as it is seen (issue #23).",
+    )
     gates_passed: bool | None = Field(None, description="Whether every evaluation gate held.")
     artifact_uri: str | None = Field(None, description="Where the artifact was written.")
     artifact_sha256: str | None = Field(None, description="sha256 of the model file.")
     data_digest: str | None = Field(None, description="sha256 of the prepared training table (lineage).")
+    prepared_uri: str | None = Field(
+        None, description="Where the prepare step wrote the split data as Parquet (tuned runs, issue #23)."
+    )
+    prepared_sha256: str | None = Field(
+        None, description="sha256 of the prepared data's manifest (which holds each file's sha256)."
+    )
     model_version: str | None = Field(None, description="Name of the ModelVersion this run created.")
     message: str | None = Field(None, description="Last error or outcome, human readable.")
 

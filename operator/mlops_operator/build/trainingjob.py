@@ -44,9 +44,19 @@ def tune_job_name(tj_name: str) -> str:
     return child_name(tj_name, "tune")
 
 
+def prepare_job_name(tj_name: str) -> str:
+    return child_name(tj_name, "prepare")
+
+
 def trainer_config(
-    tj: Mapping[str, Any], spec: TrainingJobSpec, settings: Settings, params: Mapping[str, Any] | None
+    tj: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    settings: Settings,
+    params: Mapping[str, Any] | None,
+    prepared: Mapping[str, str] | None = None,
 ) -> str:
+    """The trainer's MLOPS_CONFIG; `prepared` ({uri, sha256}) names the data the prepare step
+    wrote, which the trials and the final fit read instead of the raw sources (issue #23)."""
     config: dict[str, Any] = {
         "name": tj["metadata"]["name"],
         "namespace": tj["metadata"]["namespace"],
@@ -55,6 +65,8 @@ def trainer_config(
     }
     if params:
         config["params"] = dict(params)
+    if prepared:
+        config["prepared"] = dict(prepared)
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
@@ -177,6 +189,7 @@ def _job(
     args: list[str],
     params: Mapping[str, Any] | None = None,
     indexed: tuple[int, int] | None = None,
+    prepared: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     tj_name = tj["metadata"]["name"]
     lbls = labels("trainer", tj_name, spec.model, **{LABEL_TRAINING_JOB: tj_name, LABEL_STEP: step})
@@ -190,7 +203,7 @@ def _job(
         args=args,
         mounts=mounts,
         resources=resources(spec.resources.to_dict() if spec.resources else None, DEFAULT_RESOURCES),
-        env=[{"name": "MLOPS_CONFIG", "value": trainer_config(tj, spec, settings, params)}],
+        env=[{"name": "MLOPS_CONFIG", "value": trainer_config(tj, spec, settings, params, prepared)}],
     )
     env_from = _secret_env(spec)
     if env_from:
@@ -210,18 +223,43 @@ def _job(
 
 
 def training_job(
-    tj: Mapping[str, Any], spec: TrainingJobSpec, settings: Settings, params: Mapping[str, Any] | None = None
+    tj: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    settings: Settings,
+    params: Mapping[str, Any] | None = None,
+    prepared: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The Job that prepares the data, fits (with `params`, e.g. the best trial's), evaluates and saves."""
+    """The Job that fits (with `params`, e.g. the best trial's), evaluates and saves; it prepares
+    the data itself unless `prepared` names the prepare step's output."""
     name = train_job_name(tj["metadata"]["name"])
-    return _job(tj, spec, settings, step="train", name=name, args=["train"], params=params)
+    return _job(tj, spec, settings, step="train", name=name, args=["train"], params=params, prepared=prepared)
+
+
+def preparing_job(tj: Mapping[str, Any], spec: TrainingJobSpec, settings: Settings) -> dict[str, Any]:
+    """The Job that loads, validates and splits the raw data once and writes it as Parquet next
+    to the artifact (a tuned run's first step: its trials and final fit read that, issue #23)."""
+    name = prepare_job_name(tj["metadata"]["name"])
+    return _job(tj, spec, settings, step="prepare", name=name, args=["prepare"])
 
 
 def tuning_job(
-    tj: Mapping[str, Any], spec: TrainingJobSpec, settings: Settings, trials: int
+    tj: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    settings: Settings,
+    trials: int,
+    prepared: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The Indexed Job running `trials` cross-validated trials, `parallelism` at a time."""
     assert spec.tuning is not None  # callers only build it for tuned jobs
     name = tune_job_name(tj["metadata"]["name"])
     parallelism = min(spec.tuning.parallelism, trials)
-    return _job(tj, spec, settings, step="tune", name=name, args=["trial"], indexed=(trials, parallelism))
+    return _job(
+        tj,
+        spec,
+        settings,
+        step="tune",
+        name=name,
+        args=["trial"],
+        indexed=(trials, parallelism),
+        prepared=prepared,
+    )

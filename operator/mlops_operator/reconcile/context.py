@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,31 @@ class Context:
     _applied: dict[tuple[str, str, str], tuple[str, str, float]] = field(default_factory=dict)
     # Children known not to exist (checked or deleted by this process), so they are not re-read.
     _absent: set[tuple[str, str, str]] = field(default_factory=set)
+    # Finished trial pods as their watch events showed them, per (namespace, TrainingJob), until
+    # a pass has recorded them in status: a drain may delete a pod before any pass lists it,
+    # but its last event still carries the termination message (issue #23).
+    trial_pods: dict[tuple[str, str], dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def saw_trial_pod(self, namespace: str, trainingjob: str, pod: Mapping[str, Any]) -> None:
+        """Keep a finished trial pod's body from a watch event (any other pod is ignored)."""
+        if ((pod.get("status") or {}).get("phase")) == "Succeeded":
+            self.trial_pods.setdefault((namespace, trainingjob), {})[pod["metadata"]["name"]] = dict(pod)
+
+    def seen_trial_pods(self, namespace: str, trainingjob: str) -> list[dict[str, Any]]:
+        return list(self.trial_pods.get((namespace, trainingjob), {}).values())
+
+    def forget_trial_pods(
+        self, namespace: str, trainingjob: str, recorded: Iterable[str] | None = None
+    ) -> None:
+        """Drop the kept pods named in `recorded` (the pods of trials now in status), or all."""
+        if recorded is None:
+            self.trial_pods.pop((namespace, trainingjob), None)
+            return
+        kept = self.trial_pods.get((namespace, trainingjob), {})
+        for name in recorded:
+            kept.pop(name, None)
+        if not kept:
+            self.trial_pods.pop((namespace, trainingjob), None)
 
     def now(self) -> str:
         return format_time(self.clock())

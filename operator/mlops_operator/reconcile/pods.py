@@ -21,6 +21,9 @@ class PodResult:
     # The kubelet's reason for the container's end (OOMKilled, Error, Completed) and its memory limit.
     reason: str | None = None
     memory_limit: str | None = None
+    # When the container ran (RFC 3339, from its terminated state): a trial's duration.
+    started_at: str | None = None
+    finished_at: str | None = None
 
 
 class Lister(Protocol):
@@ -71,6 +74,8 @@ def pod_result(pod: Mapping[str, Any], container: str) -> PodResult:
         index=int(index) if index is not None and str(index).isdigit() else None,
         reason=terminated.get("reason"),
         memory_limit=None if limit is None else str(limit),
+        started_at=terminated.get("startedAt"),
+        finished_at=terminated.get("finishedAt"),
     )
 
 

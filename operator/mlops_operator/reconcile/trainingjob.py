@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from mlops_contract.api.common import LABEL_INFERENCE_SERVICE, LABEL_TRAINING_JOB
 from mlops_contract.api.trainingjob import TrainingJobSpec, trial_count
 from mlops_contract.checks import check_spec
-from mlops_contract.estimators import ESTIMATORS, HIGHER_IS_BETTER
+from mlops_contract.estimators import ESTIMATORS
 from mlops_operator import tenancy
 from mlops_operator.build import modelversion as mv_build
 from mlops_operator.build import trainingjob as build
@@ -28,9 +28,11 @@ from mlops_operator.reconcile.pods import (
     failure_reason,
     job_condition,
     last_failure,
+    pod_result,
     results,
     succeeded,
 )
+from mlops_operator.reconcile.trials import best_record, record_trials
 from mlops_operator.status.conditions import READY, Cond, kstatus, merge, tf
 
 TERMINAL: Final = ("Succeeded", "Failed")
@@ -43,20 +45,6 @@ def _fail(reason: str, message: str) -> dict[str, Any]:
 
 async def _pods(ctx: Context, ns: str, tj: str, step: str) -> list[PodResult]:
     return await results(ctx.kube, ns, {LABEL_TRAINING_JOB: tj, build.LABEL_STEP: step}, build.CONTAINER)
-
-
-def best_trial(results: list[PodResult]) -> PodResult | None:
-    """The successful trial with the best score; scores keep their metric's sign (rmse: lower is better)."""
-    ok = [r for r in succeeded(results) if isinstance((r.result or {}).get("score"), (int, float))]
-    if not ok:
-        return None
-
-    def key(r: PodResult) -> tuple[float, int]:
-        result = r.result or {}
-        sign = 1.0 if HIGHER_IS_BETTER.get(str(result.get("metric")), True) else -1.0
-        return (sign * float(result["score"]), -(r.index or 0))
-
-    return max(ok, key=key)
 
 
 async def _ensure_model_version(
@@ -87,23 +75,15 @@ async def _ensure_model_version(
         raise RuntimeError(f"could not find a free version number for model {spec.model}")
 
 
-def scored_trials(results: list[PodResult]) -> dict[int, PodResult]:
-    """The trials that reported a score, one per index (the last pod of an index that did)."""
-    out: dict[int, PodResult] = {}
-    for r in succeeded(results):
-        if isinstance((r.result or {}).get("score"), (int, float)):
-            out[r.index if r.index is not None else -1] = r
-    return out
-
-
-def tuning_outcome(spec: TrainingJobSpec, trials: int, results: list[PodResult]) -> dict[str, Any]:
-    """Facts of a completed tuning Job (pure): the best trial's params, or why none is picked.
+def tuning_outcome(spec: TrainingJobSpec, trials: int, recorded: list[dict[str, Any]]) -> dict[str, Any]:
+    """Facts of a completed tuning Job (pure): the best recorded trial's params, or why none is picked.
 
     A best is picked only from a complete set of scored trials, or from at least
     `tuning.minTrials` of them (issue #19: a trial stopped by an eviction used to leave a hole
-    the best was silently picked around)."""
+    the best was silently picked around). `recorded` are the trials in status (reconcile/trials.py),
+    so a finished trial whose pod a drain deleted still counts (issue #23)."""
     assert spec.tuning is not None
-    scored = scored_trials(results)
+    scored = {int(t["index"]): t for t in recorded}
     facts: dict[str, Any] = {"trialsCompleted": len(scored)}
     required = spec.tuning.min_trials or trials
     if len(scored) < min(required, trials):
@@ -118,10 +98,10 @@ def tuning_outcome(spec: TrainingJobSpec, trials: int, results: list[PodResult])
             "IncompleteTuning",
             f"{len(scored)} of {trials} trials reported a score (missing: {shown}); {allowed}",
         )
-    best = best_trial(list(scored.values()))
-    if best is None or best.result is None:
+    best = best_record(scored.values())
+    if best is None:
         return facts | _fail("TuningFailed", "no trial reported a score")
-    return facts | {"bestParams": dict(best.result.get("params") or {})}
+    return facts | {"bestParams": dict(best.get("params") or {}), "bestTrial": int(best["index"])}
 
 
 async def _check(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any] | None:
@@ -145,7 +125,48 @@ async def _check(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> 
     return None
 
 
-async def _tune(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any]:
+def prepared_ref(facts: Mapping[str, Any]) -> dict[str, str] | None:
+    """The prepare step's output as the trainer's config names it (pure)."""
+    uri, sha256 = facts.get("preparedUri"), facts.get("preparedSha256")
+    return {"uri": str(uri), "sha256": str(sha256)} if uri and sha256 else None
+
+
+def prepared_facts(results: list[PodResult]) -> dict[str, Any]:
+    """Facts of a finished prepare Job (pure): where the data went and its manifest's sha256."""
+    done = [r.result for r in succeeded(results) if r.result]
+    result = done[-1] if done else {}
+    uri, sha256 = result.get("preparedUri"), result.get("sha256")
+    if not isinstance(uri, str) or not isinstance(sha256, str):
+        return _fail("NoResult", "the prepare pod finished without naming the prepared data")
+    return {"preparedUri": uri, "preparedSha256": sha256, "dataDigest": result.get("dataDigest")}
+
+
+async def _prepare(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> dict[str, Any]:
+    """Run the prepare Job once; its facts, with `preparedUri`/`preparedSha256` once done.
+
+    Recorded in status the first time they are seen, so a deleted prepare pod loses nothing."""
+    old = tj.get("status") or {}
+    if prepared_ref(old):
+        return {k: old[k] for k in ("preparedUri", "preparedSha256", "dataDigest") if old.get(k)}
+    ns, name = tj["metadata"]["namespace"], tj["metadata"]["name"]
+    job = await ctx.kube.get("Job", ns, build.prepare_job_name(name))
+    if job is None:
+        job, created = await ctx.kube.create(build.preparing_job(tj, spec, ctx.settings))
+        if created:
+            await ctx.event(tj, "PrepareStarted", f"Created Job {build.prepare_job_name(name)}")
+    facts: dict[str, Any] = {"startTime": (job.get("status") or {}).get("startTime") or old.get("startTime")}
+    if (failed := job_condition(job, "Failed")) is not None:
+        failure = last_failure(await _pods(ctx, ns, name, "prepare"))
+        message = failure_message(failure, str(failed.get("message") or "prepare Job failed"))
+        return facts | _fail(failure_reason(failure, "PrepareFailed"), message)
+    if not job_condition(job, "Complete"):
+        return facts | {"phase": "Running", "reason": "Preparing", "message": "preparing the data"}
+    return facts | prepared_facts(await _pods(ctx, ns, name, "prepare"))
+
+
+async def _tune(
+    ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec, prepared: Mapping[str, str] | None
+) -> dict[str, Any]:
     """Run the tuning Job; its facts, with `bestParams` once a best is picked."""
     assert spec.tuning is not None
     ns, name = tj["metadata"]["namespace"], tj["metadata"]["name"]
@@ -153,32 +174,42 @@ async def _tune(ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec) -> d
     facts: dict[str, Any] = {"trialsTotal": trials, "tuningJobName": build.tune_job_name(name)}
     tune = await ctx.kube.get("Job", ns, build.tune_job_name(name))
     if tune is None:
-        tune, created = await ctx.kube.create(build.tuning_job(tj, spec, ctx.settings, trials))
+        tune, created = await ctx.kube.create(build.tuning_job(tj, spec, ctx.settings, trials, prepared))
         if created:
             await ctx.event(
                 tj, "TuningStarted", f"Created Job {build.tune_job_name(name)} with {trials} trials"
             )
     job_status = tune.get("status") or {}
-    facts["startTime"] = job_status.get("startTime") or (tj.get("status") or {}).get("startTime")
-    facts["trialsCompleted"] = min(int(job_status.get("succeeded") or 0), trials)
+    old = tj.get("status") or {}
+    facts["startTime"] = job_status.get("startTime") or old.get("startTime")
+    pods = await _pods(ctx, ns, name, "tune")
+    # Every finished trial goes into status as soon as it is seen (its pod may not outlive a
+    # drain): the pods listed now, and those the pod watch saw finish (maybe deleted since).
+    seen = [pod_result(p, build.CONTAINER) for p in ctx.seen_trial_pods(ns, name)]
+    facts["trials"] = record_trials(old.get("trials"), seen + pods)
+    facts["trialsCompleted"] = len(facts["trials"])
     if (failed := job_condition(tune, "Failed")) is not None:
         message = str(failed.get("message") or "tuning Job failed")
-        failure = last_failure(await _pods(ctx, ns, name, "tune"))
+        failure = last_failure(pods)
         return facts | _fail(failure_reason(failure, "TuningFailed"), failure_message(failure, message))
     if not job_condition(tune, "Complete"):
         done = f"{facts['trialsCompleted']}/{trials} trials done"
         return facts | {"phase": "Running", "reason": "Tuning", "message": done}
-    return facts | tuning_outcome(spec, trials, await _pods(ctx, ns, name, "tune"))
+    return facts | tuning_outcome(spec, trials, facts["trials"])
 
 
 async def _train(
-    ctx: Context, tj: Mapping[str, Any], spec: TrainingJobSpec, params: Mapping[str, Any] | None
+    ctx: Context,
+    tj: Mapping[str, Any],
+    spec: TrainingJobSpec,
+    params: Mapping[str, Any] | None,
+    prepared: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], Mapping[str, Any] | None]:
     """Run the training Job -> (its facts, the trainer's result once it succeeded)."""
     ns, name = tj["metadata"]["namespace"], tj["metadata"]["name"]
     job = await ctx.kube.get("Job", ns, build.train_job_name(name))
     if job is None:
-        job, created = await ctx.kube.create(build.training_job(tj, spec, ctx.settings, params))
+        job, created = await ctx.kube.create(build.training_job(tj, spec, ctx.settings, params, prepared))
         if created:
             await ctx.event(tj, "TrainingStarted", f"Created Job {build.train_job_name(name)}")
     job_status = job.get("status") or {}
@@ -225,11 +256,14 @@ async def observe_and_act(ctx: Context, tj: Mapping[str, Any], spec: TrainingJob
     if stop is not None:
         return stop
     facts: dict[str, Any] = {}
-    if spec.tuning:
-        facts = await _tune(ctx, tj, spec)
+    if spec.tuning:  # prepared once, read by every trial and the final fit (issue #23)
+        facts = await _prepare(ctx, tj, spec)
+        if facts.get("phase"):
+            return facts
+        facts |= await _tune(ctx, tj, spec, prepared_ref(facts))
         if "bestParams" not in facts:
             return facts
-    trained, result = await _train(ctx, tj, spec, facts.get("bestParams"))
+    trained, result = await _train(ctx, tj, spec, facts.get("bestParams"), prepared_ref(facts))
     facts |= {k: v for k, v in trained.items() if k != "startTime" or not facts.get("startTime")}
     if result is None:
         return facts
@@ -290,10 +324,14 @@ def compute_status(tj: Mapping[str, Any], facts: Mapping[str, Any], now: str) ->
         "primaryMetric",
         "score",
         "bestParams",
+        "bestTrial",
+        "trials",
         "gatesPassed",
         "artifactUri",
         "artifactSha256",
         "dataDigest",
+        "preparedUri",
+        "preparedSha256",
         "modelVersion",
     ):
         if facts.get(key) is not None:
@@ -333,4 +371,7 @@ async def reconcile(ctx: Context, tj: Mapping[str, Any]) -> bool:
         if isvc and phase in TERMINAL:  # a retraining run: its InferenceService's alert counts it
             ctx.metrics.retraining_done(tj["metadata"]["namespace"], isvc, str(phase).lower())
     await ctx.write_status(tj, new)
+    # Recorded in status now: the watch's copies of those pods can go.
+    recorded = None if phase in TERMINAL else [str(t.get("pod")) for t in new.get("trials") or []]
+    ctx.forget_trial_pods(tj["metadata"]["namespace"], tj["metadata"]["name"], recorded)
     return new.get("phase") in TERMINAL

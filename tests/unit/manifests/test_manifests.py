@@ -32,7 +32,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("", "services"): {"list", "watch", "create", "patch", "delete"},  # delete: <isvc>-shadow (issue #22)
     ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
     ("networking.k8s.io", "networkpolicies"): {"get", "create", "patch", "delete"},
-    ("", "pods"): {"list"},
+    ("", "pods"): {"list", "watch"},  # watch: tuning trial pods only (issue #23)
     ("", "persistentvolumeclaims"): {"get"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},

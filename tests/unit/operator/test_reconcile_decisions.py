@@ -13,6 +13,7 @@ from mlops_contract.api.trainingjob import TrainingJobSpec
 from mlops_operator.reconcile.modelversion import job_verification, settled
 from mlops_operator.reconcile.pods import PodResult, failure_message, failure_reason, pod_result
 from mlops_operator.reconcile.trainingjob import registered_facts, tuning_outcome
+from mlops_operator.reconcile.trials import record_trials
 
 
 def spec(**tuning: Any) -> TrainingJobSpec:
@@ -67,7 +68,7 @@ OUTCOMES = {
 def test_tuning_outcome(
     tuning: dict[str, Any], results: list[PodResult], reason: str | None, best: Any, scored: int
 ) -> None:
-    facts = tuning_outcome(spec(**tuning), 3, results)
+    facts = tuning_outcome(spec(**tuning), 3, record_trials(None, results))
     assert facts.get("reason") == reason
     assert facts.get("bestParams") == best
     assert facts["trialsCompleted"] == scored
@@ -167,3 +168,39 @@ def test_registered_facts_say_what_the_run_trained_without() -> None:
     facts = registered_facts("iris-v2", result)
     assert facts["message"] == "ModelVersion iris-v2 registered; trained without s3://b/log"
     assert registered_facts("iris-v2", {"metrics": {}})["message"] == "ModelVersion iris-v2 registered"
+
+
+def test_a_finished_prepare_job_names_its_data_and_a_missing_result_fails() -> None:
+    from mlops_operator.reconcile.trainingjob import prepared_facts, prepared_ref
+
+    done = PodResult("p", "Succeeded", 0, {"ok": True, "preparedUri": "pvc://a/p", "sha256": "ab"}, "", None)
+    facts = prepared_facts([done])
+    assert prepared_ref(facts) == {"uri": "pvc://a/p", "sha256": "ab"}
+    empty = prepared_facts([PodResult("p", "Succeeded", 0, {"ok": True}, "", None)])
+    assert empty["reason"] == "NoResult" and prepared_ref(empty) is None
+
+
+def test_the_prepared_data_reaches_the_trials_and_the_refit_but_not_the_prepare_step() -> None:
+    import json
+
+    from mlops_operator.build import trainingjob as build
+    from mlops_operator.settings import Settings
+
+    tj = {
+        "metadata": {"name": "t", "namespace": "n", "uid": "u"},
+        "apiVersion": "mlops.dev/v1alpha1",
+        "kind": "TrainingJob",
+    }
+    ref = {"uri": "pvc://a/p", "sha256": "ab"}
+
+    def config(job: dict[str, Any]) -> dict[str, Any]:
+        env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        loaded: dict[str, Any] = json.loads(next(e["value"] for e in env if e["name"] == "MLOPS_CONFIG"))
+        return loaded
+
+    settings = Settings()
+    prepare = build.preparing_job(tj, spec(), settings)
+    assert prepare["metadata"]["name"] == "t-prepare" and "prepared" not in config(prepare)
+    assert prepare["spec"]["template"]["spec"]["containers"][0]["args"] == ["prepare"]
+    assert config(build.tuning_job(tj, spec(), settings, 3, ref))["prepared"] == ref
+    assert config(build.training_job(tj, spec(), settings, {"C": 1}, ref))["prepared"] == ref

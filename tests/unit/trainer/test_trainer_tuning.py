@@ -159,6 +159,9 @@ def test_trial_reports_the_cross_validated_metric(
         "params": {"max_depth": 4},
         "score": run.result["score"],
         "metric": metric,
+        "reads": [
+            {"uri": spec["data"]["source"]["uri"], "kind": "raw", "rows": run.result["reads"][0]["rows"]}
+        ],
     }
     score = run.result["score"]
     if metric in ("rmse", "mae"):
