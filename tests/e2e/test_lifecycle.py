@@ -120,6 +120,54 @@ def test_inferenceservice_serves_predictions_through_its_service(cluster: Cluste
     assert cluster.status(namespace, "modelversion", "iris-v1").get("stage") == "Production"
 
 
+def schedulable_nodes(cluster: Cluster) -> list[str]:
+    """Ready nodes without a NoSchedule taint: where the serving pods may go."""
+    names = []
+    for node in cluster.get("default", "nodes")["items"]:
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+        tainted = any(t.get("effect") == "NoSchedule" for t in node["spec"].get("taints") or [])
+        if ready and not tainted:
+            names.append(node["metadata"]["name"])
+    return names
+
+
+SPREAD_CLIENT = """
+import json, urllib.request
+pods, url, rows = {pods!r}, {url!r}, {rows!r}
+def served(ip):
+    # The pod's own count of answered inference requests (its /metrics, not the Service's).
+    text = urllib.request.urlopen(f"http://{{ip}}:8082/metrics", timeout=10).read().decode()
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("mlops_requests_total{{"))
+before = {{ip: served(ip) for ip in pods}}
+body = json.dumps({{"inputs": [{{"name": "input-0", "shape": [len(rows), 4], "datatype": "FP64",
+                                "data": [x for row in rows for x in row]}}]}}).encode()
+for _ in range({n}):
+    # A new connection each time: the Service balances connections, not requests.
+    req = urllib.request.Request(url + "/infer", body, {{"Content-Type": "application/json"}})
+    urllib.request.urlopen(req, timeout=10).read()
+print(json.dumps({{ip: served(ip) - before[ip] for ip in pods}}))
+"""
+
+
+def test_replicas_on_two_nodes_both_answer_through_the_service(cluster: Cluster, namespace: str) -> None:
+    """The two replicas run on two different nodes (the Deployment's spread over hostnames), and
+    requests to status.url reach both: each pod's own request counter rises."""
+    if len(schedulable_nodes(cluster)) < 2:
+        pytest.skip("one schedulable node (the local cluster's real node): spreading needs two, as on kind")
+    pods = cluster.get(namespace, "pods", selector="mlops.dev/inference-service=iris")["items"]
+    pods = [p for p in pods if p["metadata"].get("deletionTimestamp") is None]
+    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
+    nodes = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods}
+    assert len(set(nodes.values())) == 2, f"both replicas on one node: {nodes}"
+    url = cluster.status(namespace, "inferenceservice", "iris")["url"]
+    ips = [p["status"]["podIP"] for p in pods]
+    # 40 connections: the chance that one pod gets none of them is 2 x 2^-40.
+    code = SPREAD_CLIENT.format(pods=ips, url=url, rows=ROWS, n=40)
+    counts = json.loads(cluster.run_python(namespace, "predict-spread", code).strip().splitlines()[-1])
+    assert sum(counts.values()) >= 40, counts
+    assert all(c > 0 for c in counts.values()), f"a replica answered nothing: {counts} (nodes {nodes})"
+
+
 GRPC_CLIENT = """
 import json, grpc, numpy as np
 from mlops_server.proto import inference_pb2 as pb
