@@ -187,5 +187,5 @@ kind-load: $(KIND) ## Load the images into the kind cluster (kind load image-arc
 	DOCKER_HOST=unix:///run/mlops-kind/docker.sock $(KIND) load image-archive $(IMAGE_ARCHIVE) --name $(KIND_CLUSTER)
 
 .PHONY: kind-down
-kind-down: $(KIND) ## Delete the kind cluster and stop its Docker daemon
+kind-down: ## Delete the kind cluster and stop its Docker daemon
 	$(KIND_ENV) tests/cluster/kind/down.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up the kind cluster (cluster.yaml: one control-plane node, two workers) on the kind
-# Docker daemon (dockerd.sh) and waits until every node is Ready and CoreDNS answers.
+# Docker daemon (dockerd.sh), waits until every node is Ready and CoreDNS answers, and starts
+# and publishes the cluster's S3 server (s3.sh).
 #
 #   KIND=/path/to/kind KUBECONFIG_FILE=/path/to/kubeconfig tests/cluster/kind/up.sh
 #
@@ -43,5 +44,7 @@ mkdir -p "$(dirname "$KUBECONFIG_FILE")"
 k=("$kubectl" --kubeconfig "$KUBECONFIG_FILE")
 "${k[@]}" wait --for=condition=Ready nodes --all --timeout="$wait" >&2
 "${k[@]}" -n kube-system rollout status deployment/coredns --timeout="$wait" >&2
+# The S3 server the e2e tier (STORAGE=s3) and the demo keep artifacts in (s3.sh).
+KUBECTL=$kubectl KUBECONFIG_FILE=$KUBECONFIG_FILE "$here/s3.sh" start
 "${k[@]}" get nodes -o wide >&2
 log "cluster $name ready in $((SECONDS - t0)) s; kubeconfig: $KUBECONFIG_FILE"
