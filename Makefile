@@ -63,12 +63,16 @@ integration: venv ## Cluster tier: the operator in-process against the local clu
 	MLOPS_KUBECTL=$$($(LOCAL)/build.sh | tail -n 1)/kubectl $(BIN)/pytest tests/cluster -q -m cluster $(PYTEST_ARGS)
 
 E2E_ARGS ?=
+# Where the e2e tier and the demo keep artifacts, data, models and the prediction log (issue #17):
+# pvc (a claim; the e2e loop also runs once on S3) or s3 (the cluster's S3 server, no claim at all).
+STORAGE ?= pvc
 .PHONY: e2e
-e2e: venv deploy ## End-to-end tier: the operator deployed from manifests/, real pods (CLUSTER=local|kind)
+e2e: venv deploy ## End-to-end tier: the operator deployed from manifests/, real pods (CLUSTER=local|kind, STORAGE=pvc|s3)
 ifneq ($(CLUSTER),kind)
 	$(LOCAL)/prometheus.sh start
 endif
 	MLOPS_KUBECTL=$(KUBECTL) MLOPS_E2E_KUBECONFIG=$(KUBECONFIG_FILE) MLOPS_E2E_OVERLAY=manifests/overlays/$(CLUSTER) \
+	  MLOPS_E2E_STORAGE=$(STORAGE) \
 	  $(if $(filter kind,$(CLUSTER)),,MLOPS_E2E_PROMETHEUS_URL=$$($(LOCAL)/prometheus.sh url)) \
 	  $(BIN)/pytest tests/e2e -q -m e2e $(E2E_ARGS)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2ekit import Cluster, sample
+from e2ekit import Cluster, Storage, sample
 
 from waiting import wait_for
 
@@ -25,9 +25,11 @@ ROWS += [[6.3, 3.3, 6.0, 2.5], [7.7, 3.0, 6.1, 2.3]]
 LABELS = [0, 0, 1, 1, 2, 2]
 
 
-def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
+def trainingjob(name: str, storage: Storage, **spec: Any) -> dict[str, Any]:
+    """manifests/samples/trainingjob.yaml named `name`, writing to `storage`."""
     doc = sample("trainingjob.yaml")
     doc["metadata"]["name"] = name
+    doc["spec"]["output"] = storage.location("models")
     doc["spec"].update(spec)
     doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
     return doc
@@ -48,10 +50,9 @@ def inferenceservice() -> dict[str, Any]:
     }
 
 
-def test_trainingjob_tunes_and_trains_in_pods(cluster: Cluster, namespace: str, artifacts: str) -> None:
-    tj = trainingjob("iris-rf")
+def test_trainingjob_tunes_and_trains_in_pods(cluster: Cluster, namespace: str, storage: Storage) -> None:
+    tj = trainingjob("iris-rf", storage)
     assert tj["spec"]["tuning"]["maxTrials"] == 6
-    assert tj["spec"]["output"]["uri"].startswith(f"pvc://{artifacts}/")
     cluster.apply(namespace, tj)
     cluster.wait(namespace, "trainingjob/iris-rf", "jsonpath={.status.phase}=Succeeded", timeout=900)
 
@@ -347,7 +348,7 @@ print(json.dumps(stats))
 
 
 def test_version_change_rolls_out_under_load_without_a_failed_request(
-    cluster: Cluster, namespace: str
+    cluster: Cluster, namespace: str, storage: Storage
 ) -> None:
     # A second version, trained without tuning; then the service is pinned to it, as a GitOps
     # repository would do by changing spec.version.
@@ -355,6 +356,7 @@ def test_version_change_rolls_out_under_load_without_a_failed_request(
         namespace,
         trainingjob(
             "iris-lr",
+            storage,
             estimator={"class": "LogisticRegression", "params": {"max_iter": 500}},
             tuning=None,
         ),
