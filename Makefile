@@ -65,7 +65,7 @@ integration: venv ## Cluster tier: the operator in-process against the local clu
 E2E_ARGS ?=
 # Where the e2e tier and the demo keep artifacts, data, models and the prediction log (issue #17):
 # pvc (a claim; the e2e loop also runs once on S3) or s3 (the cluster's S3 server, no claim at all).
-STORAGE ?= pvc
+STORAGE ?= $(if $(filter kind,$(CLUSTER)),s3,pvc)
 .PHONY: e2e
 e2e: venv deploy ## End-to-end tier: the operator deployed from manifests/, real pods (CLUSTER=local|kind, STORAGE=pvc|s3)
 ifneq ($(CLUSTER),kind)
