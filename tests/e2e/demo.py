@@ -5,7 +5,9 @@
 
 `make demo` brings the cluster up and deploys the operator (`make deploy`: images, `kubectl apply
 -k manifests/overlays/<cluster>`) before calling `run`. `run` applies manifests/samples/lifecycle
-into a fresh namespace and drives the loop with the same code as the e2e test
+into a fresh namespace (on kind, whose pods run on two nodes where no claim follows them, the
+same TrainingJob and InferenceService with data, models and the prediction log in a bucket of the
+cluster's S3 server, tests/cluster/kind/s3.sh) and drives the loop with the same code as the e2e test
 (tests/e2e/loop.py): tuned training, verification, serving, normal then shifted traffic with
 labelled feedback, retraining, the canary rollout of the better version. It exits non-zero when
 a step does not happen, so the demo doubles as a smoke test.
@@ -24,7 +26,7 @@ from typing import Any
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 import loop  # noqa: E402
-from e2ekit import ROOT, Cluster  # noqa: E402
+from e2ekit import ROOT, Cluster, S3Server, Storage  # noqa: E402
 
 ISVC = "iris"
 TRAFFIC = loop.plan()
@@ -75,12 +77,19 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
 
-def prepare_namespace(cluster: Cluster, ns: str, kind: str, say: Any) -> None:
-    """A fresh namespace with the artifacts claim bound and writable by the non-root pods."""
+def prepare_namespace(cluster: Cluster, ns: str, kind: str, say: Any) -> Storage | None:
+    """A fresh namespace with the artifacts claim bound and writable by the non-root pods; on kind
+    instead an empty bucket named after the namespace and the S3 server's Secret in it."""
     if cluster.get("default", "namespace", ns):
         say(f"namespace {ns} exists from an earlier run: deleting it first")
         down(cluster, ns)
     cluster.kubectl("create", "namespace", ns)
+    if kind == "kind":
+        server = S3Server(cluster)
+        if any(b["Name"] == ns for b in server.client.list_buckets().get("Buckets", [])):
+            server.remove_bucket(ns)
+        server.client.create_bucket(Bucket=ns)
+        return Storage("s3", f"s3://{ns}", server.secret(cluster, ns), server)
     if kind == "local":
         # No dynamic provisioner on the local cluster: a hostPath volume on the node, bound to the claim.
         cluster.kubectl("delete", "pv", f"{ns}-artifacts", "--ignore-not-found")
@@ -112,6 +121,7 @@ def prepare_namespace(cluster: Cluster, ns: str, kind: str, say: Any) -> None:
         as_root=True,
     )
     cluster.kubectl("-n", ns, "delete", "pod", "prepare-artifacts", "--wait=false")
+    return None
 
 
 def run(cluster: Cluster, ns: str, kind: str, deploy_seconds: float | None) -> int:
@@ -122,12 +132,16 @@ def run(cluster: Cluster, ns: str, kind: str, deploy_seconds: float | None) -> i
         print(f"    cluster up, images built and operator deployed in {deploy_seconds:.0f}s (make deploy)")
 
     n.phase("Storage: a namespace and the artifacts volume (models, prediction log)")
-    prepare_namespace(cluster, ns, kind, say)
-    say(f"claim {CLAIM} bound; models and the prediction log will live on it")
-
-    n.phase("Train with tuning: kubectl apply -k manifests/samples/lifecycle")
-    cluster.kubectl("-n", ns, "apply", "-k", str(SAMPLE))
-    say(f"TrainingJob {TJ}: RandomForest on builtin:iris, a 6-trial grid in parallel pods, 3-fold CV")
+    storage = prepare_namespace(cluster, ns, kind, say)
+    if storage is None:
+        say(f"claim {CLAIM} bound; models and the prediction log will live on it")
+        n.phase("Train with tuning: kubectl apply -k manifests/samples/lifecycle")
+        cluster.kubectl("-n", ns, "apply", "-k", str(SAMPLE))
+    else:
+        say(f"bucket {storage.base}: iris as a CSV object; models and the prediction log will live there")
+        n.phase("Train with tuning: manifests/samples/lifecycle with S3 locations, kubectl apply")
+        cluster.apply(ns, *loop.lifecycle(storage))
+    say(f"TrainingJob {TJ}: RandomForest on iris, a 6-trial grid in parallel pods, 3-fold CV")
     last: list[str] = [""]
 
     def progress(status: dict[str, Any]) -> None:
