@@ -60,6 +60,21 @@ def model_version_name(model: str, version: int) -> str:
     return f"{model}-v{version}"
 
 
+def data_sources(value: Any) -> list[dict[str, Any]]:
+    """The trainer's record of rows read per source, kept only when well formed (pure)."""
+    if not isinstance(value, list):
+        return []
+    return [
+        {"uri": item["uri"], "rows": item["rows"]}
+        for item in value[:64]
+        if isinstance(item, dict)
+        and isinstance(item.get("uri"), str)
+        and isinstance(item.get("rows"), int)
+        and not isinstance(item.get("rows"), bool)
+        and item["rows"] >= 0
+    ]
+
+
 def model_version_manifest(
     tj: Mapping[str, Any], spec: TrainingJobSpec, result: Mapping[str, Any], version: int, default_image: str
 ) -> dict[str, Any]:
@@ -82,6 +97,8 @@ def model_version_manifest(
         mv_spec["source"]["dataDigest"] = result["dataDigest"]
     if isinstance(result.get("params"), dict):
         mv_spec["source"]["params"] = result["params"]
+    if sources := data_sources(result.get("dataSources")):
+        mv_spec["source"]["dataSources"] = sources
     if isinstance(result.get("metrics"), dict):
         mv_spec["metrics"] = {
             k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float))

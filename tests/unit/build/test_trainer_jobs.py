@@ -172,6 +172,18 @@ def test_an_s3_output_secret_travels_to_the_modelversion_and_its_verification() 
     assert mounts(job) == {}
 
 
+def test_the_trainers_record_of_rows_read_goes_into_the_lineage() -> None:
+    obj, spec = tj(output={"uri": "s3://models/out"})
+    read = [{"uri": "builtin:iris", "rows": 150}, {"uri": "s3://models/predictions/ml/iris", "rows": 1700}]
+    junk = [{"uri": "x", "rows": -1}, {"uri": "y", "rows": True}, {"rows": 3}, "z"]
+    result = {"artifactUri": "s3://models/out/iris/iris-rf", "sha256": SHA, "dataSources": [*read, *junk]}
+    body = model_version_manifest(obj, spec, result, 1, "trainer:1")
+    assert body["spec"]["source"]["dataSources"] == read
+    assert ModelVersionSpec.model_validate(body["spec"]).source.data_sources is not None
+    del result["dataSources"]  # dropped from a termination message over 4 KiB: no record, no field
+    assert "dataSources" not in model_version_manifest(obj, spec, result, 1, "trainer:1")["spec"]["source"]
+
+
 @pytest.mark.parametrize(("trials", "parallelism", "expected"), [(6, 3, 3), (2, 4, 2)])
 def test_tuning_is_an_indexed_job(trials: int, parallelism: int, expected: int) -> None:
     space = {"n_estimators": [10, 50, 100], "max_depth": [3, None]}
