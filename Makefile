@@ -160,13 +160,13 @@ DEMO_NS ?= mlops-demo
 # Taken when make parses this file, before the prerequisites run, so the demo reports the total.
 DEMO_STARTED := $(shell date +%s)
 .PHONY: demo
-demo: venv $(if $(filter kind,$(CLUSTER)),kind-up) deploy ## Cluster up, images, deploy, then train → serve → drift → retrain → roll out, narrated (CLUSTER=local|kind)
+demo: venv $(if $(filter kind,$(CLUSTER)),kind-up) deploy ## Cluster up, images, deploy, then train → serve → drift → retrain → roll out, narrated (CLUSTER=local|kind, STORAGE=pvc|s3)
 	$(BIN)/python tests/e2e/demo.py run --kubeconfig $(KUBECONFIG_FILE) --kubectl $(KUBECTL) \
-	  --cluster $(CLUSTER) --namespace $(DEMO_NS) --deploy-started $(DEMO_STARTED)
+	  --cluster $(CLUSTER) --namespace $(DEMO_NS) --storage $(STORAGE) --deploy-started $(DEMO_STARTED)
 
 .PHONY: demo-down
 demo-down: venv ## Delete the demo namespace, then stop the cluster (CLUSTER=local|kind)
-	-$(BIN)/python tests/e2e/demo.py down --kubeconfig $(KUBECONFIG_FILE) --kubectl $(KUBECTL) --namespace $(DEMO_NS)
+	-$(BIN)/python tests/e2e/demo.py down --kubeconfig $(KUBECONFIG_FILE) --kubectl $(KUBECTL) --namespace $(DEMO_NS) --storage $(STORAGE)
 ifeq ($(CLUSTER),kind)
 	$(MAKE) kind-down
 else
