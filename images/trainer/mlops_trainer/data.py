@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -65,6 +65,9 @@ class Dataset:
     numeric_categorical: list[str]
     dropped_rows: int
     digest: str
+    # The run's own record of what it read: one {"uri", "rows"} per data source, in spec order
+    # (rows as read, before cleaning; a prediction log counts its labelled rows, each once).
+    sources: tuple[dict[str, Any], ...] = ()
 
     @property
     def categorical_all(self) -> list[str]:
@@ -322,16 +325,23 @@ def _align_extra(extra: pd.DataFrame, main: pd.DataFrame, columns: list[str], la
 
 
 def load_table(
-    spec: TrainingJobSpec, workdir: Path, env: Mapping[str, str], notes: list[str] | None = None
+    spec: TrainingJobSpec,
+    workdir: Path,
+    env: Mapping[str, str],
+    notes: list[str] | None = None,
+    read: list[dict[str, Any]] | None = None,
 ) -> tuple[pd.DataFrame, list[str], str]:
     """The main source plus the extra sources: (table of features + target, features, target).
 
     A prediction log (a jsonl extra source, what retraining adds) that holds no labelled rows
     yet is skipped and said in `notes`: a retraining run trains on what exists rather than
-    failing (issue #19, case 1). Any other source that is missing is bad input."""
+    failing (issue #19, case 1). Any other source that is missing is bad input. `read` receives
+    {"uri", "rows"} per source (0 for a skipped one): the run's record of what it read."""
+    record = read if read is not None else []
     target = resolve_target(spec)
     onehot = spec.data.prepare.encoding == "onehot"
     main = read_source(spec.data.source, target, workdir / "source-main", env, onehot=onehot)
+    record.append({"uri": spec.data.source.uri, "rows": len(main)})
     features = _select_features(main, spec, target)
     columns = [*features, target]
     tables = [main[columns]]
@@ -343,9 +353,11 @@ def load_table(
                 raise
             note = f"trained without {source.uri}: no labelled rows there yet ({e})"
             log("Skipped a prediction log without labelled rows", source=source.uri)
+            record.append({"uri": source.uri, "rows": 0})
             if notes is not None:
                 notes.append(note)
             continue
+        record.append({"uri": source.uri, "rows": len(extra)})
         label = f"data.extraSources[{i}] ({source.uri})"
         if not len(extra):
             log("Skipped empty extra source", source=source.uri)
@@ -505,8 +517,9 @@ def prepare_dataset(table: pd.DataFrame, features: list[str], target: str, spec:
 def load_dataset(
     spec: TrainingJobSpec, workdir: Path, env: Mapping[str, str], notes: list[str] | None = None
 ) -> Dataset:
-    table, features, target = load_table(spec, workdir, env, notes)
-    return prepare_dataset(table, features, target, spec)
+    read: list[dict[str, Any]] = []
+    table, features, target = load_table(spec, workdir, env, notes, read)
+    return replace(prepare_dataset(table, features, target, spec), sources=tuple(read))
 
 
 # --- splitting ------------------------------------------------------------------------------
