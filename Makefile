@@ -63,12 +63,17 @@ integration: venv ## Cluster tier: the operator in-process against the local clu
 	MLOPS_KUBECTL=$$($(LOCAL)/build.sh | tail -n 1)/kubectl $(BIN)/pytest tests/cluster -q -m cluster $(PYTEST_ARGS)
 
 E2E_ARGS ?=
+# Where the e2e tier and the demo keep artifacts, data, models and the prediction log (issue #17):
+# pvc (a claim; the e2e loop also runs once on S3) or s3 (the cluster's S3 server, no claim at all).
+# kind defaults to s3: its pods run on two nodes, where no claim follows them.
+STORAGE ?= $(if $(filter kind,$(CLUSTER)),s3,pvc)
 .PHONY: e2e
-e2e: venv deploy ## End-to-end tier: the operator deployed from manifests/, real pods (CLUSTER=local|kind)
+e2e: venv deploy ## End-to-end tier: the operator deployed from manifests/, real pods (CLUSTER=local|kind, STORAGE=pvc|s3)
 ifneq ($(CLUSTER),kind)
 	$(LOCAL)/prometheus.sh start
 endif
 	MLOPS_KUBECTL=$(KUBECTL) MLOPS_E2E_KUBECONFIG=$(KUBECONFIG_FILE) MLOPS_E2E_OVERLAY=manifests/overlays/$(CLUSTER) \
+	  MLOPS_E2E_STORAGE=$(STORAGE) \
 	  $(if $(filter kind,$(CLUSTER)),,MLOPS_E2E_PROMETHEUS_URL=$$($(LOCAL)/prometheus.sh url)) \
 	  $(BIN)/pytest tests/e2e -q -m e2e $(E2E_ARGS)
 
@@ -160,13 +165,13 @@ DEMO_NS ?= mlops-demo
 # Taken when make parses this file, before the prerequisites run, so the demo reports the total.
 DEMO_STARTED := $(shell date +%s)
 .PHONY: demo
-demo: venv $(if $(filter kind,$(CLUSTER)),kind-up) deploy ## Cluster up, images, deploy, then train → serve → drift → retrain → roll out, narrated (CLUSTER=local|kind)
+demo: venv $(if $(filter kind,$(CLUSTER)),kind-up) deploy ## Cluster up, images, deploy, then train → serve → drift → retrain → roll out, narrated (CLUSTER=local|kind, STORAGE=pvc|s3)
 	$(BIN)/python tests/e2e/demo.py run --kubeconfig $(KUBECONFIG_FILE) --kubectl $(KUBECTL) \
-	  --cluster $(CLUSTER) --namespace $(DEMO_NS) --deploy-started $(DEMO_STARTED)
+	  --cluster $(CLUSTER) --namespace $(DEMO_NS) --storage $(STORAGE) --deploy-started $(DEMO_STARTED)
 
 .PHONY: demo-down
 demo-down: venv ## Delete the demo namespace, then stop the cluster (CLUSTER=local|kind)
-	-$(BIN)/python tests/e2e/demo.py down --kubeconfig $(KUBECONFIG_FILE) --kubectl $(KUBECTL) --namespace $(DEMO_NS)
+	-$(BIN)/python tests/e2e/demo.py down --kubeconfig $(KUBECONFIG_FILE) --kubectl $(KUBECTL) --namespace $(DEMO_NS) --storage $(STORAGE)
 ifeq ($(CLUSTER),kind)
 	$(MAKE) kind-down
 else
@@ -191,5 +196,5 @@ kind-load: $(KIND) ## Load the images into the kind cluster (kind load image-arc
 	DOCKER_HOST=unix:///run/mlops-kind/docker.sock $(KIND) load image-archive $(IMAGE_ARCHIVE) --name $(KIND_CLUSTER)
 
 .PHONY: kind-down
-kind-down: $(KIND) ## Delete the kind cluster and stop its Docker daemon
+kind-down: ## Delete the kind cluster and stop its Docker daemon
 	$(KIND_ENV) tests/cluster/kind/down.sh

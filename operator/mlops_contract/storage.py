@@ -378,3 +378,43 @@ def upload(local_dir: str | os.PathLike[str], uri: str, env: Mapping[str, str] |
         raise _s3_error("PUT", uri, e) from e
     finally:
         client.close()
+
+
+def _object(uri: str, action: str) -> ParsedUri:
+    parsed = parse_uri(uri)
+    if parsed.scheme != "s3" or not parsed.path or parsed.path.endswith("/"):
+        raise InvalidUri(f"{uri!r}: {action} needs an s3://<bucket>/<key> URI")
+    return parsed
+
+
+def read_object(uri: str, limit: int, env: Mapping[str, str] | None = None) -> bytes | None:
+    """The s3:// object `uri` (at most `limit` bytes, else a permanent error), or None when absent."""
+    parsed = _object(uri, "read_object")
+    client = _s3_client(os.environ if env is None else env)
+    try:
+        head = client.head_object(Bucket=parsed.bucket, Key=parsed.path)
+        if int(head.get("ContentLength") or 0) > limit:
+            raise FetchError(f"{uri}: {head['ContentLength']} bytes, more than {limit}", transient=False)
+        body: bytes = client.get_object(Bucket=parsed.bucket, Key=parsed.path)["Body"].read(limit + 1)
+        return body[:limit]
+    except FetchError:
+        raise
+    except Exception as e:
+        response = _s3_response(e) or {}
+        if int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) == 404:
+            return None
+        raise _s3_error("GET", uri, e) from e
+    finally:
+        client.close()
+
+
+def delete_object(uri: str, env: Mapping[str, str] | None = None) -> None:
+    """Delete the one s3:// object `uri` (never a prefix); deleting an absent object succeeds."""
+    parsed = _object(uri, "delete_object")
+    client = _s3_client(os.environ if env is None else env)
+    try:
+        client.delete_object(Bucket=parsed.bucket, Key=parsed.path)
+    except Exception as e:
+        raise _s3_error("DELETE", uri, e) from e
+    finally:
+        client.close()

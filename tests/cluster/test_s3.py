@@ -10,6 +10,8 @@ that cannot be fetched at serving time.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from clusterkit import (
 from conftest import ClusterS3, OperatorRunner
 from mlops_contract import artifact, storage
 from mlops_operator.kube import Kube
+from mlops_operator.settings import Settings
 
 SECRET = "s3-creds"
 
@@ -254,3 +257,61 @@ def test_bad_credentials_or_bucket_fail_once_with_the_uri_and_cause(case: Case, 
     assert len(kube.list("Pod", namespace, {"mlops.dev/training-job": "bad"})) == 1  # no retry, no crash loop
     assert any(e["type"] == "Warning" and uri in e["message"] for e in events_for(kube, namespace, "bad"))
     assert kube.list("ModelVersion", namespace) == []
+
+
+@pytest.fixture
+def keep_one(
+    kube: Kube,
+    namespace: str,
+    test_settings: Settings,
+    cluster_s3: ClusterS3,
+    s3_bucket_in_cluster: str,
+    tmp_path: Path,
+) -> Iterator[Case]:
+    """The operator keeping one version per model (retention_keep=1), and `Case`."""
+    runner = OperatorRunner(namespace, dataclasses.replace(test_settings, retention_keep=1)).start()
+    yield Case(kube, namespace, cluster_s3, s3_bucket_in_cluster, tmp_path)
+    runner.stop()
+
+
+def test_retention_deletes_the_retired_versions_s3_artifact_and_nothing_else(keep_one: Case) -> None:
+    """Retention's purge Job (the real `mlops-trainer purge`, with the artifact's Secret) deletes the
+    two objects the retired version's run wrote; a user's data in the bucket, an object inside the
+    artifact's prefix that the run did not write, and the kept version's artifact stay."""
+    kube, namespace, cluster_s3, bucket, tmp_path = keep_one.parts()
+    cluster_s3.secret(kube, namespace, SECRET)
+    data = put_iris_csv(cluster_s3, bucket)
+    versions = []
+    for name in ("s3-one", "s3-two"):
+        create(kube, namespace, s3_trainingjob(name, bucket, data=data))
+        code, message, _ = train(kube, namespace, name, tmp_path)
+        assert code == 0, message
+        mv = wait_for(
+            lambda n=name: status_of(kube, "TrainingJob", namespace, n).get("modelVersion"), what="MV"
+        )
+        versions.append(mv)
+        if name == "s3-one":  # a user's object inside the first artifact's prefix: not the run's
+            cluster_s3.client.put_object(Bucket=bucket, Key="models/iris/s3-one/README.txt", Body=b"mine")
+        [(vcode, vmessage)] = run_verification(kube, namespace, mv, tmp_path)
+        assert vcode == 0, vmessage
+    assert versions == ["iris-v1", "iris-v2"]
+
+    wait_for(lambda: kube.get("ModelVersion", namespace, "iris-v1") is None, what="iris-v1 retired")
+    purge = kube.get("Job", namespace, "iris-v1-purge")
+    assert purge is not None and "ownerReferences" not in purge["metadata"]
+    labels = {"mlops.dev/model-version": "iris-v1", "app.kubernetes.io/component": "purger"}
+    pod = wait_for(lambda: pods_of(kube, namespace, labels), what="purge pod")[0]
+    assert pod["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": SECRET}}]
+    code, message = run_pod_locally(kube, namespace, pod, tmp_path)
+    assert code == 0, message
+
+    keys = sorted(o["Key"] for o in cluster_s3.client.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == [
+        "data/iris.csv",
+        "models/iris/s3-one/README.txt",
+        f"models/iris/s3-two/{artifact.METADATA_FILE}",
+        f"models/iris/s3-two/{artifact.MODEL_FILE}",
+    ]
+    retired = [e["message"] for e in kube.list("Event", namespace) if e["reason"] == "Retired"]
+    assert retired and all("iris-v1" in m and "Job iris-v1-purge" in m for m in retired), retired
+    assert kube.get("ModelVersion", namespace, "iris-v2") is not None

@@ -1,7 +1,7 @@
 """`make demo`: the whole lifecycle on a real cluster, narrated.
 
-    python tests/e2e/demo.py run  --kubeconfig FILE [--kubectl BIN] [--cluster local|kind] [--namespace NS]
-    python tests/e2e/demo.py down --kubeconfig FILE [--kubectl BIN] [--namespace NS]
+    python tests/e2e/demo.py run  --kubeconfig FILE [--kubectl BIN] [--cluster local|kind] [--namespace NS] [--storage pvc|s3]
+    python tests/e2e/demo.py down --kubeconfig FILE [--kubectl BIN] [--namespace NS] [--storage pvc|s3]
 
 `make demo` brings the cluster up and deploys the operator (`make deploy`: images, `kubectl apply
 -k manifests/overlays/<cluster>`) before calling `run`. `run` applies manifests/samples/lifecycle
@@ -9,6 +9,12 @@ into a fresh namespace and drives the loop with the same code as the e2e test
 (tests/e2e/loop.py): tuned training, verification, serving, normal then shifted traffic with
 labelled feedback, retraining, the canary rollout of the better version. It exits non-zero when
 a step does not happen, so the demo doubles as a smoke test.
+
+`--storage s3` (`make demo STORAGE=s3`): no claim at all. The data (iris as a CSV object), the
+models and the prediction log live in a bucket named after the namespace on the cluster's S3
+server (the Secret mlops-system/mlops-s3, as the e2e tier's S3 mode), copied into the namespace
+as the Secret every S3 location names; the sample's TrainingJob and InferenceService are applied
+with those locations (tests/e2e/loop.py's `lifecycle`, the e2e loop's own code).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 import loop  # noqa: E402
-from e2ekit import ROOT, Cluster  # noqa: E402
+from e2ekit import ROOT, Cluster, S3Server, Storage  # noqa: E402
 
 ISVC = "iris"
 TRAFFIC = loop.plan()
@@ -114,20 +120,39 @@ def prepare_namespace(cluster: Cluster, ns: str, kind: str, say: Any) -> None:
     cluster.kubectl("-n", ns, "delete", "pod", "prepare-artifacts", "--wait=false")
 
 
-def run(cluster: Cluster, ns: str, kind: str, deploy_seconds: float | None) -> int:
+def prepare_bucket(cluster: Cluster, ns: str, say: Any) -> Storage:
+    """S3 mode: a fresh namespace, a bucket named after it, and the server's Secret in it."""
+    if cluster.get("default", "namespace", ns):
+        say(f"namespace {ns} exists from an earlier run: deleting it first")
+        down(cluster, ns, "s3")
+    cluster.kubectl("create", "namespace", ns)
+    server = S3Server(cluster)
+    server.client.create_bucket(Bucket=ns)
+    return Storage("s3", f"s3://{ns}", server.secret(cluster, ns), server)
+
+
+def run(cluster: Cluster, ns: str, kind: str, deploy_seconds: float | None, storage_mode: str = "pvc") -> int:
     n = Narrator()
     say = n.say
     print(f"{BOLD}mlops-operator demo{RESET}: the whole lifecycle in namespace {ns} ({kind} cluster)")
     if deploy_seconds is not None:
         print(f"    cluster up, images built and operator deployed in {deploy_seconds:.0f}s (make deploy)")
 
-    n.phase("Storage: a namespace and the artifacts volume (models, prediction log)")
-    prepare_namespace(cluster, ns, kind, say)
-    say(f"claim {CLAIM} bound; models and the prediction log will live on it")
-
-    n.phase("Train with tuning: kubectl apply -k manifests/samples/lifecycle")
-    cluster.kubectl("-n", ns, "apply", "-k", str(SAMPLE))
-    say(f"TrainingJob {TJ}: RandomForest on builtin:iris, a 6-trial grid in parallel pods, 3-fold CV")
+    if storage_mode == "s3":
+        n.phase("Storage: a namespace and a bucket (data, models, prediction log), no volume")
+        storage = prepare_bucket(cluster, ns, say)
+        say(f"bucket {storage.base} with Secret {storage.secret}; no PersistentVolumeClaim anywhere")
+        n.phase("Train with tuning: the lifecycle sample, its locations in the bucket")
+        cluster.apply(ns, *loop.lifecycle(storage))
+        source = storage.uri("data/iris.csv")
+    else:
+        n.phase("Storage: a namespace and the artifacts volume (models, prediction log)")
+        prepare_namespace(cluster, ns, kind, say)
+        say(f"claim {CLAIM} bound; models and the prediction log will live on it")
+        n.phase("Train with tuning: kubectl apply -k manifests/samples/lifecycle")
+        cluster.kubectl("-n", ns, "apply", "-k", str(SAMPLE))
+        source = "builtin:iris"
+    say(f"TrainingJob {TJ}: RandomForest on {source}, a 6-trial grid in parallel pods, 3-fold CV")
     last: list[str] = [""]
 
     def progress(status: dict[str, Any]) -> None:
@@ -247,12 +272,18 @@ def run(cluster: Cluster, ns: str, kind: str, deploy_seconds: float | None) -> i
     return 0 if closed else 1
 
 
-def down(cluster: Cluster, ns: str) -> None:
-    """Delete the demo's resources (while the operator runs, so finalizers are released), then the namespace."""
+def down(cluster: Cluster, ns: str, storage_mode: str = "pvc") -> None:
+    """Delete the demo's resources (while the operator runs, so finalizers are released), then the
+    namespace, then its volume (or, S3 mode, its bucket)."""
     if cluster.get("default", "namespace", ns):
         cluster.kubectl("-n", ns, "delete", "mlops", "--all", "--timeout=180s", check=False)
         cluster.kubectl("delete", "namespace", ns, "--timeout=300s", check=False)
     cluster.kubectl("delete", "pv", "-l", f"mlops.dev/demo={ns}", "--ignore-not-found", check=False)
+    if storage_mode == "s3":
+        server = S3Server(cluster)
+        if ns in {b["Name"] for b in server.client.list_buckets().get("Buckets") or []}:
+            server.remove_bucket(ns)
+        server.client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,15 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", choices=["local", "kind"], default="local")
     parser.add_argument("--namespace", default="mlops-demo")
     parser.add_argument("--deploy-started", type=float, help="epoch seconds when `make demo` started")
+    parser.add_argument("--storage", choices=["pvc", "s3"], default="pvc", help="a claim, or the S3 server")
     args = parser.parse_args(argv)
     os.environ["MLOPS_KUBECTL"] = args.kubectl
     cluster = Cluster(args.kubeconfig)
     if args.command == "down":
-        down(cluster, args.namespace)
-        print(f"deleted namespace {args.namespace} and its volume")
+        down(cluster, args.namespace, args.storage)
+        print(f"deleted namespace {args.namespace} and its {'bucket' if args.storage == 's3' else 'volume'}")
         return 0
     deploy_seconds = time.time() - args.deploy_started if args.deploy_started else None
-    return run(cluster, args.namespace, args.cluster, deploy_seconds)
+    return run(cluster, args.namespace, args.cluster, deploy_seconds, args.storage)
 
 
 if __name__ == "__main__":

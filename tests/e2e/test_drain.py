@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import pytest
-from e2ekit import Cluster, sample
+from e2ekit import Cluster, Storage, sample
 
 from waiting import wait_for
 
@@ -25,9 +25,10 @@ pytestmark = pytest.mark.e2e
 NAME = "iris-drain"
 
 
-def _trainingjob() -> dict[str, Any]:
+def _trainingjob(storage: Storage) -> dict[str, Any]:
     doc = sample("trainingjob.yaml")
     doc["metadata"]["name"] = NAME
+    doc["spec"]["output"] = storage.location("models")
     # Trials long enough to be caught running: 5-fold CV of up to 400 trees.
     doc["spec"]["tuning"] = {
         "strategy": "grid",
@@ -52,11 +53,11 @@ def _running_trials(cluster: Cluster, namespace: str) -> list[str]:
 
 
 def test_draining_the_node_during_tuning_keeps_every_trial(
-    cluster: Cluster, namespace: str, artifacts: str
+    cluster: Cluster, namespace: str, storage: Storage
 ) -> None:
     nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json"))["items"]
     workers = [n["metadata"]["name"] for n in nodes if not n["spec"].get("unschedulable")]
-    cluster.apply(namespace, _trainingjob())
+    cluster.apply(namespace, _trainingjob(storage))
     wait_for(lambda: _running_trials(cluster, namespace), timeout=300, interval=0.2, what="a trial running")
 
     evicted: list[str] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2ekit import Cluster, sample
+from e2ekit import Cluster, Storage, sample
 
 from waiting import wait_for
 
@@ -25,9 +25,11 @@ ROWS += [[6.3, 3.3, 6.0, 2.5], [7.7, 3.0, 6.1, 2.3]]
 LABELS = [0, 0, 1, 1, 2, 2]
 
 
-def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
+def trainingjob(name: str, storage: Storage, **spec: Any) -> dict[str, Any]:
+    """manifests/samples/trainingjob.yaml named `name`, writing to `storage`."""
     doc = sample("trainingjob.yaml")
     doc["metadata"]["name"] = name
+    doc["spec"]["output"] = storage.location("models")
     doc["spec"].update(spec)
     doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
     return doc
@@ -48,10 +50,9 @@ def inferenceservice() -> dict[str, Any]:
     }
 
 
-def test_trainingjob_tunes_and_trains_in_pods(cluster: Cluster, namespace: str, artifacts: str) -> None:
-    tj = trainingjob("iris-rf")
+def test_trainingjob_tunes_and_trains_in_pods(cluster: Cluster, namespace: str, storage: Storage) -> None:
+    tj = trainingjob("iris-rf", storage)
     assert tj["spec"]["tuning"]["maxTrials"] == 6
-    assert tj["spec"]["output"]["uri"].startswith(f"pvc://{artifacts}/")
     cluster.apply(namespace, tj)
     cluster.wait(namespace, "trainingjob/iris-rf", "jsonpath={.status.phase}=Succeeded", timeout=900)
 
@@ -118,6 +119,54 @@ def test_inferenceservice_serves_predictions_through_its_service(cluster: Cluste
     assert outputs["predict_proba"]["shape"] == [len(ROWS), 3]
     assert answer["v1"]["predictions"] == LABELS
     assert cluster.status(namespace, "modelversion", "iris-v1").get("stage") == "Production"
+
+
+def schedulable_nodes(cluster: Cluster) -> list[str]:
+    """Ready nodes without a NoSchedule taint: where the serving pods may go."""
+    names = []
+    for node in cluster.get("default", "nodes")["items"]:
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+        tainted = any(t.get("effect") == "NoSchedule" for t in node["spec"].get("taints") or [])
+        if ready and not tainted:
+            names.append(node["metadata"]["name"])
+    return names
+
+
+SPREAD_CLIENT = """
+import json, urllib.request
+pods, url, rows = {pods!r}, {url!r}, {rows!r}
+def served(ip):
+    # The pod's own count of answered inference requests (its /metrics, not the Service's).
+    text = urllib.request.urlopen(f"http://{{ip}}:8082/metrics", timeout=10).read().decode()
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("mlops_requests_total{{"))
+before = {{ip: served(ip) for ip in pods}}
+body = json.dumps({{"inputs": [{{"name": "input-0", "shape": [len(rows), 4], "datatype": "FP64",
+                                "data": [x for row in rows for x in row]}}]}}).encode()
+for _ in range({n}):
+    # A new connection each time: the Service balances connections, not requests.
+    req = urllib.request.Request(url + "/infer", body, {{"Content-Type": "application/json"}})
+    urllib.request.urlopen(req, timeout=10).read()
+print(json.dumps({{ip: served(ip) - before[ip] for ip in pods}}))
+"""
+
+
+def test_replicas_on_two_nodes_both_answer_through_the_service(cluster: Cluster, namespace: str) -> None:
+    """The two replicas run on two different nodes (the Deployment's spread over hostnames), and
+    requests to status.url reach both: each pod's own request counter rises."""
+    if len(schedulable_nodes(cluster)) < 2:
+        pytest.skip("one schedulable node (the local cluster's real node): spreading needs two, as on kind")
+    pods = cluster.get(namespace, "pods", selector="mlops.dev/inference-service=iris")["items"]
+    pods = [p for p in pods if p["metadata"].get("deletionTimestamp") is None]
+    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
+    nodes = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods}
+    assert len(set(nodes.values())) == 2, f"both replicas on one node: {nodes}"
+    url = cluster.status(namespace, "inferenceservice", "iris")["url"]
+    ips = [p["status"]["podIP"] for p in pods]
+    # 40 connections: the chance that one pod gets none of them is 2 x 2^-40.
+    code = SPREAD_CLIENT.format(pods=ips, url=url, rows=ROWS, n=40)
+    counts = json.loads(cluster.run_python(namespace, "predict-spread", code).strip().splitlines()[-1])
+    assert sum(counts.values()) >= 40, counts
+    assert all(c > 0 for c in counts.values()), f"a replica answered nothing: {counts} (nodes {nodes})"
 
 
 GRPC_CLIENT = """
@@ -299,7 +348,7 @@ print(json.dumps(stats))
 
 
 def test_version_change_rolls_out_under_load_without_a_failed_request(
-    cluster: Cluster, namespace: str
+    cluster: Cluster, namespace: str, storage: Storage
 ) -> None:
     # A second version, trained without tuning; then the service is pinned to it, as a GitOps
     # repository would do by changing spec.version.
@@ -307,6 +356,7 @@ def test_version_change_rolls_out_under_load_without_a_failed_request(
         namespace,
         trainingjob(
             "iris-lr",
+            storage,
             estimator={"class": "LogisticRegression", "params": {"max_iter": 500}},
             tuning=None,
         ),

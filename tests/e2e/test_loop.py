@@ -12,7 +12,12 @@ MLOPS_E2E_PROMETHEUS_URL), the InferenceService reads it (spec.monitoring.promet
 Service prometheus.mlops-monitoring that script publishes): the operator then scrapes no pod, so
 status.metrics, the canary's promotion and the retraining trigger all come from PromQL (issue #21).
 Pod scraping keeps its e2e coverage in test_lifecycle.py; without a Prometheus (kind) the loop
-runs on pod scraping too. One loop run either way: it is the tier's longest test.
+runs on pod scraping too.
+
+Storage (issue #17): the loop runs twice in the default `make e2e`, once on a claim (pvc://) and
+once on S3 (data, models, artifacts and the prediction log in a bucket, every location with the
+bucket's secretRef, and no PersistentVolumeClaim in the namespace); `make e2e STORAGE=s3` runs the
+S3 loop only. Each run has its own namespace (the `mode` fixture parametrizes `namespace`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 
 import loop
 import pytest
-from e2ekit import Cluster
+from e2ekit import STORAGE_MODES, Cluster, Storage, storage_mode
 
 from waiting import wait_for
 
@@ -43,8 +48,14 @@ TRAFFIC = loop.plan()
 PROMETHEUS_IN_CLUSTER = "http://prometheus.mlops-monitoring.svc:9090"
 PROMETHEUS = PROMETHEUS_IN_CLUSTER if os.environ.get("MLOPS_E2E_PROMETHEUS_URL") else None
 
-# Values later tests compare with.
+# Values later tests compare with (per storage mode: pytest runs one mode's tests, then the other's).
 seen: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", params=STORAGE_MODES if storage_mode() == "pvc" else ("s3",))
+def mode(request: pytest.FixtureRequest) -> str:
+    seen.clear()
+    return str(request.param)
 
 
 def _isvc_spec(cluster: Cluster, namespace: str) -> dict[str, Any]:
@@ -62,9 +73,9 @@ def _read_from_prometheus(cluster: Cluster, namespace: str) -> None:
 
 
 def test_trains_and_serves_with_monitoring_and_retraining(
-    cluster: Cluster, namespace: str, artifacts: str
+    cluster: Cluster, namespace: str, storage: Storage
 ) -> None:
-    tj, isvc = loop.lifecycle(artifacts, tuning=False)
+    tj, isvc = loop.lifecycle(storage, tuning=False)
     if PROMETHEUS:
         isvc["spec"]["monitoring"]["prometheusUrl"] = PROMETHEUS
     cluster.apply(namespace, tj, isvc)
@@ -80,7 +91,27 @@ def test_trains_and_serves_with_monitoring_and_retraining(
     retraining = spec["retraining"]
     assert retraining["includeFeedback"] is True and retraining["maxConcurrent"] == 1
     assert retraining["triggers"]["accuracy"]["minSamples"] == 30
-    seen["v1_accuracy"] = cluster.get(namespace, "modelversion", "iris-v1")["spec"]["metrics"]["accuracy"]
+    mv = cluster.get(namespace, "modelversion", "iris-v1")
+    seen["v1_accuracy"] = mv["spec"]["metrics"]["accuracy"]
+    assert mv["spec"]["artifact"]["uri"].startswith(storage.uri("models/"))
+    if storage.mode == "s3":
+        _no_claim_anywhere(cluster, namespace, storage)
+
+
+def _no_claim_anywhere(cluster: Cluster, namespace: str, storage: Storage) -> None:
+    """S3 mode: no PersistentVolumeClaim in the namespace and none in any pod; the serving pods
+    fetch the artifact in their init container and ship the log from a sidecar, with the Secret."""
+    assert cluster.get(namespace, "pvc")["items"] == []
+    pods = cluster.get(namespace, "pod")["items"]
+    assert pods
+    for pod in pods:
+        volumes = pod["spec"].get("volumes") or []
+        assert not [v for v in volumes if "persistentVolumeClaim" in v], pod["metadata"]["name"]
+    serving = cluster.get(namespace, "pod", selector=f"mlops.dev/inference-service={ISVC}")["items"]
+    assert serving
+    for pod in serving:
+        inits = pod["spec"]["initContainers"]
+        assert [c["envFrom"] for c in inits] == [[{"secretRef": {"name": storage.secret}}]] * len(inits)
 
 
 def test_normal_traffic_shows_no_drift(cluster: Cluster, namespace: str) -> None:
@@ -101,7 +132,9 @@ def test_normal_traffic_shows_no_drift(cluster: Cluster, namespace: str) -> None
     _read_from_prometheus(cluster, namespace)
 
 
-def test_shifted_traffic_with_feedback_fires_one_retraining(cluster: Cluster, namespace: str) -> None:
+def test_shifted_traffic_with_feedback_fires_one_retraining(
+    cluster: Cluster, namespace: str, storage: Storage
+) -> None:
     sent = loop.send(cluster, namespace, ISVC, TRAFFIC["shifted"], pod="shifted-traffic", feedback=True)
     assert sent.errors == [] and sent.feedback == 1500, sent
     assert sent.accuracy < 0.8, f"the old model should fail on the shifted traffic: {sent}"
@@ -125,11 +158,22 @@ def test_shifted_traffic_with_feedback_fires_one_retraining(cluster: Cluster, na
     assert [j["metadata"]["name"] for j in jobs] == [job]
     owner = jobs[0]["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("InferenceService", ISVC, True)
-    log_uri = f"pvc://mlops-artifacts/predictions/{namespace}/{ISVC}"
-    assert loop.data_uris(jobs[0]) == ["builtin:iris", log_uri]
-    assert jobs[0]["spec"]["data"]["extraSources"] == [{"uri": log_uri, "format": "jsonl"}]
-    # What that source holds: every label the client posted (normal and shifted traffic).
-    assert loop.labelled_log_lines(cluster, namespace, "mlops-artifacts", log_uri) == 1700
+    log_uri = storage.uri(f"predictions/{namespace}/{ISVC}")
+    data = "builtin:iris" if storage.mode == "pvc" else storage.uri("data/iris.csv")
+    assert loop.data_uris(jobs[0]) == [data, log_uri]
+    secret = {"secretRef": {"name": storage.secret}} if storage.secret else {}
+    assert jobs[0]["spec"]["data"]["extraSources"] == [{"uri": log_uri, "format": "jsonl", **secret}]
+    # What that source holds: every label the client posted (normal and shifted traffic); on S3
+    # once the pods' sidecars have shipped their last window.
+    labelled = loop.labelled_log_lines(cluster, namespace, storage, log_uri)
+    if storage.mode == "s3":
+        labelled = wait_for(
+            lambda: (n := loop.labelled_log_lines(cluster, namespace, storage, log_uri)) >= 1700 and n,
+            timeout=4 * loop.LOG_WINDOW_SECONDS + 30,
+            interval=5,
+            what="every labelled line shipped to S3",
+        )
+    assert labelled == 1700
     seen["job"] = job
 
 

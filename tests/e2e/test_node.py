@@ -147,10 +147,6 @@ def test_pods_resolve_service_names_through_the_cluster_dns(cluster: Cluster, na
     assert answers["named"] == [named_ip], answers  # a Service of the pod's own namespace
 
 
-@pytest.mark.skipif(
-    Path(os.environ.get("MLOPS_E2E_OVERLAY", "overlays/local")).name != "local",
-    reason="the local cluster's DNS answers no outside names; kind's (kubeadm's Corefile) forwards them",
-)
 def test_pods_resolve_no_name_outside_the_cluster(cluster: Cluster, namespace: str) -> None:
     # pypi.org resolves on this host (its resolver is the one package installs use); in a pod it
     # must not: the cluster's DNS forwards nothing and answers NXDOMAIN itself, so the resolver
@@ -212,7 +208,7 @@ def fetch_from(cluster: Cluster, namespace: str, pod: str, url: str, tries: int)
 
 @pytest.mark.skipif(
     Path(os.environ.get("MLOPS_E2E_OVERLAY", "overlays/local")).name != "local",
-    reason="the local cluster's real node enforces NetworkPolicies (kube-router); kind's kindnet is another enforcer",
+    reason="the local cluster's real node enforces NetworkPolicies (kube-router); kind's pod network here (noderoutes) enforces none",
 )
 def test_a_network_policy_drops_packets_from_another_namespace(cluster: Cluster, namespace: str) -> None:
     other = f"{namespace}-other"

@@ -6,6 +6,7 @@
     mlops-trainer verify  --artifact DIR|URI --sha256 HEX [--result PATH]
     mlops-trainer fetch   --artifact s3://URI --sha256 HEX --dest DIR [--result PATH]
     mlops-trainer ship-logs --dir DIR --to s3://URI [--interval SECONDS] [--result PATH]
+    mlops-trainer purge   --artifact s3://URI --sha256 HEX --namespace NS --training-job NAME [--result PATH]
 
 Config: JSON from --config FILE or env MLOPS_CONFIG (see `config`). The result is one JSON
 line on stdout and the termination message (--result, env MLOPS_RESULT_PATH, default
@@ -71,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     ship.add_argument("--dir", required=True, help="the server's --prediction-log directory")
     ship.add_argument("--to", required=True, help="s3:// prefix; objects go to <to>/<host>/")
     ship.add_argument("--interval", type=float, default=60.0, help="seconds per window (default 60)")
+    purge = commands.add_parser(
+        "purge", parents=[common], help="delete a retired version's s3:// artifact, if its run wrote it"
+    )
+    purge.add_argument("--artifact", required=True, help="the artifact's s3:// URI")
+    purge.add_argument("--sha256", required=True, help="sha256 of model.skops the ModelVersion records")
+    purge.add_argument("--namespace", required=True, help="the ModelVersion's namespace")
+    purge.add_argument("--training-job", required=True, help="the TrainingJob that wrote the artifact")
     return parser
 
 
@@ -99,6 +107,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
         from mlops_trainer.shiplogs import run_ship_logs
 
         return run_ship_logs(args.dir, args.to, args.interval, env)
+    if args.command == "purge":
+        from mlops_trainer.purge import run_purge
+
+        return run_purge(args.artifact, args.sha256, args.namespace, args.training_job, env)
     config = load_config(args.config, env)
     if args.command == "trial":
         from mlops_trainer.tuning import run_trial

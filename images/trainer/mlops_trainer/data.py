@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -69,6 +69,10 @@ class Dataset:
     # on read; the dtypes the raw table had (the model's signature) and the number of rows.
     raw_dtypes: Mapping[str, str] | None = None
     rows: int | None = None
+    # The lineage's record of the raw sources: one {"uri", "rows"} per data source, in spec order
+    # (rows as read, before cleaning; a prediction log counts its labelled rows, each once); a
+    # prepared run has the prepare step's.
+    sources: tuple[dict[str, Any], ...] = ()
 
     @property
     def row_count(self) -> int:
@@ -343,12 +347,14 @@ def load_table(
 
     A prediction log (a jsonl extra source, what retraining adds) that holds no labelled rows
     yet is skipped and said in `notes`: a retraining run trains on what exists rather than
-    failing (issue #19, case 1). Any other source that is missing is bad input."""
+    failing (issue #19, case 1). Any other source that is missing is bad input. `reads` receives
+    {"uri", "kind": "raw", "rows"} per source (0 for a skipped one): the run's record of what it
+    read."""
+    record = reads if reads is not None else []
     target = resolve_target(spec)
     onehot = spec.data.prepare.encoding == "onehot"
     main = read_source(spec.data.source, target, workdir / "source-main", env, onehot=onehot)
-    if reads is not None:  # the trainer's own record of what it read (issue #23)
-        reads.append({"uri": spec.data.source.uri, "kind": "raw", "rows": len(main)})
+    record.append({"uri": spec.data.source.uri, "kind": "raw", "rows": len(main)})
     features = _select_features(main, spec, target)
     columns = [*features, target]
     tables = [main[columns]]
@@ -360,11 +366,11 @@ def load_table(
                 raise
             note = f"trained without {source.uri}: no labelled rows there yet ({e})"
             log("Skipped a prediction log without labelled rows", source=source.uri)
+            record.append({"uri": source.uri, "kind": "raw", "rows": 0})
             if notes is not None:
                 notes.append(note)
             continue
-        if reads is not None:
-            reads.append({"uri": source.uri, "kind": "raw", "rows": len(extra)})
+        record.append({"uri": source.uri, "kind": "raw", "rows": len(extra)})
         label = f"data.extraSources[{i}] ({source.uri})"
         if not len(extra):
             log("Skipped empty extra source", source=source.uri)
@@ -521,6 +527,12 @@ def prepare_dataset(table: pd.DataFrame, features: list[str], target: str, spec:
     )
 
 
+def raw_sources(reads: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """The lineage's dataSources: {"uri", "rows"} of each raw source among `reads` (a prepared
+    run's manifest carries the prepare step's raw reads)."""
+    return tuple({"uri": r["uri"], "rows": r["rows"]} for r in reads if r.get("kind") == "raw")
+
+
 def load_dataset(
     spec: TrainingJobSpec,
     workdir: Path,
@@ -529,8 +541,11 @@ def load_dataset(
     *,
     reads: list[dict[str, Any]] | None = None,
 ) -> Dataset:
-    table, features, target = load_table(spec, workdir, env, notes, reads)
-    return prepare_dataset(table, features, target, spec)
+    record: list[dict[str, Any]] = []
+    table, features, target = load_table(spec, workdir, env, notes, record)
+    if reads is not None:  # the trainer's own record of what it read (issue #23)
+        reads.extend(record)
+    return replace(prepare_dataset(table, features, target, spec), sources=raw_sources(record))
 
 
 # --- splitting ------------------------------------------------------------------------------

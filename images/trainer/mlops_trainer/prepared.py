@@ -32,7 +32,7 @@ import pandas as pd
 from mlops_contract import storage
 from mlops_contract.checks import check_spec
 from mlops_trainer.config import PreparedRef, TrainerConfig
-from mlops_trainer.data import Dataset, SplitData, load_dataset, split_dataset
+from mlops_trainer.data import Dataset, SplitData, load_dataset, raw_sources, split_dataset
 from mlops_trainer.errors import BadInput, Transient, writing_output
 from mlops_trainer.logs import log, phase
 
@@ -212,6 +212,7 @@ def load_prepared(
         digest=str(manifest["dataDigest"]),
         raw_dtypes=dict(manifest["dtypes"]),
         rows=len(X_train) + len(X_test),
+        sources=raw_sources(list(manifest.get("reads", []))),
     )
     return ds, SplitData(X_train, X_test, y_train, y_test, bool(manifest["stratified"]))
 

@@ -18,8 +18,16 @@ from mlops_trainer.logs import log
 MAX_RESULT_BYTES: Final = 4096
 DEFAULT_RESULT_PATH: Final = "/dev/termination-log"
 ENV_RESULT_PATH: Final = "MLOPS_RESULT_PATH"
-# Least important first: the signature and predictions are in model.json, params in the spec.
-DROP_ORDER: Final = ("signature", "predictions", "params", "failedGates", "metrics", "dataDigest")
+# Least important first: the signature, predictions and dataSources are in model.json, params in the spec.
+DROP_ORDER: Final = (
+    "signature",
+    "predictions",
+    "dataSources",
+    "params",
+    "failedGates",
+    "metrics",
+    "dataDigest",
+)
 ESSENTIAL: Final = (
     "ok",
     "reason",

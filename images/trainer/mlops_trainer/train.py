@@ -173,6 +173,7 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
         # raw reads of the prepare step) with its sha256 (issue #23).
         "dataReads": reads,
         "prepared": config.prepared.model_dump() if config.prepared else None,
+        "dataSources": list(ds.sources),
         "rows": ds.row_count,
         "trainRows": len(split.X_train),
         "testRows": len(split.X_test),
@@ -211,6 +212,7 @@ def run_train(config: TrainerConfig, env: Mapping[str, str]) -> dict[str, Any]:
         "artifactUri": uri,
         "dataDigest": ds.digest,
         "reads": reads,
+        "dataSources": list(ds.sources),
         "params": params,
         "signature": metadata["signature"],
         **({"baseline": baseline} if baseline else {}),

@@ -73,6 +73,16 @@ class Signature(Spec):
     )
 
 
+class SourceRows(Spec):
+    """What the training run read from one data source (its own record)."""
+
+    uri: str = Field(max_length=2048, description="The data source's URI, as in the TrainingJob's spec.")
+    rows: int = Field(
+        ge=0,
+        description="Rows read from it, before cleaning; a prediction log counts its labelled rows, each once.",
+    )
+
+
 class Source(Spec):
     """Lineage: how the model was made."""
 
@@ -87,6 +97,11 @@ class Source(Spec):
     estimator: str | None = Field(None, max_length=128, description="Estimator class.")
     params: FreeForm | None = Field(
         None, description="The estimator parameters used (best trial when tuned)."
+    )
+    data_sources: list[SourceRows] | None = Field(
+        None,
+        max_length=64,
+        description="What the run read: rows per data source (main first, then extraSources), as the trainer counted them.",
     )
 
 

@@ -502,6 +502,7 @@ def deployment(
         "volumes": volumes,
         **_init_containers(isvc, spec, mv, settings, track),
         **scheduling(spec),
+        "topologySpreadConstraints": spread_over_nodes(name, track),
     }
     deploy_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(name, track)},
@@ -529,6 +530,21 @@ def deployment(
         "metadata": object_meta(deployment_name(name, track), isvc, pod_labels),
         "spec": deploy_spec,
     }
+
+
+def spread_over_nodes(isvc_name: str, track: Track) -> list[dict[str, Any]]:
+    """A track's replicas spread over nodes, as evenly as the scheduler can (a soft rule: on one
+    node, or with the others full, they all still schedule). Counted per ReplicaSet
+    (pod-template-hash), so a rollout's new pods spread among themselves, not around the old."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector_labels(isvc_name, track)},
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+    ]
 
 
 def _container_ports(spec: InferenceServiceSpec) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from mlops_operator.build.trainingjob import trainer_container, trainer_job
 from mlops_operator.settings import Settings
 
 COMPONENT: Final = "verifier"
+PURGE_COMPONENT: Final = "purger"
 RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
 
 
@@ -56,8 +57,69 @@ def verification_job(mv: Mapping[str, Any], spec: ModelVersionSpec, settings: Se
     )
 
 
+PURGE_TTL_SECONDS: Final = 600
+
+
+def purge_job_name(mv_name: str) -> str:
+    return child_name(mv_name, "purge")
+
+
+def purgeable(spec: ModelVersionSpec, namespace: str) -> bool:
+    """Whether retention deletes this version's artifact too (pure): an s3:// artifact the
+    operator's own training run wrote, at the place it writes to (`<output>/<model>/<job>`).
+    A version registered by hand, a pvc:// artifact or one elsewhere is left in place."""
+    job = spec.source.training_job if spec.source else None
+    uri = spec.artifact.uri.rstrip("/")
+    return bool(namespace) and bool(job) and uri.startswith("s3://") and uri.endswith(f"/{spec.model}/{job}")
+
+
+def purge_job(mv: Mapping[str, Any], spec: ModelVersionSpec, settings: Settings) -> dict[str, Any]:
+    """The Job deleting a retired version's s3:// artifact (`mlops-trainer purge`), with the
+    artifact's secretRef as envFrom: the operator itself never holds credentials. Not owned by
+    the ModelVersion it outlives: it removes itself PURGE_TTL_SECONDS after it ends."""
+    name, namespace = mv["metadata"]["name"], mv["metadata"]["namespace"]
+    assert spec.source is not None and spec.source.training_job, "purge_job needs purgeable(spec)"
+    args = [
+        "purge", "--artifact", spec.artifact.uri, "--sha256", spec.artifact.sha256,
+        "--namespace", namespace, "--training-job", spec.source.training_job,
+    ]  # fmt: skip
+    container = trainer_container(settings.trainer_image, settings, args=args, mounts=[], resources=RESOURCES)
+    env_from = secret_env([spec.artifact.secret_ref.name if spec.artifact.secret_ref else None])
+    if env_from:
+        container["envFrom"] = env_from
+    lbls = labels(PURGE_COMPONENT, name, spec.model, **{LABEL_MODEL_VERSION: name})
+    job = trainer_job(
+        mv,
+        purge_job_name(name),
+        lbls,
+        container,
+        [],
+        settings=settings,
+        backoff_limit=3,
+        active_deadline_seconds=300,
+    )
+    job["metadata"].pop("ownerReferences", None)
+    job["spec"]["ttlSecondsAfterFinished"] = PURGE_TTL_SECONDS
+    return job
+
+
 def model_version_name(model: str, version: int) -> str:
     return f"{model}-v{version}"
+
+
+def data_sources(value: Any) -> list[dict[str, Any]]:
+    """The trainer's record of rows read per source, kept only when well formed (pure)."""
+    if not isinstance(value, list):
+        return []
+    return [
+        {"uri": item["uri"], "rows": item["rows"]}
+        for item in value[:64]
+        if isinstance(item, dict)
+        and isinstance(item.get("uri"), str)
+        and isinstance(item.get("rows"), int)
+        and not isinstance(item.get("rows"), bool)
+        and item["rows"] >= 0
+    ]
 
 
 def model_version_manifest(
@@ -82,6 +144,8 @@ def model_version_manifest(
         mv_spec["source"]["dataDigest"] = result["dataDigest"]
     if isinstance(result.get("params"), dict):
         mv_spec["source"]["params"] = result["params"]
+    if sources := data_sources(result.get("dataSources")):
+        mv_spec["source"]["dataSources"] = sources
     if isinstance(result.get("metrics"), dict):
         mv_spec["metrics"] = {
             k: float(v) for k, v in result["metrics"].items() if isinstance(v, (int, float))

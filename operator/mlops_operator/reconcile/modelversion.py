@@ -260,14 +260,33 @@ async def retire(
     siblings: list[dict[str, Any]],
     services: list[dict[str, Any]],
 ) -> None:
-    """Delete the model's versions beyond the newest `retention_keep` that nothing serves or pins."""
+    """Delete the model's versions beyond the newest `retention_keep` that nothing serves or pins;
+    an s3:// artifact the operator's run wrote goes too, by a purge Job created first (the Job
+    outlives the ModelVersion; build.purge_job says why a Job)."""
     ns = mv["metadata"]["namespace"]
     keep = ctx.settings.retention_keep
+    by_name = {m["metadata"]["name"]: m for m in siblings}
     for victim in retention_victims(siblings, services, keep):
+        purge = await _purge_artifact(ctx, by_name[victim])
         if await ctx.kube.delete("ModelVersion", ns, victim):
+            also = f"; its artifact is deleted by Job {purge}" if purge else ""
             await ctx.event(
-                mv, "Retired", f"Deleted ModelVersion {victim}: {spec.model} keeps its newest {keep} versions"
+                mv,
+                "Retired",
+                f"Deleted ModelVersion {victim}: {spec.model} keeps its newest {keep} versions{also}",
             )
+
+
+async def _purge_artifact(ctx: Context, victim: Mapping[str, Any]) -> str | None:
+    """Create the purge Job of `victim`'s artifact when retention may delete it; -> its name."""
+    try:
+        spec = ModelVersionSpec.model_validate(victim["spec"])
+    except ValidationError:
+        return None
+    if not build.purgeable(spec, victim["metadata"]["namespace"]):
+        return None
+    job, _ = await ctx.kube.create(build.purge_job(victim, spec, ctx.settings))
+    return str(job["metadata"]["name"])
 
 
 def interval(mv: Mapping[str, Any]) -> float | None:

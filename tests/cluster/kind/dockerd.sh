@@ -14,6 +14,9 @@
 # FORWARD policy to DROP, which breaks every other bridge on the host (the local cluster's real
 # node). kind needs neither: nodes and pods talk across the `kind` bridge (layer 2), and the
 # host reaches the API server through a published port on 127.0.0.1.
+# --dns 127.0.0.1: Docker's embedded DNS answers the containers' (the nodes') names and forwards
+# every other name to this address, taken inside the container, where nothing listens: a lookup
+# of an outside name fails at once instead of leaving the machine through this host's resolver.
 # --default-runtime runc-bounded: kind's nodes are privileged, and this host's kernel withholds
 # some capabilities (CAP_SYS_RESOURCE) from every process; see runc-bounded.
 # Environment: MLOPS_CACHE (~/.cache/mlops-operator), MLOPS_KIND_RUN (/run/mlops-kind).
@@ -43,7 +46,7 @@ start() {
   install -m 0755 "$(dirname "$0")/runc-bounded" "$run/runc-bounded"
   local t0=$SECONDS pid
   setsid dockerd -H "$DOCKER_HOST" --data-root "$cache/docker" --exec-root "$run/exec" \
-    --pidfile "$pidfile" --bridge=none --iptables=true --ip-forward=false \
+    --pidfile "$pidfile" --bridge=none --iptables=true --ip-forward=false --dns 127.0.0.1 \
     --storage-driver=overlay2 --add-runtime "runc-bounded=$run/runc-bounded" \
     --default-runtime runc-bounded >>"$logf" 2>&1 </dev/null &
   pid=$!

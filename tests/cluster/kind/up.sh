@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up the kind cluster (cluster.yaml: one control-plane node, two workers) on the kind
-# Docker daemon (dockerd.sh) and waits until every node is Ready and CoreDNS answers.
+# Docker daemon (dockerd.sh), waits until every node is Ready and CoreDNS answers, and starts
+# and publishes the cluster's S3 server (s3.sh).
 #
 #   KIND=/path/to/kind KUBECONFIG_FILE=/path/to/kubeconfig tests/cluster/kind/up.sh
 #
@@ -43,5 +44,29 @@ mkdir -p "$(dirname "$KUBECONFIG_FILE")"
 k=("$kubectl" --kubeconfig "$KUBECONFIG_FILE")
 "${k[@]}" wait --for=condition=Ready nodes --all --timeout="$wait" >&2
 "${k[@]}" -n kube-system rollout status deployment/coredns --timeout="$wait" >&2
+# The cluster's DNS forwards nothing, as the local cluster's (../local/dns.sh): kubeadm's
+# Corefile sends every name outside cluster.local to the node's resolver; here CoreDNS answers
+# them NXDOMAIN itself, so a pod's lookup of an outside name fails at once ("not known") and no
+# query leaves the machine. Idempotent: a Corefile without the forward block is left alone.
+corefile=$("${k[@]}" -n kube-system get configmap coredns -o jsonpath='{.data.Corefile}')
+if grep -q '^ *forward \. ' <<<"$corefile"; then
+  log "CoreDNS: outside names answered NXDOMAIN, nothing forwarded"
+  # kubeadm's block serves the cluster's zones only, without its forward block; a block of its
+  # own answers the rest (template runs before kubernetes, so it cannot share their block).
+  {
+    awk '/^\.:53 \{/ { print "cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {"; next }
+         /^ *forward \. / { skip = 1; next }
+         skip && /^ *}/ { skip = 0; next }
+         !skip' <<<"$corefile"
+    printf '.:53 {\n    errors\n    template ANY ANY {\n       rcode NXDOMAIN\n    }\n}\n'
+  } >"$KUBECONFIG_FILE.Corefile"
+  "${k[@]}" -n kube-system create configmap coredns --from-file=Corefile="$KUBECONFIG_FILE.Corefile" \
+    --dry-run=client -o yaml | "${k[@]}" apply --server-side --force-conflicts -f - >&2
+  rm -f "$KUBECONFIG_FILE.Corefile"
+  "${k[@]}" -n kube-system rollout restart deployment/coredns >&2
+  "${k[@]}" -n kube-system rollout status deployment/coredns --timeout="$wait" >&2
+fi
+# The S3 server the e2e tier (STORAGE=s3) and the demo keep artifacts in (s3.sh).
+KUBECTL=$kubectl KUBECONFIG_FILE=$KUBECONFIG_FILE "$here/s3.sh" start
 "${k[@]}" get nodes -o wide >&2
 log "cluster $name ready in $((SECONDS - t0)) s; kubeconfig: $KUBECONFIG_FILE"

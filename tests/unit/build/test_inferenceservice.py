@@ -486,6 +486,18 @@ def test_scheduling_options_absent_by_default() -> None:
     assert not {"serviceAccountName", "nodeSelector", "tolerations"} & pod.keys()
 
 
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_replicas_spread_over_nodes_softly_per_track(track: b.Track) -> None:
+    d = deploy(track=track)
+    (spread,) = pod_spec(d)["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"  # one node still takes every replica
+    assert spread["maxSkew"] == 1
+    # Exactly this track's pods (the Deployment's own selector), per ReplicaSet.
+    assert spread["labelSelector"] == {"matchLabels": d["spec"]["selector"]["matchLabels"]}
+    assert spread["matchLabelKeys"] == ["pod-template-hash"]
+
+
 def test_deployment_is_deterministic() -> None:
     assert deploy() == deploy()
 

@@ -172,6 +172,18 @@ def test_an_s3_output_secret_travels_to_the_modelversion_and_its_verification() 
     assert mounts(job) == {}
 
 
+def test_the_trainers_record_of_rows_read_goes_into_the_lineage() -> None:
+    obj, spec = tj(output={"uri": "s3://models/out"})
+    read = [{"uri": "builtin:iris", "rows": 150}, {"uri": "s3://models/predictions/ml/iris", "rows": 1700}]
+    junk = [{"uri": "x", "rows": -1}, {"uri": "y", "rows": True}, {"rows": 3}, "z"]
+    result = {"artifactUri": "s3://models/out/iris/iris-rf", "sha256": SHA, "dataSources": [*read, *junk]}
+    body = model_version_manifest(obj, spec, result, 1, "trainer:1")
+    assert body["spec"]["source"]["dataSources"] == read
+    assert ModelVersionSpec.model_validate(body["spec"]).source.data_sources is not None
+    del result["dataSources"]  # dropped from a termination message over 4 KiB: no record, no field
+    assert "dataSources" not in model_version_manifest(obj, spec, result, 1, "trainer:1")["spec"]["source"]
+
+
 @pytest.mark.parametrize(("trials", "parallelism", "expected"), [(6, 3, 3), (2, 4, 2)])
 def test_tuning_is_an_indexed_job(trials: int, parallelism: int, expected: int) -> None:
     space = {"n_estimators": [10, 50, 100], "max_depth": [3, None]}
@@ -248,3 +260,46 @@ def test_trainer_pods_know_their_memory_limit(limits: dict[str, str] | None, exp
     for job in (build.training_job(obj, spec, SETTINGS, None), build.tuning_job(obj, spec, SETTINGS, 2)):
         env = {e["name"]: e.get("value") for e in pod(job)["containers"][0]["env"]}
         assert env.get("MLOPS_MEMORY_LIMIT") == expected
+
+
+def _mv_spec(uri: str, job: str | None = "iris-rf", secret: str | None = "model-creds") -> ModelVersionSpec:
+    art: dict[str, Any] = {"uri": uri, "format": "skops", "sha256": SHA}
+    if secret:
+        art["secretRef"] = {"name": secret}
+    return ModelVersionSpec.model_validate(
+        {"model": "iris", "version": 1, "artifact": art, "source": {"trainingJob": job} if job else {}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("uri", "job", "expected"),
+    [
+        ("s3://models/out/iris/iris-rf", "iris-rf", True),  # where the run wrote it
+        ("s3://models/out/iris/iris-rf/", "iris-rf", True),
+        ("s3://models/out", "iris-rf", False),  # a prefix the run does not own
+        ("s3://models/out/iris/other", "iris-rf", False),  # another run's place
+        ("s3://models/out/iris/iris-rf", None, False),  # registered by hand
+        ("pvc://claim/models/iris/iris-rf", "iris-rf", False),  # claims keep their files
+    ],
+)
+def test_retention_deletes_only_artifacts_the_operators_run_wrote(
+    uri: str, job: str | None, expected: bool
+) -> None:
+    assert mv_build.purgeable(_mv_spec(uri, job), "ml") is expected
+
+
+def test_the_purge_job_has_the_artifacts_secret_no_owner_and_a_ttl() -> None:
+    spec = _mv_spec("s3://models/out/iris/iris-rf")
+    mv = {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelVersion",
+          "metadata": {"name": "iris-v1", "namespace": "ml", "uid": "u"}}  # fmt: skip
+    job = mv_build.purge_job(mv, spec, SETTINGS)
+    assert job["metadata"]["name"] == "iris-v1-purge"
+    assert "ownerReferences" not in job["metadata"]  # it outlives the ModelVersion it cleans up after
+    assert job["spec"]["ttlSecondsAfterFinished"] == mv_build.PURGE_TTL_SECONDS
+    container = pod(job)["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "model-creds"}}]
+    assert container["args"] == [
+        "purge", "--artifact", "s3://models/out/iris/iris-rf", "--sha256", SHA,
+        "--namespace", "ml", "--training-job", "iris-rf",
+    ]  # fmt: skip
+    assert mounts(job) == {} and pod(job)["automountServiceAccountToken"] is False

@@ -56,6 +56,9 @@ def test_trials_and_the_fit_on_prepared_data_match_the_raw_path(
     assert fit.result["metrics"] == pytest.approx(raw_fit.result["metrics"])
     assert fit.result["dataDigest"] == raw_fit.result["dataDigest"] == prepared.result["dataDigest"]
     assert fit.result["signature"] == raw_fit.result["signature"]  # the raw dtypes, not the read ones
+    # The lineage names the raw source the prepare step read, not the prepared copy.
+    assert fit.result["dataSources"] == raw_fit.result["dataSources"]
+    assert fit.result["dataSources"] == [{"uri": spec["data"]["source"]["uri"], "rows": 240}]
     meta = json.loads((trainer.artifact_dir() / "model.json").read_text())
     assert meta["prepared"] == ref and meta["dataReads"] == [{**ref, "kind": "prepared", "rows": 240}]
 

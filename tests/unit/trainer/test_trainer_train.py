@@ -251,6 +251,9 @@ def test_jsonl_feedback_directory_appended_as_extra_source(trainer: Trainer, mix
     _, meta = artifact.load_verified(trainer.artifact_dir(), run.result["sha256"])
     assert meta["rows"] == len(table)
     assert meta["extraDataUris"] == ["pvc://data/feedback"]
+    # The run's own record of what it read: 200 CSV rows, then every labelled log line once.
+    read = [{"uri": uri, "rows": 200}, {"uri": "pvc://data/feedback", "rows": len(table) - 200}]
+    assert meta["dataSources"] == read and run.result["dataSources"] == read
     # The same rows through the log or the CSV make the same prepared table.
     alone = trainer.run(
         "train",
@@ -282,6 +285,10 @@ def test_a_prediction_log_without_labelled_rows_is_skipped_and_said(
     assert note.startswith("trained without pvc://data/feedback: no labelled rows there yet")
     _, meta = artifact.load_verified(trainer.artifact_dir(), run.result["sha256"])
     assert meta["rows"] == len(table) and note in meta["warnings"]
+    assert meta["dataSources"] == [
+        {"uri": uri, "rows": len(table)},
+        {"uri": "pvc://data/feedback", "rows": 0},
+    ]
 
     csv = make_spec(
         data={"source": {"uri": uri}, "extraSources": [{"uri": "pvc://data/nothing.csv"}], "target": "churn"}

@@ -2,8 +2,9 @@
 // kind node image's DNS builds from the Go module proxy without CoreDNS's cloud back ends.
 //
 // The plugin list must cover every directive of kubeadm's Corefile (errors, health, ready,
-// kubernetes, prometheus, forward, cache, loop, reload, loadbalance) plus log for debugging;
-// a directive without its plugin makes CoreDNS refuse the Corefile at start.
+// kubernetes, prometheus, forward, cache, loop, reload, loadbalance), log for debugging, and
+// template, with which up.sh answers every name outside the cluster NXDOMAIN instead of
+// forwarding it; a directive without its plugin makes CoreDNS refuse the Corefile at start.
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/metrics"
 	_ "github.com/coredns/coredns/plugin/ready"
 	_ "github.com/coredns/coredns/plugin/reload"
+	_ "github.com/coredns/coredns/plugin/template"
 )
 
 // The server runs plugins in the order of dnsserver.Directives (CoreDNS's full list); the
