@@ -23,7 +23,7 @@ from typing import Any
 
 import loop
 import pytest
-from e2ekit import Cluster
+from e2ekit import Cluster, Storage
 
 from mlops_operator.build.inferenceservice import MONITORING_PORT
 
@@ -102,8 +102,8 @@ def shifted(n: int, seed: int, offsets: tuple[float, float], share: float) -> lo
 BIG = (loop.PETAL_LENGTH_OFFSET, loop.PETAL_WIDTH_OFFSET)
 
 
-def training_job(name: str, claim: str, *, site2: bool) -> dict[str, Any]:
-    extra = [{"uri": f"pvc://{claim}/{SITE2_DIR}", "format": "csv"}] if site2 else []
+def training_job(name: str, storage: Storage, *, site2: bool) -> dict[str, Any]:
+    extra = [{**storage.location(SITE2_DIR), "format": "csv"}] if site2 else []
     return {
         "apiVersion": "mlops.dev/v1alpha1",
         "kind": "TrainingJob",
@@ -117,7 +117,7 @@ def training_job(name: str, claim: str, *, site2: bool) -> dict[str, Any]:
             },
             "estimator": {"class": "RandomForestClassifier", "params": {"n_estimators": 50, "random_state": 0}},
             "evaluation": {"primaryMetric": "accuracy", "gates": [{"metric": "accuracy", "op": ">=", "threshold": 0.9}]},
-            "output": {"uri": f"pvc://{claim}/models"},
+            "output": storage.location("models"),
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
             "backoffLimit": 1,
             "activeDeadlineSeconds": 600,
@@ -145,24 +145,28 @@ def inference_service() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def test_champion_serves_in_shadow_mode(cluster: Cluster, namespace: str, artifacts: str) -> None:
+def test_champion_serves_in_shadow_mode(cluster: Cluster, namespace: str, storage: Storage) -> None:
     site2 = shifted(300, 11, BIG, share=1.0)
     lines = ["sepal length (cm),sepal width (cm),petal length (cm),petal width (cm),target"]
     lines += [
         ",".join(str(v) for v in [*row, label]) for row, label in zip(site2.rows, site2.labels, strict=True)
     ]
-    cluster.run_python(
-        namespace,
-        "write-site2",
-        f"""
-        import os
-        os.makedirs("/data/{SITE2_DIR}", exist_ok=True)
-        with open("/data/{SITE2_DIR}/site2.csv", "w") as f:
-            f.write({chr(10).join(lines) + chr(10)!r})
-        """,
-        claim=artifacts,
-    )
-    cluster.apply(namespace, training_job("iris-v1-train", artifacts, site2=False), inference_service())
+    csv = "\n".join(lines) + "\n"
+    if storage.s3 is not None:
+        storage.s3.client.put_object(Bucket=storage.bucket, Key=f"{SITE2_DIR}/site2.csv", Body=csv.encode())
+    else:
+        cluster.run_python(
+            namespace,
+            "write-site2",
+            f"""
+            import os
+            os.makedirs("/data/{SITE2_DIR}", exist_ok=True)
+            with open("/data/{SITE2_DIR}/site2.csv", "w") as f:
+                f.write({csv!r})
+            """,
+            claim=storage.claim or "",
+        )
+    cluster.apply(namespace, training_job("iris-v1-train", storage, site2=False), inference_service())
     loop.wait_phase(cluster, namespace, "modelversion", "iris-v1", "Verified", timeout=600)
     cluster.wait(namespace, f"inferenceservice/{ISVC}", "condition=Ready", timeout=300)
     service = cluster.get(namespace, "service", ISVC)
@@ -222,10 +226,10 @@ def _shadow_verdict(cluster: Cluster, namespace: str, version: str, phase: str) 
 
 
 def test_a_better_version_is_judged_better_and_promoted(
-    cluster: Cluster, namespace: str, artifacts: str
+    cluster: Cluster, namespace: str, storage: Storage
 ) -> None:
     """(b)"""
-    cluster.apply(namespace, training_job("iris-v2-train", artifacts, site2=True))
+    cluster.apply(namespace, training_job("iris-v2-train", storage, site2=True))
     loop.wait_phase(cluster, namespace, "modelversion", "iris-v2", "Verified", timeout=600)
     status = _shadow_verdict(cluster, namespace, "iris-v2", "Promoted")
     canary = status["canary"]
@@ -242,10 +246,10 @@ def test_a_better_version_is_judged_better_and_promoted(
 
 
 def test_a_version_worse_on_live_traffic_is_judged_worse_and_rolled_back(
-    cluster: Cluster, namespace: str, artifacts: str
+    cluster: Cluster, namespace: str, storage: Storage
 ) -> None:
     """(a): it passes its offline gate (iris) but never saw the second site."""
-    cluster.apply(namespace, training_job("iris-v3-train", artifacts, site2=False))
+    cluster.apply(namespace, training_job("iris-v3-train", storage, site2=False))
     mv = loop.wait_phase(cluster, namespace, "modelversion", "iris-v3", "Verified", timeout=600)
     assert (
         mv["conditions"]
