@@ -151,6 +151,7 @@ def run(cluster: Cluster, ns: str, kind: str, deploy_seconds: float | None, stor
         say(f"claim {CLAIM} bound; models and the prediction log will live on it")
         n.phase("Train with tuning: kubectl apply -k manifests/samples/lifecycle")
         cluster.kubectl("-n", ns, "apply", "-k", str(SAMPLE))
+        storage = Storage("pvc", f"pvc://{CLAIM}")
         source = "builtin:iris"
     say(f"TrainingJob {TJ}: RandomForest on {source}, a 6-trial grid in parallel pods, 3-fold CV")
     last: list[str] = [""]
@@ -225,6 +226,8 @@ def run(cluster: Cluster, ns: str, kind: str, deploy_seconds: float | None, stor
     after = after_status["metrics"]
     say(f"status.metrics: drift {fmt(after['drift'])}, accuracy {fmt(after['accuracy'])}")
     snapshot(cluster, ns)
+
+    shadow = shadow_phase(cluster, ns, storage, new_version, n)
     n.end()
 
     closed = (
@@ -241,6 +244,8 @@ def run(cluster: Cluster, ns: str, kind: str, deploy_seconds: float | None, stor
     print(f"    {'drift, shifted traffic':28}{fmt(shifted['drift']):>20}{fmt(after['drift']):>12}")
     print(f"    {'accuracy, shifted traffic':28}{fmt(shifted['accuracy']):>20}{fmt(after['accuracy']):>12}")
     print(f"    {'retraining runs':28}{after_status['retraining']['count']:>32}")
+    judged = f"{shadow.get('verdict')}, {shadow.get('phase')}"
+    print(f"    {'shadow challenger':28}{judged:>32}")
     print(f"\n    {'phase':52}{'seconds':>8}")
     for i, (title, seconds) in enumerate(n.phases, 1):
         short = title.split(":")[0].split(" (")[0]
@@ -256,6 +261,12 @@ def run(cluster: Cluster, ns: str, kind: str, deploy_seconds: float | None, stor
         else f"{RED}the loop did not close{RESET}"
     )
     print(f"\n    {verdict}")
+    rejected = shadow.get("phase") == "RolledBack" and shadow.get("verdict") == "Worse"
+    print(
+        f"    {GREEN}the worse challenger was judged Worse in shadow and never answered a user{RESET}"
+        if rejected
+        else f"{RED}    the shadow challenger was not rejected: {json.dumps(shadow)}{RESET}"
+    )
     kubectl = "" if cluster.kubectl_bin == "kubectl" else f"\n    alias kubectl={cluster.kubectl_bin}"
     print(f"""
 {BOLD}Explore{RESET}
@@ -263,13 +274,71 @@ def run(cluster: Cluster, ns: str, kind: str, deploy_seconds: float | None, stor
     kubectl get mlops -n {ns}                       # TrainingJobs, ModelVersions, InferenceService
     kubectl get mv -n {ns} -l mlops.dev/model=iris --sort-by=.spec.version
     kubectl get mlis {ISVC} -n {ns} -o jsonpath='{{.status.metrics}}'; echo
-    kubectl describe mlis {ISVC} -n {ns}               # conditions and Events (RetrainingTriggered, Canary*)
+    kubectl describe mlis {ISVC} -n {ns}               # conditions and Events (RetrainingTriggered, Canary*, ShadowVerdict)
+    kubectl get mlis {ISVC} -n {ns} -o jsonpath='{{.status.canary}}'; echo   # the shadow verdict
     kubectl get tj {job} -n {ns} -o yaml               # the retraining run and its data sources
     kubectl get events -n {ns} --sort-by=.lastTimestamp
     kubectl logs -n mlops-system deploy/mlops-operator
     make demo-down                                    # delete the namespace and stop the cluster
 """)
-    return 0 if closed else 1
+    return 0 if closed and rejected else 1
+
+
+CHALLENGER_TJ = "iris-site1-only"
+SHADOW = {"mode": "shadow", "shadow": {"minPairs": 60, "deadlineSeconds": 600, "onInconclusive": "Rollback"}}
+
+
+def shadow_phase(cluster: Cluster, ns: str, storage: Storage, champion: str, n: Narrator) -> dict[str, Any]:
+    """Shadow mode (issue #22): a version that passes its offline gate but is worse on the live
+    traffic is judged on labelled pairs while only the champion answers users; -> status.canary."""
+    say = n.say
+    n.phase("Shadow: a new version judged on live labelled traffic before it answers anyone")
+    patch = json.dumps({"spec": {"canary": SHADOW}})
+    cluster.kubectl("-n", ns, "patch", "inferenceservice", ISVC, "--type=merge", "-p", patch)
+    say("spec.canary.mode: shadow: the serving pods mirror live requests to a challenger; labels score both")
+    # A RandomForest on iris alone: it passes its offline gate (accuracy >= 0.9 on iris's
+    # hold-out) but never saw the second site, so it is worse on the live traffic than the champion.
+    cluster.apply(ns, loop.forest_job(CHALLENGER_TJ, storage))
+    challenger = loop.wait_phase(cluster, ns, "trainingjob", CHALLENGER_TJ, "Succeeded", timeout=900)[
+        "modelVersion"
+    ]
+    loop.wait_phase(cluster, ns, "modelversion", challenger, "Verified", timeout=600)
+    accuracy = cluster.get(ns, "modelversion", challenger)["spec"]["metrics"]["accuracy"]
+    say(
+        f"{challenger}: trained on iris alone, hold-out accuracy {fmt(accuracy)} (its gate passes), never saw the second site"
+    )
+    loop.wait_shadow_analysis(cluster, ns, ISVC, challenger)
+    traffic = loop.shifted_traffic(300, seed=3, share=0.5)
+    for round_ in range(4):
+        canary = cluster.status(ns, "inferenceservice", ISVC).get("canary") or {}
+        if canary.get("phase") != "Progressing":
+            break
+        sent = loop.send(
+            cluster, ns, ISVC, traffic, pod=f"shadow-traffic-{round_}", feedback=True, labels_later=True
+        )
+        assert not sent.errors, sent.errors
+        say(f"{sent.requests} requests answered by {json.dumps(sent.versions)}, then {sent.feedback} labels")
+        try:
+            loop.wait_status(
+                cluster, ns, "inferenceservice", ISVC,
+                lambda st: (st.get("canary") or {}).get("phase") != "Progressing",
+                timeout=60, what="a shadow verdict",
+            )  # fmt: skip
+        except AssertionError:
+            continue
+    status = cluster.status(ns, "inferenceservice", ISVC)
+    canary = status.get("canary") or {}
+    p_value = canary.get("pValue")
+    p = f"{p_value:.2g}" if isinstance(p_value, (int, float)) else "-"
+    say(
+        f"{BOLD}verdict {canary.get('verdict')}{RESET} on {canary.get('pairs')} labelled pairs: "
+        f"{champion} {fmt(canary.get('championScore'))} vs {challenger} "
+        f"{fmt(canary.get('challengerScore'))}, p = {p}"
+    )
+    reason = str(canary.get("reason") or "").rstrip(".")
+    say(f"{canary.get('phase')}: {reason}; {status.get('modelVersion')} keeps serving")
+    snapshot(cluster, ns)
+    return dict(canary)
 
 
 def down(cluster: Cluster, ns: str, storage_mode: str = "pvc") -> None:

@@ -87,12 +87,14 @@ def plan() -> dict[str, Traffic]:
 # protocol to status.url (http://<service>.<namespace>.svc.<domain>/v2/models/<model>) and, when
 # asked, posts each request's true labels to its feedback endpoint (the Service's monitoring
 # port, 8082: feedback is not served on the prediction port, issue #19) by the request id
-# the server answered with. Prints one JSON line of totals.
+# the server answered with, right after each answer or (`later`) all of them after the traffic,
+# as labels arrive in life. Prints one JSON line of totals.
 _SENDER = """
-import json, http.client, urllib.parse
-url, feedback, monitoring = {url!r}, {feedback!r}, {monitoring!r}
+import json, http.client, time, urllib.parse
+url, feedback, monitoring, later = {url!r}, {feedback!r}, {monitoring!r}, {later!r}
 rows, labels, per = {rows!r}, {labels!r}, {per!r}
 out = {{"requests": 0, "rows": 0, "correct": 0, "feedback": 0, "errors": [], "versions": {{}}}}
+answered = []
 
 def post(conn, path, body):
     conn.request("POST", path, json.dumps(body), {{"Content-Type": "application/json"}})
@@ -118,7 +120,17 @@ for start in range(0, len(rows), per):
     version = answer["model_version"]
     out["versions"][version] = out["versions"].get(version, 0) + 1
     if feedback:
+        answered.append((answer["id"], truth))
+    if feedback and not later:
         status, data = post(fconn, where.path + "/feedback", {{"id": answer["id"], "labels": truth}})
+        if status == 200:
+            out["feedback"] += len(truth)
+        else:
+            out["errors"].append("feedback HTTP %d: %r" % (status, data[:200]))
+if later and answered:
+    time.sleep(3)  # the labels come after the answers (in shadow mode, after the mirror's too)
+    for request_id, truth in answered:
+        status, data = post(fconn, where.path + "/feedback", {{"id": request_id, "labels": truth}})
         if status == 200:
             out["feedback"] += len(truth)
         else:
@@ -152,13 +164,16 @@ def send(
     *,
     pod: str,
     feedback: bool,
+    labels_later: bool = False,
 ) -> Sent:
-    """Send `traffic` to the InferenceService's status.url from pod `pod` (replaced if it exists)."""
+    """Send `traffic` to the InferenceService's status.url from pod `pod` (replaced if it exists);
+    with `feedback`, post each answer's labels at once or (`labels_later`) after all the traffic."""
     url = cluster.status(namespace, "inferenceservice", isvc)["url"]
     cluster.kubectl("-n", namespace, "delete", "pod", pod, "--ignore-not-found", "--wait=true")
     code = _SENDER.format(
         url=url,
         feedback=feedback,
+        later=labels_later,
         monitoring=MONITORING_PORT,
         rows=traffic.rows,
         labels=traffic.labels,
@@ -378,3 +393,39 @@ def labelled_log_lines(cluster: Cluster, namespace: str, storage: Storage, log_u
     """Labelled lines in the prediction log at `log_uri` (its feedback-*.jsonl files or objects)."""
     lines = storage.read_lines(cluster, namespace, log_uri, "feedback-*.jsonl")
     return sum(1 for line in lines if line.strip() and json.loads(line).get("label") is not None)
+
+
+def forest_job(name: str, storage: Storage, extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """TrainingJob `name`: a RandomForest (50 trees, seeded, no tuning) on iris plus `extra` sources,
+    gated at accuracy >= 0.9 on its hold-out, its artifact under `storage`'s models/. The shadow
+    test's and the demo's challengers (issue #22)."""
+    return {
+        "apiVersion": "mlops.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "labels": {"mlops.dev/model": "iris"}},
+        "spec": {
+            "model": "iris",
+            "data": {
+                "source": {"uri": "builtin:iris"},
+                **({"extraSources": extra} if extra else {}),
+                "split": {"testSize": 0.25, "stratify": True, "seed": 7},
+            },
+            "estimator": {"class": "RandomForestClassifier", "params": {"n_estimators": 50, "random_state": 0}},
+            "evaluation": {"primaryMetric": "accuracy", "gates": [{"metric": "accuracy", "op": ">=", "threshold": 0.9}]},
+            "output": storage.location("models"),
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+            "backoffLimit": 1,
+            "activeDeadlineSeconds": 600,
+        },
+    }  # fmt: skip
+
+
+def wait_shadow_analysis(cluster: Cluster, namespace: str, isvc: str, version: str) -> None:
+    """Until `version` is the challenger of a shadow analysis and its pods are ready (issue #22)."""
+    wait_status(
+        cluster, namespace, "inferenceservice", isvc,
+        lambda st: (st.get("canary") or {}).get("modelVersion") == version
+        and (st.get("canary") or {}).get("mode") == "shadow",
+        timeout=600, what=f"shadow analysis of {version}",
+    )  # fmt: skip
+    cluster.kubectl("-n", namespace, "rollout", "status", f"deployment/{isvc}-canary", "--timeout=300s")

@@ -103,26 +103,9 @@ BIG = (loop.PETAL_LENGTH_OFFSET, loop.PETAL_WIDTH_OFFSET)
 
 
 def training_job(name: str, storage: Storage, *, site2: bool) -> dict[str, Any]:
-    extra = [{**storage.location(SITE2_DIR), "format": "csv"}] if site2 else []
-    return {
-        "apiVersion": "mlops.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name, "labels": {"mlops.dev/model": "iris"}},
-        "spec": {
-            "model": "iris",
-            "data": {
-                "source": {"uri": "builtin:iris"},
-                **({"extraSources": extra} if extra else {}),
-                "split": {"testSize": 0.25, "stratify": True, "seed": 7},
-            },
-            "estimator": {"class": "RandomForestClassifier", "params": {"n_estimators": 50, "random_state": 0}},
-            "evaluation": {"primaryMetric": "accuracy", "gates": [{"metric": "accuracy", "op": ">=", "threshold": 0.9}]},
-            "output": storage.location("models"),
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-            "backoffLimit": 1,
-            "activeDeadlineSeconds": 600,
-        },
-    }  # fmt: skip
+    return loop.forest_job(
+        name, storage, [{**storage.location(SITE2_DIR), "format": "csv"}] if site2 else None
+    )
 
 
 def inference_service() -> dict[str, Any]:
@@ -197,13 +180,7 @@ def test_estimated_accuracy_drops_under_the_shift_before_any_label(cluster: Clus
 def _shadow_verdict(cluster: Cluster, namespace: str, version: str, phase: str) -> dict[str, Any]:
     """Send the second site's traffic (half of it), labels after; until status.canary decides."""
     traffic = shifted(300, 3, BIG, share=0.5)
-    loop.wait_status(
-        cluster, namespace, "inferenceservice", ISVC,
-        lambda st: (st.get("canary") or {}).get("modelVersion") == version
-        and (st.get("canary") or {}).get("mode") == "shadow",
-        timeout=600, what=f"shadow analysis of {version}",
-    )  # fmt: skip
-    cluster.kubectl("-n", namespace, "rollout", "status", f"deployment/{ISVC}-canary", "--timeout=300s")
+    loop.wait_shadow_analysis(cluster, namespace, ISVC, version)
     champion = cluster.status(namespace, "inferenceservice", ISVC)["modelVersion"]
     rounds = 0
     while (cluster.status(namespace, "inferenceservice", ISVC).get("canary") or {}).get(
