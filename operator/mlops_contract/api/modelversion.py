@@ -157,7 +157,10 @@ class ModelVersionStatus(Status):
         description="Candidate (not served), Production (served by an InferenceService) or Archived (superseded).",
     )
     served_by: list[str] | None = Field(None, description="InferenceServices serving this version.")
-    score: float | None = Field(None, description="Value of the primary metric.")
+    score: float | None = Field(
+        None,
+        description="Value of the primary metric, to 4 significant digits (the full value is in the metrics).",
+    )
     verified_at: str | None = Field(
         None, description="When verification succeeded.", json_schema_extra={"format": "date-time"}
     )

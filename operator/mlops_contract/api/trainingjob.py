@@ -339,7 +339,10 @@ class TrainingJobStatus(Status):
     trials_total: int | None = Field(None, description="Tuning trials planned.")
     metrics: dict[str, float] | None = Field(None, description="Evaluation metrics on the held-out split.")
     primary_metric: str | None = Field(None, description="Name of the metric that ranks versions.")
-    score: float | None = Field(None, description="Value of the primary metric.")
+    score: float | None = Field(
+        None,
+        description="Value of the primary metric, to 4 significant digits (the full value is in the metrics).",
+    )
     best_params: FreeForm | None = Field(None, description="Parameters of the best tuning trial.")
     best_trial: int | None = Field(None, description="Index of the best tuning trial.")
     trials: list[TrialResult] | None = Field(

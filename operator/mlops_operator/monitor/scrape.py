@@ -55,6 +55,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlops_contract.api.inferenceservice import Metrics
 from mlops_operator.serving.canary import CanaryStats
 from mlops_operator.serving.shadow import ShadowCounts
+from mlops_operator.status import numbers
 
 Buckets = tuple[tuple[float, float], ...]  # (upper bound `le`, cumulative count), sorted by le
 
@@ -387,10 +388,7 @@ def canary_stats(totals: PodTotals) -> CanaryStats:
 
 
 def _round(value: float) -> float:
-    if value == 0 or not math.isfinite(value):
-        return value
-    decimals = SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(abs(value)))
-    return round(value, min(decimals, MAX_DECIMALS)) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return numbers.significant(value, SIGNIFICANT_DIGITS, MAX_DECIMALS)
 
 
 def _round_count(value: int) -> int:

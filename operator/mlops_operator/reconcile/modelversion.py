@@ -22,6 +22,7 @@ from mlops_operator.reconcile import storage
 from mlops_operator.reconcile.context import Context
 from mlops_operator.reconcile.pods import PodResult, failure_message, job_condition, last_failure, succeeded
 from mlops_operator.reconcile.pods import results as pod_results
+from mlops_operator.status import numbers
 from mlops_operator.status.conditions import READY, Cond, get, is_true, kstatus, merge, tf
 
 VERIFICATION_FAILURES = ("VerificationFailed", "VerificationError")
@@ -246,7 +247,9 @@ def compute_status(
         "conditions": merge(old.get("conditions"), conds, generation, now),
         "stage": stage_name,
         "servedBy": served_by or None,
-        "score": (spec.metrics or {}).get(spec.primary_metric) if spec.primary_metric else None,
+        "score": numbers.score((spec.metrics or {}).get(spec.primary_metric))
+        if spec.primary_metric
+        else None,
         "approvedBy": (meta.get("annotations") or {}).get(ANNOTATION_APPROVED_BY),
         "message": ready_message,
     }

@@ -33,6 +33,7 @@ from mlops_operator.reconcile.pods import (
     succeeded,
 )
 from mlops_operator.reconcile.trials import best_record, record_trials
+from mlops_operator.status import numbers
 from mlops_operator.status.conditions import READY, Cond, kstatus, merge, tf
 
 TERMINAL: Final = ("Succeeded", "Failed")
@@ -242,7 +243,7 @@ def registered_facts(mv_name: str, result: Mapping[str, Any]) -> dict[str, Any]:
         "modelVersion": mv_name,
         "metrics": metrics,
         "primaryMetric": primary,
-        "score": metrics.get(str(primary)) if primary else None,
+        "score": numbers.score(metrics.get(str(primary))) if primary else None,
         "gatesPassed": result.get("gatesPassed"),
         "artifactUri": result.get("artifactUri"),
         "artifactSha256": result.get("sha256"),
