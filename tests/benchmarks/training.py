@@ -75,14 +75,22 @@ def generate(rows: int, path: Path, seed: int = 23) -> None:
     pd.DataFrame(columns).to_csv(path, index=False)
 
 
-def spec(uri: str) -> dict[str, Any]:
+def memory_limit(rows: int) -> str:
+    """The pods' limit: 3 GiB up to 100k rows, 8 GiB at 1M (two trial pods fit the 24 GiB node)."""
+    return "3Gi" if rows <= 100_000 else "8Gi"
+
+
+def spec(uri: str, rows: int) -> dict[str, Any]:
     return {
         "model": "bench",
         "data": {"source": {"uri": uri}, "target": TARGET},
         "estimator": {"class": ESTIMATOR, "params": PARAMS},
         "tuning": {"strategy": "grid", "space": GRID, "cv": CV, "parallelism": 2},
         "output": {"uri": "pvc://bench-data/models"},
-        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "3Gi"}},
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "512Mi"},
+            "limits": {"memory": memory_limit(rows)},
+        },
         "activeDeadlineSeconds": 7200,
     }
 
@@ -100,7 +108,7 @@ def inprocess_child(csv: str) -> None:
     from mlops_trainer.pipeline import build_model, resolve_params
 
     started = time.perf_counter()
-    s = TrainingJobSpec.model_validate(spec(f"pvc://bench/{Path(csv).name}"))
+    s = TrainingJobSpec.model_validate(spec(f"pvc://bench/{Path(csv).name}", 0))
     env = {"MLOPS_PVC_ROOT": str(Path(csv).parent.parent), "MLOPS_MEMORY_LIMIT": str(64 << 30)}
     with tempfile.TemporaryDirectory() as work:
         ds = load_dataset(s, Path(work), env)
@@ -184,7 +192,7 @@ class Kubectl:
         return proc.stdout
 
 
-def run_trainingjob(k: Kubectl, csv: Path, host_dir: Path, timeout: float) -> dict[str, Any]:
+def run_trainingjob(k: Kubectl, csv: Path, host_dir: Path, timeout: float, rows: int) -> dict[str, Any]:
     ns = f"bench-training-{uuid.uuid4().hex[:6]}"
     pv = f"{ns}-data"
     k("create", "namespace", ns)
@@ -220,7 +228,7 @@ def run_trainingjob(k: Kubectl, csv: Path, host_dir: Path, timeout: float) -> di
             "apiVersion": "mlops.dev/v1alpha1",
             "kind": "TrainingJob",
             "metadata": {"name": "bench", "namespace": ns},
-            "spec": spec(f"pvc://bench-data/{csv.name}"),
+            "spec": spec(f"pvc://bench-data/{csv.name}", rows),
         }
         load_before = loadavg()
         started = time.monotonic()
@@ -293,7 +301,7 @@ def main() -> None:
         entry["inProcess"] = run_inprocess(csv)
         print(f"{rows} rows in-process: {json.dumps(entry['inProcess'])}", file=sys.stderr)
         if k is not None:
-            entry["trainingJob"] = run_trainingjob(k, csv, host_dir, args.timeout)
+            entry["trainingJob"] = run_trainingjob(k, csv, host_dir, args.timeout, rows)
             print(f"{rows} rows TrainingJob: {json.dumps(entry['trainingJob'])[:2000]}", file=sys.stderr)
         results.append(entry)
     RESULTS.mkdir(exist_ok=True)
