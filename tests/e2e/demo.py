@@ -309,24 +309,11 @@ def shadow_phase(cluster: Cluster, ns: str, storage: Storage, champion: str, n: 
     )
     loop.wait_shadow_analysis(cluster, ns, ISVC, challenger)
     traffic = loop.shifted_traffic(300, seed=3, share=0.5)
-    for round_ in range(4):
-        canary = cluster.status(ns, "inferenceservice", ISVC).get("canary") or {}
-        if canary.get("phase") != "Progressing":
-            break
-        sent = loop.send(
-            cluster, ns, ISVC, traffic, pod=f"shadow-traffic-{round_}", feedback=True, labels_later=True
-        )
-        assert not sent.errors, sent.errors
+
+    def report(sent: loop.Sent) -> None:
         say(f"{sent.requests} requests answered by {json.dumps(sent.versions)}, then {sent.feedback} labels")
-        try:
-            loop.wait_status(
-                cluster, ns, "inferenceservice", ISVC,
-                lambda st: (st.get("canary") or {}).get("phase") != "Progressing",
-                timeout=60, what="a shadow verdict",
-            )  # fmt: skip
-        except AssertionError:
-            continue
-    status = cluster.status(ns, "inferenceservice", ISVC)
+
+    status, _ = loop.shadow_verdict(cluster, ns, ISVC, traffic, pod="shadow-traffic", report=report)
     canary = status.get("canary") or {}
     p_value = canary.get("pValue")
     p = f"{p_value:.2g}" if isinstance(p_value, (int, float)) else "-"

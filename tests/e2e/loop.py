@@ -119,9 +119,9 @@ for start in range(0, len(rows), per):
     out["correct"] += sum(int(p == t) for p, t in zip(predicted, truth))
     version = answer["model_version"]
     out["versions"][version] = out["versions"].get(version, 0) + 1
-    if feedback:
+    if feedback and later:
         answered.append((answer["id"], truth))
-    if feedback and not later:
+    elif feedback:
         status, data = post(fconn, where.path + "/feedback", {{"id": answer["id"], "labels": truth}})
         if status == 200:
             out["feedback"] += len(truth)
@@ -429,3 +429,41 @@ def wait_shadow_analysis(cluster: Cluster, namespace: str, isvc: str, version: s
         timeout=600, what=f"shadow analysis of {version}",
     )  # fmt: skip
     cluster.kubectl("-n", namespace, "rollout", "status", f"deployment/{isvc}-canary", "--timeout=300s")
+
+
+def shadow_verdict(
+    cluster: Cluster,
+    namespace: str,
+    isvc: str,
+    traffic: Traffic,
+    *,
+    pod: str,
+    rounds: int = 4,
+    report: Callable[[Sent], None] = print,
+) -> tuple[dict[str, Any], list[Sent]]:
+    """Send `traffic`, its labels after the answers, in rounds from pods `<pod>-<round>` until
+    status.canary leaves Progressing (a shadow verdict, issue #22), at most `rounds` rounds, each
+    allowed a minute for the verdict. Returns the InferenceService's status and what each round's
+    client saw; a user request that failed fails here."""
+
+    def progressing(status: dict[str, Any]) -> bool:
+        return (status.get("canary") or {}).get("phase") == "Progressing"
+
+    seen: list[Sent] = []
+    for round_ in range(rounds):
+        if not progressing(cluster.status(namespace, "inferenceservice", isvc)):
+            break
+        sent = send(
+            cluster, namespace, isvc, traffic, pod=f"{pod}-{round_}", feedback=True, labels_later=True
+        )
+        assert not sent.errors, sent.errors  # no user request fails, challenger or not
+        report(sent)
+        seen.append(sent)
+        try:
+            wait_status(
+                cluster, namespace, "inferenceservice", isvc, lambda st: not progressing(st),
+                timeout=60, what="a shadow verdict",
+            )  # fmt: skip
+        except AssertionError:
+            continue
+    return cluster.status(namespace, "inferenceservice", isvc), seen

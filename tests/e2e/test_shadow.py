@@ -25,8 +25,6 @@ import loop
 import pytest
 from e2ekit import Cluster, Storage
 
-from mlops_operator.build.inferenceservice import MONITORING_PORT
-
 pytestmark = pytest.mark.e2e
 
 ISVC = "iris"
@@ -35,58 +33,6 @@ SITE2_DIR = "site2"
 # Under loop.py's big shift the forest stays confident (every far-out flower is "virginica" with
 # probability ~1), so a confidence-based estimate cannot see it: the drift score does.
 MODERATE = (1.5, 0.5)
-
-# Send every row, then post every label (requests of 10 rows); prints one JSON line of totals.
-_SENDER = """
-import json, http.client, time, urllib.parse
-url, monitoring, rows, labels = {url!r}, {monitoring!r}, {rows!r}, {labels!r}
-where = urllib.parse.urlsplit(url)
-conn = http.client.HTTPConnection(where.hostname, where.port or 80, timeout=15)
-out = {{"requests": 0, "failed": 0, "correct": 0, "rows": 0, "feedback": 0, "versions": {{}}, "errors": []}}
-answered = []
-for start in range(0, len(rows), 10):
-    chunk = rows[start:start + 10]
-    body = {{"inputs": [{{"name": "input-0", "shape": [len(chunk), 4], "datatype": "FP64",
-                         "data": [x for row in chunk for x in row]}}]}}
-    conn.request("POST", where.path + "/infer", json.dumps(body), {{"Content-Type": "application/json"}})
-    resp = conn.getresponse()
-    data = resp.read()
-    out["requests"] += 1
-    if resp.status != 200:
-        out["failed"] += 1
-        out["errors"].append("HTTP %d %r" % (resp.status, data[:200]))
-        continue
-    answer = json.loads(data)
-    predicted = next(o["data"] for o in answer["outputs"] if o["name"] == "predict")
-    truth = labels[start:start + 10]
-    out["rows"] += len(chunk)
-    out["correct"] += sum(int(p == t) for p, t in zip(predicted, truth))
-    out["versions"][answer["model_version"]] = out["versions"].get(answer["model_version"], 0) + 1
-    answered.append((answer["id"], truth))
-if {feedback!r}:
-    time.sleep(3)  # labels come later than answers
-    fconn = http.client.HTTPConnection(where.hostname, monitoring, timeout=15)
-    for request_id, truth in answered:
-        fconn.request("POST", where.path + "/feedback", json.dumps({{"id": request_id, "labels": truth}}),
-                      {{"Content-Type": "application/json"}})
-        resp = fconn.getresponse()
-        resp.read()
-        out["feedback"] += int(resp.status == 200)
-print(json.dumps(out))
-"""
-
-
-def send(
-    cluster: Cluster, namespace: str, traffic: loop.Traffic, pod: str, *, feedback: bool
-) -> dict[str, Any]:
-    url = cluster.status(namespace, "inferenceservice", ISVC)["url"]
-    code = _SENDER.format(
-        url=url, monitoring=MONITORING_PORT, rows=traffic.rows, labels=traffic.labels, feedback=feedback
-    )
-    out = cluster.run_python(namespace, pod, code, timeout=300)
-    sent: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    assert sent["failed"] == 0, sent["errors"]  # no user request fails, challenger or not
-    return sent
 
 
 def shifted(n: int, seed: int, offsets: tuple[float, float], share: float) -> loop.Traffic:
@@ -159,14 +105,20 @@ def test_champion_serves_in_shadow_mode(cluster: Cluster, namespace: str, storag
 
 def test_estimated_accuracy_drops_under_the_shift_before_any_label(cluster: Cluster, namespace: str) -> None:
     """(c)"""
-    send(cluster, namespace, loop.normal_traffic(100, seed=1), "send-normal", feedback=False)
+    sent = loop.send(
+        cluster, namespace, ISVC, loop.normal_traffic(100, seed=1), pod="send-normal", feedback=False
+    )
+    assert not sent.errors, sent.errors
     normal = loop.wait_status(
         cluster, namespace, "inferenceservice", ISVC,
         lambda st: (st.get("metrics") or {}).get("estimatedAccuracy") is not None
         and (st.get("metrics") or {}).get("requests", 0) >= 10,
         timeout=120, what="an accuracy estimate",
     )["metrics"]  # fmt: skip
-    send(cluster, namespace, shifted(100, 5, MODERATE, share=1.0), "send-moderate", feedback=False)
+    sent = loop.send(
+        cluster, namespace, ISVC, shifted(100, 5, MODERATE, share=1.0), pod="send-moderate", feedback=False
+    )
+    assert not sent.errors, sent.errors
     drop = normal["estimatedAccuracy"] - 0.05
     after = loop.wait_status(
         cluster, namespace, "inferenceservice", ISVC,
@@ -177,29 +129,14 @@ def test_estimated_accuracy_drops_under_the_shift_before_any_label(cluster: Clus
     print(f"estimatedAccuracy {normal['estimatedAccuracy']} normal -> {after['estimatedAccuracy']} shifted")
 
 
-def _shadow_verdict(cluster: Cluster, namespace: str, version: str, phase: str) -> dict[str, Any]:
-    """Send the second site's traffic (half of it), labels after; until status.canary decides."""
-    traffic = shifted(300, 3, BIG, share=0.5)
+def _shadow_verdict(cluster: Cluster, namespace: str, version: str) -> dict[str, Any]:
+    """Send the second site's traffic (half of it), labels after, until status.canary decides."""
     loop.wait_shadow_analysis(cluster, namespace, ISVC, version)
     champion = cluster.status(namespace, "inferenceservice", ISVC)["modelVersion"]
-    rounds = 0
-    while (cluster.status(namespace, "inferenceservice", ISVC).get("canary") or {}).get(
-        "phase"
-    ) == "Progressing":
-        assert rounds < 4, cluster.status(namespace, "inferenceservice", ISVC)
-        sent = send(cluster, namespace, traffic, f"send-{version}-{rounds}", feedback=True)
-        print(f"{version} round {rounds}: {sent}")
-        assert sent["versions"] == {champion: sent["requests"]}  # only the champion answers users
-        rounds += 1
-        try:
-            return loop.wait_status(
-                cluster, namespace, "inferenceservice", ISVC,
-                lambda st: (st.get("canary") or {}).get("phase") == phase,
-                timeout=60, what=f"{version} {phase}",
-            )  # fmt: skip
-        except AssertionError:
-            continue
-    return cluster.status(namespace, "inferenceservice", ISVC)
+    traffic = shifted(300, 3, BIG, share=0.5)
+    status, rounds = loop.shadow_verdict(cluster, namespace, ISVC, traffic, pod=f"send-{version}")
+    assert rounds and all(sent.versions == {champion: sent.requests} for sent in rounds), rounds
+    return status
 
 
 def test_a_better_version_is_judged_better_and_promoted(
@@ -208,7 +145,7 @@ def test_a_better_version_is_judged_better_and_promoted(
     """(b)"""
     cluster.apply(namespace, training_job("iris-v2-train", storage, site2=True))
     loop.wait_phase(cluster, namespace, "modelversion", "iris-v2", "Verified", timeout=600)
-    status = _shadow_verdict(cluster, namespace, "iris-v2", "Promoted")
+    status = _shadow_verdict(cluster, namespace, "iris-v2")
     canary = status["canary"]
     print(f"iris-v2: {json.dumps(canary)}")
     assert (canary["phase"], canary["verdict"]) == ("Promoted", "Better"), canary
@@ -232,7 +169,7 @@ def test_a_version_worse_on_live_traffic_is_judged_worse_and_rolled_back(
         mv["conditions"]
         and cluster.get(namespace, "modelversion", "iris-v3")["spec"]["metrics"]["accuracy"] >= 0.9
     )  # the offline gate passed
-    status = _shadow_verdict(cluster, namespace, "iris-v3", "RolledBack")
+    status = _shadow_verdict(cluster, namespace, "iris-v3")
     canary = status["canary"]
     print(f"iris-v3: {json.dumps(canary)}")
     assert (canary["phase"], canary["verdict"]) == ("RolledBack", "Worse"), canary
@@ -241,5 +178,7 @@ def test_a_version_worse_on_live_traffic_is_judged_worse_and_rolled_back(
     cond = cluster.condition(namespace, "inferenceservice", ISVC, "ShadowVerdict")
     assert (cond["status"], cond["reason"]) == ("False", "Worse"), cond
     # Still served by the champion alone, every request answered.
-    sent = send(cluster, namespace, loop.normal_traffic(50, seed=9), "send-after", feedback=False)
-    assert sent["versions"] == {"iris-v2": sent["requests"]}
+    sent = loop.send(
+        cluster, namespace, ISVC, loop.normal_traffic(50, seed=9), pod="send-after", feedback=False
+    )
+    assert not sent.errors and sent.versions == {"iris-v2": sent.requests}, sent
