@@ -139,6 +139,13 @@ _DECIMAL_SUFFIXES: Final = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P"
 
 def quantity_bytes(text: str) -> int | None:
     """A Kubernetes memory quantity ("1Gi", "512M", "1e9", "2048") in bytes; None if unreadable."""
+    value = quantity(text)
+    return None if value is None else int(value)
+
+
+def quantity(text: str) -> float | None:
+    """A Kubernetes quantity's value ("500m" -> 0.5, "2" -> 2.0, "1Ki" -> 1024.0); None if
+    unreadable or negative."""
     text = str(text).strip()
     number, multiplier = text, 1.0
     suffixes = {**_BINARY_SUFFIXES, **_DECIMAL_SUFFIXES, "m": 0.001}
@@ -150,4 +157,4 @@ def quantity_bytes(text: str) -> int | None:
         value = float(number) * multiplier
     except ValueError:
         return None
-    return int(value) if value >= 0 else None
+    return value if value >= 0 else None

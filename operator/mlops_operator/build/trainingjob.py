@@ -9,6 +9,7 @@ retried up to spec.backoffLimit.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -22,6 +23,7 @@ from mlops_operator.build.common import (
     pod_security_context,
     pvc_claims,
     pvc_volumes,
+    quantity,
     quantity_bytes,
     resources,
     scheduling,
@@ -98,13 +100,18 @@ def trainer_container(
     mounts: list[dict[str, Any]],
     resources: Mapping[str, Any],
     env: list[dict[str, Any]] | None = None,
+    shares_node: bool = False,
 ) -> dict[str, Any]:
     """The trainer program's container; `env` comes before the variables every trainer pod gets.
 
     MLOPS_MEMORY_LIMIT (bytes, from the memory limit) lets the trainer refuse data it cannot
-    train on before an OOM kill (issue #23, mlops_trainer.memory)."""
+    train on before an OOM kill (issue #23, mlops_trainer.memory). The native thread pools
+    (OpenMP, BLAS) are sized by `trainer_threads`."""
     limit = quantity_bytes(str((resources.get("limits") or {}).get("memory") or ""))
     memory = [{"name": "MLOPS_MEMORY_LIMIT", "value": str(limit)}] if limit else []
+    threads = trainer_threads(resources, shares_node=shares_node)
+    if threads is not None:
+        memory += [{"name": name, "value": str(threads)} for name in THREAD_VARIABLES]
     return {
         "name": CONTAINER,
         "image": image,
@@ -122,6 +129,25 @@ def trainer_container(
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+
+
+# The variables that size the native thread pools scikit-learn's estimators use.
+THREAD_VARIABLES: Final = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def trainer_threads(resources: Mapping[str, Any], *, shares_node: bool) -> int | None:
+    """Threads for a trainer pod's native pools: its CPU limit, rounded up; a pod that shares
+    the node with its siblings (tuning trials, `parallelism` at a time) and has no CPU limit
+    gets its CPU request instead. Without either, None: the libraries pick (every core).
+
+    Without this, each of two trial pods on a 2-core node ran an OpenMP pool of 2 threads on
+    the same cores: the first trials of `make bench-training` took 23 s and 40 s, the last one,
+    alone, 9 s (issue #23)."""
+    for key in ("limits", "requests") if shares_node else ("limits",):
+        cpu = quantity(str((resources.get(key) or {}).get("cpu") or ""))  # "500m" -> 0.5
+        if cpu and math.isfinite(cpu):
+            return max(1, math.ceil(cpu))
+    return None
 
 
 def trainer_job(
@@ -204,6 +230,7 @@ def _job(
         mounts=mounts,
         resources=resources(spec.resources.to_dict() if spec.resources else None, DEFAULT_RESOURCES),
         env=[{"name": "MLOPS_CONFIG", "value": trainer_config(tj, spec, settings, params, prepared)}],
+        shares_node=indexed is not None,
     )
     env_from = _secret_env(spec)
     if env_from:

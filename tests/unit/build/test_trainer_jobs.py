@@ -303,3 +303,27 @@ def test_the_purge_job_has_the_artifacts_secret_no_owner_and_a_ttl() -> None:
         "--namespace", "ml", "--training-job", "iris-rf",
     ]  # fmt: skip
     assert mounts(job) == {} and pod(job)["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize(
+    ("res", "tune", "train"),
+    [
+        ({"requests": {"cpu": "500m"}}, "1", None),  # trials share the node: their request
+        ({"requests": {"cpu": "1500m"}, "limits": {"cpu": "3"}}, "3", "3"),  # the limit, always
+        ({"requests": {"cpu": "2"}}, "2", None),
+        ({"limits": {"cpu": "250m"}}, "1", "1"),  # at least one thread
+        ({"requests": {"memory": "1Gi"}}, None, None),  # no CPU named: the libraries pick
+    ],
+    ids=["request", "limit", "two-cores", "small-limit", "no-cpu"],
+)
+def test_trainer_thread_pools_follow_the_pods_cpu(
+    res: dict[str, Any], tune: str | None, train: str | None
+) -> None:
+    """Trial pods run `parallelism` at a time: each sizes OpenMP/BLAS to its CPU, not the node's."""
+    obj, spec = tj(resources=res, tuning={"space": {"max_depth": [2, 3]}, "parallelism": 2})
+    for job, expected in (
+        (build.tuning_job(obj, spec, SETTINGS, 2), tune),
+        (build.training_job(obj, spec, SETTINGS), train),
+    ):
+        env = {e["name"]: e.get("value") for e in pod(job)["containers"][0]["env"]}
+        assert all(env.get(name) == expected for name in build.THREAD_VARIABLES), env
