@@ -193,7 +193,9 @@ async def _tune(
         message = str(failed.get("message") or "tuning Job failed")
         failure = last_failure(pods)
         return facts | _fail(failure_reason(failure, "TuningFailed"), failure_message(failure, message))
-    if not job_condition(tune, "Complete"):
+    # Every trial recorded: the refit starts now, not when the Job controller marks the Job
+    # Complete after its last pod's finalizer is gone (a few seconds later, issue #23).
+    if not job_condition(tune, "Complete") and facts["trialsCompleted"] < trials:
         done = f"{facts['trialsCompleted']}/{trials} trials done"
         return facts | {"phase": "Running", "reason": "Tuning", "message": done}
     return facts | tuning_outcome(spec, trials, facts["trials"])
