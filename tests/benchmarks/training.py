@@ -11,6 +11,8 @@ missing values in the float and text columns; a binary target) is written as CSV
   trainer's folds on the training split, refits the best and scores the held-out rows. Wall
   time from start to the score; peak memory: the highest sum of the resident memory of the
   process and its workers (sampled from /proc every 0.1 s).
+- in-process halving: the same with HalvingGridSearchCV(factor=2): would early stopping of
+  hopeless trials (successive halving on the number of rows) pay on this grid?
 - TrainingJob: the CSV on a hostPath PersistentVolume of the local cluster's real node, a
   TrainingJob with the same grid (`parallelism` 2: two trials at a time on the 2-core node),
   wall time from create to `Succeeded` as the client sees it; peak memory per pod from each
@@ -98,9 +100,12 @@ def spec(uri: str, rows: int) -> dict[str, Any]:
 # --- in one process ---------------------------------------------------------------------------
 
 
-def inprocess_child(csv: str) -> None:
-    """Runs in the measured child: the trainer's preparation, then GridSearchCV(n_jobs=2)."""
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+def inprocess_child(csv: str, halving: bool) -> None:
+    """Runs in the measured child: the trainer's preparation, then GridSearchCV(n_jobs=2) or,
+    `halving`, HalvingGridSearchCV(factor=2, n_jobs=2) on the same grid and folds (does early
+    stopping of hopeless trials pay on this grid? issue #23)."""
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, StratifiedKFold
 
     from mlops_contract.api.trainingjob import TrainingJobSpec
     from mlops_trainer.data import load_dataset, split_dataset
@@ -117,7 +122,14 @@ def inprocess_child(csv: str) -> None:
     folds = StratifiedKFold(n_splits=CV, shuffle=True, random_state=s.data.split.seed)
     classes = sorted(split.y_train.unique().tolist())
     grid = {f"estimator__{k}": v for k, v in GRID.items()}
-    search = GridSearchCV(model, grid, cv=folds, n_jobs=2, scoring=scorer("accuracy", ds.task, classes))
+    scoring = scorer("accuracy", ds.task, classes)
+    search: GridSearchCV | HalvingGridSearchCV
+    if halving:
+        search = HalvingGridSearchCV(
+            model, grid, cv=folds, n_jobs=2, scoring=scoring, factor=2, random_state=0
+        )
+    else:
+        search = GridSearchCV(model, grid, cv=folds, n_jobs=2, scoring=scoring)
     search.fit(split.X_train, split.y_train)
     score = float(search.best_estimator_.score(split.X_test, split.y_test))
     print(
@@ -150,12 +162,11 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def run_inprocess(csv: Path) -> dict[str, Any]:
+def run_inprocess(csv: Path, *, halving: bool = False) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "images/trainer"))}
     load_before = loadavg()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", str(csv)], env=env, stdout=subprocess.PIPE, text=True
-    )
+    child = [sys.executable, __file__, "--child", str(csv), *(["--halving"] if halving else [])]
+    proc = subprocess.Popen(child, env=env, stdout=subprocess.PIPE, text=True)
     peak = 0
     done = threading.Event()
 
@@ -275,6 +286,7 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, action="append", help="table sizes (default 100000)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--halving", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--skip-trainingjob", action="store_true", help="measure only the in-process search")
     parser.add_argument("--kubectl", default=os.environ.get("MLOPS_KUBECTL", "kubectl"))
     parser.add_argument("--kubeconfig", default=os.environ.get("MLOPS_BENCH_KUBECONFIG", ""))
@@ -284,7 +296,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args()
     if args.child:
-        inprocess_child(args.child)
+        inprocess_child(args.child, args.halving)
         return
     rows_list = args.rows or [100_000]
     k = None if args.skip_trainingjob else Kubectl(args.kubectl, args.kubeconfig)
@@ -300,6 +312,8 @@ def main() -> None:
         entry: dict[str, Any] = {"rows": rows, "columns": 30, "csvBytes": csv.stat().st_size}
         entry["inProcess"] = run_inprocess(csv)
         print(f"{rows} rows in-process: {json.dumps(entry['inProcess'])}", file=sys.stderr)
+        entry["inProcessHalving"] = run_inprocess(csv, halving=True)
+        print(f"{rows} rows in-process halving: {json.dumps(entry['inProcessHalving'])}", file=sys.stderr)
         if k is not None:
             entry["trainingJob"] = run_trainingjob(k, csv, host_dir, args.timeout, rows)
             print(f"{rows} rows TrainingJob: {json.dumps(entry['trainingJob'])[:2000]}", file=sys.stderr)
@@ -311,17 +325,21 @@ def main() -> None:
             {"estimator": ESTIMATOR, "params": PARAMS, "grid": GRID, "cv": CV, "results": results}, indent=1
         )
     )
-    print("| rows | in-process GridSearchCV(n_jobs=2) | peak | TrainingJob | peak per pod (max) | ratio |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| rows | in-process GridSearchCV(n_jobs=2) | peak | TrainingJob | peak per pod (max) | ratio "
+        "| in-process HalvingGridSearchCV(factor=2) | halving / grid |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for e in results:
-        ip, tj = e["inProcess"], e.get("trainingJob")
+        ip, tj, hv = e["inProcess"], e.get("trainingJob"), e["inProcessHalving"]
         pods = (tj or {}).get("podPeakMemoryBytes") or {}
         ratio = f"{tj['seconds'] / ip['seconds']:.2f}x" if tj and tj.get("phase") == "Succeeded" else "-"
         measured = f"{tj['seconds']:.1f} s ({tj['phase']})" if tj else "not measured"
         pod_peak = mib(max(pods.values())) if pods else "-"
         print(
             f"| {e['rows']:,} | {ip['seconds']:.1f} s | {mib(ip['peakMemoryBytes'])} | "
-            f"{measured} | {pod_peak} | {ratio} |"
+            f"{measured} | {pod_peak} | {ratio} | {hv['seconds']:.1f} s, accuracy {hv['accuracy']:.4f} "
+            f"(grid {ip['accuracy']:.4f}) | {hv['seconds'] / ip['seconds']:.2f}x |"
         )
     print(f"\nraw: {out.relative_to(ROOT)}")
 
