@@ -122,6 +122,22 @@ def scheduling(options: PodOptions) -> dict[str, Any]:
     return out
 
 
+def spread_over_nodes(
+    match_labels: Mapping[str, str], match_label_keys: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Pods matching `match_labels` spread over nodes as evenly as the scheduler can: a soft rule
+    (maxSkew 1, ScheduleAnyway), so on one node, or with the others full, they all still schedule."""
+    constraint: dict[str, Any] = {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": dict(match_labels)},
+    }
+    if match_label_keys:
+        constraint["matchLabelKeys"] = list(match_label_keys)
+    return [constraint]
+
+
 def resources(spec_resources: Mapping[str, Any] | None, default: Mapping[str, Any]) -> dict[str, Any]:
     return dict(spec_resources) if spec_resources else dict(default)
 

@@ -51,6 +51,7 @@ from mlops_operator.build.common import (
     scheduling,
     secret_env,
 )
+from mlops_operator.build.common import spread_over_nodes as spread
 from mlops_operator.settings import Settings
 
 Track = Literal["stable", "canary"]
@@ -533,18 +534,9 @@ def deployment(
 
 
 def spread_over_nodes(isvc_name: str, track: Track) -> list[dict[str, Any]]:
-    """A track's replicas spread over nodes, as evenly as the scheduler can (a soft rule: on one
-    node, or with the others full, they all still schedule). Counted per ReplicaSet
+    """A track's replicas spread over nodes (common.spread_over_nodes). Counted per ReplicaSet
     (pod-template-hash), so a rollout's new pods spread among themselves, not around the old."""
-    return [
-        {
-            "maxSkew": 1,
-            "topologyKey": "kubernetes.io/hostname",
-            "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": selector_labels(isvc_name, track)},
-            "matchLabelKeys": ["pod-template-hash"],
-        }
-    ]
+    return spread(selector_labels(isvc_name, track), match_label_keys=["pod-template-hash"])
 
 
 def _container_ports(spec: InferenceServiceSpec) -> list[dict[str, Any]]:

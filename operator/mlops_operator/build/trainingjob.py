@@ -28,6 +28,7 @@ from mlops_operator.build.common import (
     resources,
     scheduling,
     secret_env,
+    spread_over_nodes,
 )
 from mlops_operator.settings import Settings
 
@@ -280,7 +281,7 @@ def tuning_job(
     assert spec.tuning is not None  # callers only build it for tuned jobs
     name = tune_job_name(tj["metadata"]["name"])
     parallelism = min(spec.tuning.parallelism, trials)
-    return _job(
+    job = _job(
         tj,
         spec,
         settings,
@@ -290,3 +291,8 @@ def tuning_job(
         indexed=(trials, parallelism),
         prepared=prepared,
     )
+    # Trials at once spread over the nodes (each reads the prepared data from its URI, so any
+    # node will do; on a claim, only as far as its access mode lets pods of several nodes mount it).
+    template = job["spec"]["template"]
+    template["spec"]["topologySpreadConstraints"] = spread_over_nodes(template["metadata"]["labels"])
+    return job

@@ -193,6 +193,12 @@ def test_tuning_is_an_indexed_job(trials: int, parallelism: int, expected: int) 
     assert job["spec"]["completionMode"] == "Indexed"
     assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (trials, expected)
     assert pod(job)["containers"][0]["args"][0] == "trial"
+    # Trials running at once spread over the nodes, softly: the one-node cluster still runs them.
+    (spread,) = pod(job)["topologySpreadConstraints"]
+    assert (
+        spread["whenUnsatisfiable"] == "ScheduleAnyway" and spread["topologyKey"] == "kubernetes.io/hostname"
+    )
+    assert spread["labelSelector"]["matchLabels"] == job["spec"]["template"]["metadata"]["labels"]
 
 
 def test_long_names_stay_valid_and_distinct() -> None:
