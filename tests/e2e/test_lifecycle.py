@@ -66,6 +66,23 @@ def test_trainingjob_tunes_and_trains_in_pods(cluster: Cluster, namespace: str, 
     assert cluster.get(namespace, "job", "iris-rf-train")["status"]["succeeded"] == 1
 
 
+def test_trials_spread_over_the_nodes(cluster: Cluster, namespace: str, storage: Storage) -> None:
+    """With two nodes (kind), the trials ran on both, each reading the data the prepare pod wrote
+    once to the run's storage (issue #23): in S3 mode no volume ties them to one node."""
+    if len(schedulable_nodes(cluster)) < 2:
+        pytest.skip("one schedulable node (the local cluster's real node): spreading needs two, as on kind")
+    status = cluster.status(namespace, "trainingjob", "iris-rf")
+    ran = {t["pod"] for t in status["trials"]}
+    pods = cluster.get(namespace, "pods", selector="mlops.dev/training-job=iris-rf,mlops.dev/step=tune")[
+        "items"
+    ]
+    nodes = {p["metadata"]["name"]: p["spec"].get("nodeName") for p in pods if p["metadata"]["name"] in ran}
+    assert len(nodes) == 6, f"the six recorded trials' pods: {sorted(ran)}; found {sorted(nodes)}"
+    assert len(set(nodes.values())) >= 2, f"every trial on one node: {nodes}"
+    if storage.s3 is not None:
+        assert status["preparedUri"].startswith("s3://"), status["preparedUri"]
+
+
 def test_modelversion_is_verified_by_a_real_pod(cluster: Cluster, namespace: str) -> None:
     cluster.wait(namespace, "modelversion/iris-v1", "condition=ArtifactVerified", timeout=300)
     mv = cluster.get(namespace, "modelversion", "iris-v1")

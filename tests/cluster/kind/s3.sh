@@ -79,36 +79,11 @@ routes() {
   done < <("${k[@]}" get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}')
 }
 
+kk() { "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+
 publish() {
-  local gw=$1 k=("$KUBECTL" --kubeconfig "$KUBECONFIG_FILE") access secret ip
-  access=$(sed -n 's/^ROOT_ACCESS_KEY_ID=//p' "$dir/credentials.env")
-  secret=$(sed -n 's/^ROOT_SECRET_ACCESS_KEY=//p' "$dir/credentials.env")
-  "${k[@]}" create namespace "$S3_NAMESPACE" --dry-run=client -o yaml | "${k[@]}" apply -f - >/dev/null
-  "${k[@]}" apply -f - >/dev/null <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: $S3_NAME, namespace: $S3_NAMESPACE, labels: {app.kubernetes.io/name: $S3_NAME}}
-spec:
-  ports: [{name: http, port: 80, protocol: TCP, targetPort: $port}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: $S3_NAME-host
-  namespace: $S3_NAMESPACE
-  labels: {kubernetes.io/service-name: $S3_NAME, endpointslice.kubernetes.io/managed-by: mlops-kind-cluster}
-addressType: IPv4
-ports: [{name: http, port: $port, protocol: TCP}]
-endpoints: [{addresses: ["$gw"], conditions: {ready: true}}]
-YAML
-  ip=$("${k[@]}" -n "$S3_NAMESPACE" get service "$S3_NAME" -o jsonpath='{.spec.clusterIP}')
-  # kubectl create --dry-run | apply: the secret's values never appear on a command line.
-  "${k[@]}" -n "$S3_NAMESPACE" create secret generic "$S3_NAME" --dry-run=client -o yaml \
-    --from-env-file=<(printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nAWS_ENDPOINT_URL=%s\nAWS_REGION=%s\nS3_USE_VIRTUAL_BUCKET=0\n' \
-      "$access" "$secret" "http://$ip" "$S3_REGION") |
-    "${k[@]}" annotate --local -f - -o yaml "mlops-operator.dev/host-endpoint=$host_endpoint" |
-    "${k[@]}" apply -f - >/dev/null
-  say "Service and Secret $S3_NAMESPACE/$S3_NAME (pods: http://$ip -> $gw:$port)"
+  s3_publish_as kk "$dir/credentials.env" "$port" "$host_endpoint" host "$1" mlops-kind-cluster
+  say "Service and Secret $S3_NAMESPACE/$S3_NAME (pods: $S3_POD_ENDPOINT -> $1:$port)"
 }
 
 stop() {

@@ -75,39 +75,53 @@ s3_up() {
 }
 
 s3_publish() {
-  local access secret endpoint=$S3_HOST_ENDPOINT ip
-  access=$(sed -n 's/^ROOT_ACCESS_KEY_ID=//p' "$S3_DIR/credentials.env")
-  secret=$(sed -n 's/^ROOT_SECRET_ACCESS_KEY=//p' "$S3_DIR/credentials.env")
-  kc create namespace "$S3_NAMESPACE" --dry-run=client -o yaml | kc apply -f - >/dev/null
-  kc apply -f - >/dev/null <<YAML
+  if [ "$NODE" = real ]; then
+    s3_publish_as kc "$S3_DIR/credentials.env" "$S3_PORT" "$S3_HOST_ENDPOINT" node "$NODE_IP" mlops-local-cluster
+  else
+    s3_publish_as kc "$S3_DIR/credentials.env" "$S3_PORT" "$S3_HOST_ENDPOINT"
+  fi
+  say "  S3 (versitygw $VERSITYGW_VERSION) on $S3_HOST_ENDPOINT; Service and Secret $S3_NAMESPACE/$S3_NAME (pods: $S3_POD_ENDPOINT)"
+}
+
+# Publishes a running server as the Service and Secret $S3_NAMESPACE/$S3_NAME, for the local
+# cluster and kind alike (tests/cluster/kind/s3.sh):
+#   s3_publish_as KUBECTL_FN CREDENTIALS_ENV PORT HOST_ENDPOINT [SLICE ADDRESS MANAGED_BY]
+# KUBECTL_FN runs kubectl against the cluster. With SLICE, an EndpointSlice $S3_NAME-SLICE sends
+# the Service to ADDRESS:PORT and pods use the Service's ClusterIP; without, pods use
+# HOST_ENDPOINT (kwok nodes: the pods' programs run on the host). Sets S3_POD_ENDPOINT.
+s3_publish_as() {
+  local k=$1 creds=$2 port=$3 host_endpoint=$4 slice=${5:-} address=${6:-} manager=${7:-} access secret
+  access=$(sed -n 's/^ROOT_ACCESS_KEY_ID=//p' "$creds")
+  secret=$(sed -n 's/^ROOT_SECRET_ACCESS_KEY=//p' "$creds")
+  S3_POD_ENDPOINT=$host_endpoint
+  "$k" create namespace "$S3_NAMESPACE" --dry-run=client -o yaml | "$k" apply -f - >/dev/null
+  "$k" apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Service
 metadata: {name: $S3_NAME, namespace: $S3_NAMESPACE, labels: {app.kubernetes.io/name: $S3_NAME}}
 spec:
-  ports: [{name: http, port: 80, protocol: TCP, targetPort: $S3_PORT}]
+  ports: [{name: http, port: 80, protocol: TCP, targetPort: $port}]
 YAML
-  if [ "$NODE" = real ]; then
-    kc apply -f - >/dev/null <<YAML
+  if [ -n "$slice" ]; then
+    "$k" apply -f - >/dev/null <<YAML
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: $S3_NAME-node
+  name: $S3_NAME-$slice
   namespace: $S3_NAMESPACE
-  labels: {kubernetes.io/service-name: $S3_NAME, endpointslice.kubernetes.io/managed-by: mlops-local-cluster}
+  labels: {kubernetes.io/service-name: $S3_NAME, endpointslice.kubernetes.io/managed-by: $manager}
 addressType: IPv4
-ports: [{name: http, port: $S3_PORT, protocol: TCP}]
-endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+ports: [{name: http, port: $port, protocol: TCP}]
+endpoints: [{addresses: ["$address"], conditions: {ready: true}}]
 YAML
-    ip=$(kc -n "$S3_NAMESPACE" get service "$S3_NAME" -o jsonpath='{.spec.clusterIP}')
-    endpoint=http://$ip
+    S3_POD_ENDPOINT=http://$("$k" -n "$S3_NAMESPACE" get service "$S3_NAME" -o jsonpath='{.spec.clusterIP}')
   fi
   # kubectl create --dry-run | apply: the secret's values never appear on a command line.
-  kc -n "$S3_NAMESPACE" create secret generic "$S3_NAME" --dry-run=client -o yaml \
+  "$k" -n "$S3_NAMESPACE" create secret generic "$S3_NAME" --dry-run=client -o yaml \
     --from-env-file=<(printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nAWS_ENDPOINT_URL=%s\nAWS_REGION=%s\nS3_USE_VIRTUAL_BUCKET=0\n' \
-      "$access" "$secret" "$endpoint" "$S3_REGION") |
-    kc annotate --local -f - -o yaml "mlops-operator.dev/host-endpoint=$S3_HOST_ENDPOINT" |
-    kc apply -f - >/dev/null
-  say "  S3 (versitygw $VERSITYGW_VERSION) on $S3_HOST_ENDPOINT; Service and Secret $S3_NAMESPACE/$S3_NAME (pods: $endpoint)"
+      "$access" "$secret" "$S3_POD_ENDPOINT" "$S3_REGION") |
+    "$k" annotate --local -f - -o yaml "mlops-operator.dev/host-endpoint=$host_endpoint" |
+    "$k" apply -f - >/dev/null
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
