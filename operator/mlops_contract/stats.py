@@ -15,6 +15,13 @@ scipy (or a hand computation) in tests/unit/contract/test_stats.py.
   the same labelled requests (a two-sided binomial test of b against b + c at p = 1/2).
 - `paired_difference_interval`: Newcombe's hybrid score interval (his method 10) for the
   difference of two paired proportions, used for "not worse within a margin".
+- `fisher_exact_less` and `difference_interval`: two independent proportions (the split
+  canary's tracks, each scored on its own labelled requests): Fisher's exact one-sided test,
+  exact at any n (the hypergeometric tail summed in log space), and Newcombe's hybrid score
+  interval (his method 10 for independent samples) for the difference.
+- `welch_z`: two independent means (mean absolute errors) from their moments (n, sum, sum of
+  squares), which is all per-pod counters can give: Welch's unpooled standard error with the
+  normal distribution, so it needs a few dozen rows per sample (the caller's minimum).
 - `wilcoxon_signed_rank`: the paired test for regression (on absolute errors): exact null
   distribution when n <= 50 and no ties, otherwise the normal approximation with the tie
   correction; zero differences are dropped (Wilcoxon's convention, scipy's default).
@@ -27,7 +34,7 @@ scipy (or a hand computation) in tests/unit/contract/test_stats.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Final, Literal
@@ -66,15 +73,20 @@ def _log_binom_pmf(i: int, n: int, log_p: float, log_q: float) -> float:
 
 
 def _tail(start: int, stop: int, step: int, n: int, p: float) -> float:
-    """Sum of Binomial(n, p) probabilities from `start` towards `stop` (exclusive) by `step`,
-    in log space, ending once the terms fall below e^-40 of the largest (they only shrink
-    beyond the mode, so the rest cannot change a double)."""
+    """Sum of Binomial(n, p) probabilities from `start` towards `stop` (exclusive) by `step`."""
     log_p, log_q = math.log(p), math.log1p(-p)
-    mode = (n + 1) * p
+    return _log_tail(lambda i: _log_binom_pmf(i, n, log_p, log_q), range(start, stop, step), (n + 1) * p)
+
+
+def _log_tail(log_pmf: Callable[[int], float], support: range, mode: float) -> float:
+    """Sum of a unimodal distribution's probabilities over `support` (walked in its order), in
+    log space, ending once the terms fall below e^-40 of the largest (they only shrink beyond
+    the mode, so the rest cannot change a double)."""
+    step = support.step
     top = -math.inf
     terms: list[float] = []
-    for i in range(start, stop, step):
-        term = _log_binom_pmf(i, n, log_p, log_q)
+    for i in support:
+        term = log_pmf(i)
         terms.append(term)
         top = max(top, term)
         past_mode = i > mode if step > 0 else i < mode - 1
@@ -180,10 +192,95 @@ def paired_difference_interval(pairs: PairCounts, confidence: float = 0.95) -> t
     l2, u2 = wilson_interval(a + c, n, confidence)
     denom = (a + b) * (c + d) * (a + c) * (b + d)
     phi = (a * d - b * c) / math.sqrt(denom) if denom > 0 else 0.0
+    return _hybrid(p1, (l1, u1), p2, (l2, u2), phi)
+
+
+def _hybrid(
+    p1: float, ci1: tuple[float, float], p2: float, ci2: tuple[float, float], phi: float
+) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for p1 - p2 from each proportion's Wilson interval and
+    their correlation `phi` (0 for independent samples)."""
+    (l1, u1), (l2, u2) = ci1, ci2
     diff = p1 - p2
     dl = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     du = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
     return max(-1.0, diff - dl), min(1.0, diff + du)
+
+
+def difference_interval(x1: int, n1: int, x2: int, n2: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (method 10) for x1/n1 - x2/n2, independent samples;
+    (-1, 1) when either sample is empty."""
+    if n1 <= 0 or n2 <= 0:
+        return -1.0, 1.0
+    ci1, ci2 = wilson_interval(x1, n1, confidence), wilson_interval(x2, n2, confidence)
+    return _hybrid(x1 / n1, ci1, x2 / n2, ci2, 0.0)
+
+
+def _log_choose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def fisher_exact_less(x1: int, n1: int, x2: int, n2: int) -> float:
+    """One-sided p-value of Fisher's exact test that proportion 1 is below proportion 2:
+    P(X <= x1) for X hypergeometric (x1 + x2 successes among n1 + n2 rows, n1 drawn), as
+    scipy's fisher_exact([[x1, n1 - x1], [x2, n2 - x2]], alternative="less")."""
+    if not (0 <= x1 <= n1 and 0 <= x2 <= n2):
+        raise ValueError(f"need 0 <= successes <= n, got {x1} of {n1} and {x2} of {n2}")
+    total, successes = n1 + n2, x1 + x2
+    low, high = max(0, n1 - (total - successes)), min(successes, n1)
+    if x1 >= high:
+        return 1.0
+    log_all = _log_choose(total, n1)
+
+    def log_pmf(k: int) -> float:
+        return _log_choose(successes, k) + _log_choose(total - successes, n1 - k) - log_all
+
+    mode = (n1 + 1) * (successes + 1) / (total + 2)
+    if x1 < mode:  # the lower tail is the short side: sum it
+        return _log_tail(log_pmf, range(x1, low - 1, -1), mode)
+    return max(0.0, 1.0 - _log_tail(log_pmf, range(x1 + 1, high + 1), mode))
+
+
+@dataclass(frozen=True)
+class Moments:
+    """A sample summarised as counters can sum it: rows, sum and sum of squares."""
+
+    n: float
+    total: float
+    squares: float
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.n if self.n > 0 else None
+
+    @property
+    def variance(self) -> float | None:
+        """The sample variance (n - 1), never below 0 (rounding in the sums)."""
+        if self.n < 2:
+            return None
+        return max(0.0, (self.squares - self.total * self.total / self.n) / (self.n - 1))
+
+
+def welch_z(a: Moments, b: Moments, alternative: Alternative = "two-sided") -> tuple[float, float]:
+    """(z, p-value) for mean(a) - mean(b) with Welch's unpooled standard error and the normal
+    distribution; "greater": the alternative that a's mean is larger. Fewer than 2 rows in
+    either sample: (0, 1). Both variances 0: the means decide (p 0 or 1)."""
+    va, vb, ma, mb = a.variance, b.variance, a.mean, b.mean
+    if va is None or vb is None or ma is None or mb is None:
+        return 0.0, 1.0
+    diff = ma - mb
+    se = math.sqrt(va / a.n + vb / b.n)
+    z = (0.0 if diff == 0 else math.copysign(math.inf, diff)) if se == 0.0 else diff / se
+    if alternative == "greater":
+        return z, _sf(z)
+    if alternative == "less":
+        return z, _sf(-z)
+    return z, min(1.0, 2.0 * _sf(abs(z)))
+
+
+def _sf(z: float) -> float:
+    """P(Z > z) for a standard normal Z, accurate in the far tail (no 1 - cdf)."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
 Alternative = Literal["two-sided", "greater", "less"]

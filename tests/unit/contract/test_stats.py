@@ -11,16 +11,20 @@ from scipy import stats as sps
 from mlops_contract.stats import (
     CALIBRATION_EDGES,
     Calibration,
+    Moments,
     PairCounts,
     binomial_half_cdf,
     binomial_sf,
     confidence_bin,
+    difference_interval,
     estimate_accuracy,
+    fisher_exact_less,
     fit_calibration,
     mcnemar_exact,
     paired_difference_interval,
     rate_exceeds,
     rate_within,
+    welch_z,
     wilcoxon_signed_rank,
     wilson_interval,
 )
@@ -252,3 +256,94 @@ def test_estimated_accuracy_edges() -> None:
     # Live rows in bin 3, never seen held out, take the nearest calibrated bin (8).
     assert estimate_accuracy(table, [0, 0, 0, 4, 0, 0, 0, 0, 0, 4]) == pytest.approx((4 * 0.8 + 4 * 0.95) / 8)
     assert estimate_accuracy(Calibration((None,) * 10, (0,) * 10), [1] * 10) is None
+
+
+# --- two independent samples (the split canary's tracks) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("x1", "n1", "x2", "n2"),
+    [(0, 1, 1, 1), (3, 10, 9, 10), (7, 10, 8, 12), (10, 10, 0, 10), (0, 5, 0, 7), (45, 50, 48, 50),
+     (860, 1000, 900, 1000), (900, 1000, 860, 1000), (2, 30, 150, 2000), (9990, 10000, 9999, 10000)],
+)  # fmt: skip
+def test_fisher_exact_less_matches_scipy(x1: int, n1: int, x2: int, n2: int) -> None:
+    _, ref = sps.fisher_exact([[x1, n1 - x1], [x2, n2 - x2]], alternative="less")
+    assert fisher_exact_less(x1, n1, x2, n2) == pytest.approx(ref, rel=1e-9, abs=1e-300)
+
+
+def test_fisher_exact_hand_computed() -> None:
+    # 0 of 3 vs 3 of 3: the only table at least as extreme, 1 / C(6, 3) = 1/20.
+    assert fisher_exact_less(0, 3, 3, 3) == pytest.approx(1 / 20, rel=1e-12)
+    assert fisher_exact_less(3, 3, 0, 3) == 1.0
+    with pytest.raises(ValueError, match="successes"):
+        fisher_exact_less(4, 3, 0, 3)
+
+
+def _newcombe_independent(x1: int, n1: int, x2: int, n2: int, confidence: float) -> tuple[float, float]:
+    """Newcombe's method 10 (independent samples) from his paper with scipy's Wilson intervals."""
+    ci1 = sps.binomtest(x1, n1).proportion_ci(confidence, "wilson")
+    ci2 = sps.binomtest(x2, n2).proportion_ci(confidence, "wilson")
+    p1, p2 = x1 / n1, x2 / n2
+    return (
+        p1 - p2 - math.sqrt((p1 - ci1.low) ** 2 + (ci2.high - p2) ** 2),
+        p1 - p2 + math.sqrt((ci1.high - p1) ** 2 + (p2 - ci2.low) ** 2),
+    )
+
+
+@pytest.mark.parametrize(
+    ("x1", "n1", "x2", "n2"), [(56, 70, 48, 80), (9, 10, 3, 10), (0, 10, 0, 20), (10, 10, 0, 10)]
+)
+def test_difference_interval_matches_reference(x1: int, n1: int, x2: int, n2: int) -> None:
+    low, high = difference_interval(x1, n1, x2, n2, 0.95)
+    ref_low, ref_high = _newcombe_independent(x1, n1, x2, n2, 0.95)
+    assert (low, high) == pytest.approx((ref_low, ref_high), abs=1e-9)
+    assert difference_interval(1, 0, 1, 1) == (-1.0, 1.0)
+
+
+def test_difference_interval_newcombe_worked_example() -> None:
+    # Newcombe (1998), Table II example (56/70 - 48/80), method 10: 0.0524 to 0.3339.
+    assert difference_interval(56, 70, 48, 80, 0.95) == pytest.approx((0.0524, 0.3339), abs=5e-5)
+
+
+def _moments(values: list[float]) -> Moments:
+    return Moments(len(values), math.fsum(values), math.fsum(v * v for v in values))
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_welch_z_matches_a_direct_computation(alternative: str) -> None:
+    rng = random.Random(7)
+    a = [abs(rng.gauss(1.0, 0.5)) for _ in range(40)]
+    b = [abs(rng.gauss(0.8, 0.3)) for _ in range(65)]
+    z, p = welch_z(_moments(a), _moments(b), alternative)  # type: ignore[arg-type]
+    se = math.sqrt(sps.tvar(a) / len(a) + sps.tvar(b) / len(b))
+    ref_z = (sum(a) / len(a) - sum(b) / len(b)) / se
+    ref_p = {
+        "greater": sps.norm.sf(ref_z),
+        "less": sps.norm.cdf(ref_z),
+        "two-sided": 2 * sps.norm.sf(abs(ref_z)),
+    }
+    assert z == pytest.approx(ref_z, rel=1e-9)
+    assert p == pytest.approx(ref_p[alternative], rel=1e-9)
+
+
+def test_welch_z_near_welch_t_for_large_samples() -> None:
+    rng = random.Random(3)
+    a = [abs(rng.gauss(1.0, 1.0)) for _ in range(2000)]
+    b = [abs(rng.gauss(1.05, 1.0)) for _ in range(3000)]
+    _, p = welch_z(_moments(a), _moments(b))
+    ref = sps.ttest_ind(a, b, equal_var=False).pvalue
+    assert p == pytest.approx(ref, rel=5e-3)  # z against t with ~4,000 degrees of freedom
+
+
+def test_welch_z_small_and_degenerate_samples() -> None:
+    assert welch_z(Moments(1, 2.0, 4.0), Moments(10, 5.0, 3.0)) == (0.0, 1.0)  # too few rows
+    assert welch_z(Moments(0, 0.0, 0.0), Moments(0, 0.0, 0.0)) == (0.0, 1.0)
+    same = Moments(5, 5.0, 5.0)  # every error 1.0: no variance
+    assert welch_z(same, same, "greater") == (0.0, 0.5)
+    z, p = welch_z(Moments(5, 10.0, 20.0), same, "greater")
+    assert (z, p) == (math.inf, 0.0)
+    # Hand-computed: [1, 2, 3] vs [0, 0, 1]: means 2 and 1/3, variances 1 and 1/3,
+    # se = sqrt(1/3 + 1/9) = 2/3, z = (5/3) / (2/3) = 2.5.
+    z, p = welch_z(Moments(3, 6.0, 14.0), Moments(3, 1.0, 1.0), "greater")
+    assert z == pytest.approx(2.5, rel=1e-12)
+    assert p == pytest.approx(0.0062096653257761, rel=1e-9)
