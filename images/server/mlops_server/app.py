@@ -645,6 +645,7 @@ class App:
             return
         quality = store.quality
         metrics.set_feedback(store.samples, quality)
+        metrics.count_labelled(served.scores)
         if served.shadow is not None:
             pairs = score_pairs(store.classification, served.labels.tolist(), served.shadow, labels)
             metrics.count_pairs(served.shadow_version, pairs)

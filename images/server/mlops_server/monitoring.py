@@ -112,6 +112,33 @@ class Metrics:
             registry=reg,
         ).labels(model, version)
         self.feedback_quality.set(math.nan)
+        # Labelled rows this pod served, as counters (issue #22): the operator sums them over a
+        # track's pods to compare the split canary's tracks. Every series exists from the start
+        # (0), so PromQL's increase() sees a track's first labelled row too.
+        self.feedback_rows = Counter(
+            "mlops_feedback_rows_total",
+            "Labelled rows this pod served, by outcome (classification: correct, incorrect; regression: scored).",
+            [*LABELS, "outcome"],
+            registry=reg,
+        )
+        outcomes = ("correct", "incorrect") if classification else ("scored",)
+        self._feedback_children = {o: self.feedback_rows.labels(model, version, o) for o in outcomes}
+        for child in self._feedback_children.values():
+            child.inc(0)
+        self.feedback_abs_error: Any = None
+        self.feedback_squared_error: Any = None
+        if not classification:  # regression: sums of the labelled rows' absolute and squared errors
+            self.feedback_abs_error, self.feedback_squared_error = (
+                Counter(
+                    f"mlops_feedback_{kind}_error_total",
+                    f"Sum of the {text} errors of the labelled rows this pod served (regression).",
+                    LABELS,
+                    registry=reg,
+                ).labels(model, version)
+                for kind, text in (("abs", "absolute"), ("squared", "squared"))
+            )
+            self.feedback_abs_error.inc(0)
+            self.feedback_squared_error.inc(0)
         # Confidence-based accuracy estimate (issue #22), for classifiers with a calibration table.
         self.estimated_accuracy: Any = None
         if calibrated:
@@ -202,6 +229,18 @@ class Metrics:
     def set_feedback(self, samples: int, quality: float) -> None:
         self.feedback_samples.set(samples)
         self.feedback_quality.set(quality)
+
+    def count_labelled(self, scores: Sequence[float]) -> None:
+        """Count one labelled request's rows (FeedbackStore.label's scores: 1.0/0.0 for a right/
+        wrong class, or the absolute error)."""
+        if self.classification:
+            right = sum(1 for v in scores if v)
+            self._feedback_children["correct"].inc(right)
+            self._feedback_children["incorrect"].inc(len(scores) - right)
+            return
+        self._feedback_children["scored"].inc(len(scores))
+        self.feedback_abs_error.inc(math.fsum(scores))
+        self.feedback_squared_error.inc(math.fsum(v * v for v in scores))
 
     def count_shadow(self, result: str) -> None:
         child = self._shadow_children.get(result)
@@ -372,6 +411,8 @@ class Served:
     # Shadow mode: the challenger's labels for the same rows, and its version.
     shadow: list[Any] | None = None
     shadow_version: str = ""
+    # Once labelled: per row 1.0/0.0 for a right/wrong class, or the absolute error.
+    scores: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -497,15 +538,15 @@ class FeedbackStore:
                 f"request '{request_id}' had {len(served.labels)} rows; got {len(labels)} labels", 400
             )
         self.check_labels(labels)
-        outcomes: list[float] = []
+        pairs = zip(served.labels.tolist(), labels, strict=True)
         if self.classification:
-            for predicted, label in zip(served.labels.tolist(), labels, strict=True):
-                outcomes.append(1.0 if drift._category_key(predicted) == drift._category_key(label) else 0.0)
+            key = drift._category_key
+            served.scores = tuple(1.0 if key(predicted) == key(label) else 0.0 for predicted, label in pairs)
+            self._outcomes.extend(served.scores)
         else:
-            for predicted, label in zip(served.labels.tolist(), labels, strict=True):
-                outcomes.append((float(predicted) - float(label)) ** 2)
+            served.scores = tuple(abs(float(predicted) - float(label)) for predicted, label in pairs)
+            self._outcomes.extend(e * e for e in served.scores)
         served.labelled = True
-        self._outcomes.extend(outcomes)
         return served
 
     def check_labels(self, labels: Sequence[Any]) -> None:

@@ -33,6 +33,48 @@ def test_classification_accuracy(iris_server: RunningServer, iris: Artifact) -> 
     assert metric(samples, "mlops_feedback_accuracy", model="iris", version="v1") == pytest.approx(0.6)
 
 
+def test_labelled_rows_are_counted_per_pod(start_server: StartServer, iris: Artifact, log_dir: Path) -> None:
+    """The counters the split canary compares its tracks with (issue #22): this pod's labelled
+    rows by outcome, from zero before any feedback, once per labelled request (a repeat is
+    refused), and nothing for labels relayed to a replica that did not serve the request."""
+    serving = start_server(iris, prediction_log=str(log_dir))
+    other = start_server(iris, prediction_log=str(log_dir))
+    c = serving.client()
+    before = c.metrics()
+    for outcome in ("correct", "incorrect"):
+        assert metric(before, "mlops_feedback_rows_total", model="iris", version="v1", outcome=outcome) == 0
+    rows = iris.X.to_numpy()[[0, 50, 100]]
+    predicted = c.infer(v2_matrix(rows, id="count-1")).json["outputs"][0]["data"]
+    labels = [predicted[0], (predicted[1] + 1) % 3, (predicted[2] + 1) % 3]  # one right, two wrong
+    assert c.post("/v2/models/iris/feedback", {"id": "count-1", "labels": labels}).status == 200
+    assert c.post("/v2/models/iris/feedback", {"id": "count-1", "labels": labels}).status == 409
+    assert other.client().post("/v2/models/iris/feedback", {"id": "count-1", "labels": labels}).status == 202
+
+    after = c.metrics()
+    assert metric(after, "mlops_feedback_rows_total", outcome="correct") == 1
+    assert metric(after, "mlops_feedback_rows_total", outcome="incorrect") == 2
+    relayed = other.client().metrics()
+    assert metric(relayed, "mlops_feedback_rows_total", outcome="correct") == 0
+    assert metric(relayed, "mlops_feedback_rows_total", outcome="incorrect") == 0
+    assert "mlops_feedback_abs_error_total" not in "".join(after)
+
+
+def test_regression_errors_are_counted(start_server: StartServer, diabetes: Artifact) -> None:
+    server = start_server(diabetes)
+    c = server.client()
+    assert metric(c.metrics(), "mlops_feedback_rows_total", outcome="scored") == 0
+    predicted = c.infer(v2_matrix(diabetes.X.to_numpy()[:3], id="e1"), model="diabetes").json["outputs"][0][
+        "data"
+    ]
+    labels = [predicted[0] + 1.5, predicted[1] - 2.0, predicted[2]]  # absolute errors 1.5, 2, 0
+    assert c.post("/v2/models/diabetes/feedback", {"id": "e1", "labels": labels}).status == 200
+    samples = c.metrics()
+    assert metric(samples, "mlops_feedback_rows_total", outcome="scored") == 3
+    assert metric(samples, "mlops_feedback_abs_error_total") == pytest.approx(3.5)
+    assert metric(samples, "mlops_feedback_squared_error_total") == pytest.approx(1.5**2 + 4.0)
+    assert "incorrect" not in "".join(k for k in samples if k.startswith("mlops_feedback_rows_total"))
+
+
 def test_accuracy_is_nan_before_any_feedback(iris_server: RunningServer) -> None:
     samples = iris_server.client().metrics()
     assert math.isnan(metric(samples, "mlops_feedback_accuracy"))
