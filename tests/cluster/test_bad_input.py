@@ -93,6 +93,16 @@ REFUSED_AT_ADMISSION = [
         "margin applies only with promoteOn NotWorse",
     ),
     (
+        "is-min-labelled-in-shadow-mode",
+        inferenceservice("ok", canary={"mode": "shadow", "minLabelled": 100}),
+        "minLabelled applies to the split canary",
+    ),
+    (
+        "is-min-labelled-too-small",
+        inferenceservice("ok", canary={"minLabelled": 3}),
+        "spec.canary.minLabelled",
+    ),
+    (
         "is-shadow-mode-unknown",
         inferenceservice("ok", canary={"mode": "mirror"}),
         "spec.canary.mode: Unsupported value",

@@ -132,6 +132,8 @@ class Shadow(Spec):
 
 
 SHADOW_MARGIN: Final = 0.02
+# spec.canary.minLabelled when unset.
+SPLIT_MIN_LABELLED: Final = 50
 
 
 class Canary(Spec):
@@ -143,6 +145,11 @@ class Canary(Spec):
                 "self.mode == 'shadow' || !has(self.shadow)",
                 "shadow settings need mode shadow",
                 field_path=".shadow",
+            ),
+            cel(
+                "self.mode == 'split' || !has(self.minLabelled)",
+                "minLabelled applies to the split canary (shadow mode uses shadow.minPairs)",
+                field_path=".minLabelled",
             ),
         )
     )
@@ -176,6 +183,17 @@ class Canary(Spec):
     )
     min_requests: int = Field(
         20, ge=0, description="Split mode: requests the canary must serve before it can be promoted."
+    )
+    min_labelled: int | None = Field(
+        None,
+        ge=10,
+        le=1_000_000,
+        description=(
+            "Split mode: labelled rows (feedback) each track, canary and stable, must have served since "
+            "the analysis started before their accuracy (regression: mean absolute error) is compared; "
+            "a canary significantly worse is rolled back. Fewer: judged on errors and latency alone "
+            "(default 50)."
+        ),
     )
 
 
@@ -423,17 +441,30 @@ class CanaryStatus(Status):
     reason: str | None = Field(None, description="Why it was promoted or rolled back.")
     mode: Literal["split", "shadow"] | None = Field(None, description="split or shadow.")
     verdict: Literal["Better", "NotWorse", "Worse", "Inconclusive"] | None = Field(
-        None, description="Shadow: the new version's quality against the served one's."
+        None,
+        description="The new version's quality against the served one's (shadow; split once both tracks have minLabelled rows).",
     )
     pairs: int | None = Field(None, description="Shadow: labelled pairs (rows both versions answered).")
     champion_score: float | None = Field(
-        None, description="Shadow: the served version's accuracy (classification) or MAE on the pairs."
+        None,
+        description="The served version's accuracy (classification) or MAE: on the pairs (shadow), on the stable track's labelled rows (split).",
     )
-    challenger_score: float | None = Field(None, description="Shadow: the new version's score on the pairs.")
+    challenger_score: float | None = Field(
+        None, description="The new version's score: on the pairs (shadow), on its own labelled rows (split)."
+    )
     effect: float | None = Field(
-        None, description="Shadow: how much better the new version is (accuracy gain, or MAE reduction)."
+        None, description="How much better the new version is (accuracy gain, or MAE reduction)."
     )
-    p_value: float | None = Field(None, description="Shadow: the paired test's p-value.")
+    p_value: float | None = Field(
+        None,
+        description="Shadow: the paired test's p-value; split: the one-sided test's (Fisher's exact, or Welch's z on absolute errors).",
+    )
+    stable_labelled: int | None = Field(
+        None, description="Split: labelled rows the stable track served since the analysis started."
+    )
+    canary_labelled: int | None = Field(
+        None, description="Split: labelled rows the canary served since the analysis started."
+    )
     agreement: float | None = Field(
         None, description="Shadow: share of mirrored rows both versions predicted alike (classification)."
     )

@@ -51,7 +51,7 @@ from mlops_operator.monitor import promql, scrape, triggers
 from mlops_operator.reconcile.context import Context
 from mlops_operator.scraper import Scraper
 from mlops_operator.serving import canary, resolve, shadow
-from mlops_operator.serving.verdict import Outcome
+from mlops_operator.serving.verdict import Outcome, Verdict
 from mlops_operator.settings import Settings
 from mlops_operator.status import conditions
 from mlops_operator.status.conditions import READY, Cond, get, kstatus, merge, tf
@@ -389,6 +389,7 @@ def canary_step(
         status |= judged
     else:
         decision = canary.decide(spec.canary, started, now, stats)
+        status |= split_quality(spec.canary, stats)
     status["reason"] = decision.message
     rollout = dataclasses.replace(rollout, steps=rollout.steps + events)
     remove = Delete("Deployment", build.deployment_name(isvc["metadata"]["name"], "canary"))
@@ -423,6 +424,29 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def split_quality(spec: Canary, stats: canary.CanaryStats) -> dict[str, Any]:
+    """status.canary's labelled-quality fields in split mode (issue #22): both tracks' labelled
+    rows once there are any, and the verdict with both scores, the effect and the p-value once
+    it is judged (serving.canary.quality)."""
+    c, s = stats.canary_labelled, stats.stable_labelled
+    if c.classification is None and s.classification is None:
+        return {}
+    fields: dict[str, Any] = {"canaryLabelled": c.n, "stableLabelled": s.n}
+    found = canary.quality(spec, stats)
+    return fields | (verdict_fields(found) if found is not None else {})
+
+
+def verdict_fields(found: Verdict) -> dict[str, Any]:
+    """status.canary's verdict, scores, effect and p-value (rounded: no status write per digit)."""
+    return {
+        "verdict": str(found.outcome),
+        "championScore": _round(found.champion_score),
+        "challengerScore": _round(found.challenger_score),
+        "effect": _round(found.effect),
+        "pValue": None if found.p_value is None else float(f"{found.p_value:.3g}"),
+    }
+
+
 def shadow_judgement(
     spec: Canary,
     old: Body,
@@ -438,12 +462,8 @@ def shadow_judgement(
     decision = shadow.decide(spec, started, now, found, stats)
     fields = {
         "mode": "shadow",
-        "verdict": str(found.outcome),
         "pairs": found.n,
-        "championScore": _round(found.champion_score),
-        "challengerScore": _round(found.challenger_score),
-        "effect": _round(found.effect),
-        "pValue": None if found.p_value is None else float(f"{found.p_value:.3g}"),
+        **verdict_fields(found),
         "agreement": _round(counts.agreement),
     }
     previous = old.get("verdict")
@@ -823,7 +843,7 @@ def _shadow_verdict(canary_status: Body | None) -> list[Cond]:
     """ShadowVerdict: True (Better, NotWorse), False (Worse) or Unknown (Inconclusive), while a
     shadow analysis has a verdict, until the next canary starts."""
     verdict = (canary_status or {}).get("verdict")
-    if verdict is None:
+    if verdict is None or (canary_status or {}).get("mode") != "shadow":  # split: status.canary only
         return []
     message = str((canary_status or {}).get("reason") or "")
     return [Cond("ShadowVerdict", SHADOW_VERDICT_STATUS[verdict], str(verdict), message)]

@@ -16,18 +16,28 @@ statistics accumulated since then (monitor.scrape.canary_stats). Rules, in order
    prove it worse and roll it back, or bring the rate under the limit). A canary is never
    promoted on too little evidence, nor rolled back on noise.
 
+Labelled quality (issue #22): once each track, canary and stable, has served at least
+minLabelled labelled rows (feedback) since the analysis started, `quality` compares them
+(serving.verdict.split_verdict: Fisher's exact test on accuracy, Welch's z-test on absolute
+errors). A canary significantly worse, one-sided at `CONFIDENCE`, is rolled back at once
+(reason QualityWorse; rule 1's rollbacks come first), so with enough labels a promotion also
+means "not significantly worse". With fewer labels on either track (or none: labels are optional) the rules above decide
+alone, as without feedback. The test is repeated at every pass, so its false-positive rate is
+somewhat above 5 %, as the shadow verdict's.
+
 A `now` earlier than `started_at` (clock skew) counts as no time elapsed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Final, Literal
 
-from mlops_contract.api.inferenceservice import Canary
+from mlops_contract.api.inferenceservice import SPLIT_MIN_LABELLED, Canary
 from mlops_contract.stats import binomial_sf, rate_exceeds
+from mlops_operator.serving.verdict import Labelled, Outcome, Verdict, split_verdict
 
 # Requests before an error rate or a p95 is trusted enough to roll back on.
 JUDGING_REQUESTS: Final = 10
@@ -44,6 +54,7 @@ class Reason(StrEnum):
     ERROR_RATE = "ErrorRateExceeded"
     INSUFFICIENT_EVIDENCE = "InsufficientEvidence"
     LATENCY = "LatencyExceeded"
+    QUALITY_WORSE = "QualityWorse"
     # Shadow mode (serving.shadow, issue #22).
     SHADOW_ANALYSING = "AwaitingVerdict"
     SHADOW_PASSED = "ShadowVerdictPassed"
@@ -58,6 +69,9 @@ class CanaryStats:
     requests: int
     errors: int
     p95_ms: float | None = None
+    # Labelled rows each track served since the analysis started (split mode; issue #22).
+    canary_labelled: Labelled = field(default_factory=Labelled)
+    stable_labelled: Labelled = field(default_factory=Labelled)
 
     @property
     def error_rate(self) -> float | None:
@@ -89,13 +103,55 @@ def error_rate_rollback(canary: Canary, stats: CanaryStats, observed: str) -> De
     )
 
 
+def min_labelled(canary: Canary) -> int:
+    return canary.min_labelled if canary.min_labelled is not None else SPLIT_MIN_LABELLED
+
+
+def quality(canary: Canary, stats: CanaryStats) -> Verdict | None:
+    """The canary's labelled quality against the stable track's (None: not judged yet)."""
+    return split_verdict(
+        stats.stable_labelled,
+        stats.canary_labelled,
+        min_labelled=min_labelled(canary),
+        alpha=1.0 - CONFIDENCE,
+    )
+
+
+def _quality_note(canary: Canary, stats: CanaryStats, found: Verdict | None) -> str:
+    """What the labels said, for the message: the verdict, too few rows, or nothing without labels."""
+    if found is not None:
+        return f" Quality: {found.message}"
+    c, s = stats.canary_labelled, stats.stable_labelled
+    if c.classification is None and s.classification is None:
+        return ""
+    return (
+        f" Quality not judged: {c.n} labelled rows on the canary, {s.n} on stable "
+        f"(minLabelled {min_labelled(canary)} each)."
+    )
+
+
 def decide(canary: Canary, started_at: datetime, now: datetime, stats: CanaryStats) -> Decision:
     """Decide the canary's fate; `started_at` and `now` must both be timezone-aware."""
-    elapsed = max(0.0, (now - started_at).total_seconds())
-    rate = stats.error_rate
+    decision = _decide_health(canary, started_at, now, stats)
+    found = quality(canary, stats)
+    if decision.action != "rollback" and found is not None and found.outcome == Outcome.WORSE:
+        return Decision("rollback", Reason.QUALITY_WORSE, f"Labelled quality worse: {found.message}")
+    note = _quality_note(canary, stats, found)
+    return Decision(decision.action, decision.reason, decision.message + note) if note else decision
+
+
+def _observed(stats: CanaryStats) -> str:
     observed = f"{stats.requests} requests, {stats.errors} errors"
     if stats.p95_ms is not None:
         observed += f", p95 {stats.p95_ms:.1f} ms"
+    return observed
+
+
+def _decide_health(canary: Canary, started_at: datetime, now: datetime, stats: CanaryStats) -> Decision:
+    """Rules 1 to 3 (errors, latency, duration and traffic)."""
+    elapsed = max(0.0, (now - started_at).total_seconds())
+    rate = stats.error_rate
+    observed = _observed(stats)
     if (too_many := error_rate_rollback(canary, stats, observed)) is not None:
         return too_many
     if stats.requests >= judging_minimum(canary):

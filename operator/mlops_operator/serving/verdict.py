@@ -19,6 +19,14 @@ when the challenger's error is smaller significantly more often than not (one-si
 `alpha`), Worse when larger; otherwise Inconclusive. No NotWorse: the sign test has no margin.
 Scores are the mean absolute errors; the effect is champion - challenger.
 
+Two independent tracks (`split_verdict`, the split canary: each track scored on the labelled
+requests it served itself, so the rows differ): classification by Fisher's exact test, one-sided
+each way, with Newcombe's interval for the accuracy difference in the message; regression by
+Welch's z-test on the mean absolute errors (from the counters' n, sum and sum of squares). Worse
+when the canary is significantly worse (one-sided, at `alpha`), Better when significantly better,
+otherwise Inconclusive; None (not judged) while either track has fewer than `min_labelled` rows,
+or the tracks' counters disagree on the task. The effect is positive when the canary is better.
+
 Regression (`regression_verdict`), on absolute errors, with the Wilcoxon signed-rank test:
 Better when the challenger's errors are significantly smaller (one-sided); NotWorse when they
 are significantly below the champion's inflated by the relative `margin`; Worse when
@@ -28,15 +36,20 @@ errors (champion - challenger: positive means the challenger is better).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Final
 
 from mlops_contract.stats import (
+    Moments,
     PairCounts,
     binomial_half_cdf,
+    difference_interval,
+    fisher_exact_less,
     mcnemar_exact,
     paired_difference_interval,
+    welch_z,
     wilcoxon_signed_rank,
 )
 
@@ -194,3 +207,75 @@ def sign_test_verdict(
     )
     found = Verdict(Outcome.INCONCLUSIVE, "", n, champ, chal, effect, None, "")
     return _one_sided(found, p_better, p_worse, alpha=alpha, template=f"{scores}; sign test p=%s.")
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """One track's labelled rows since the analysis started: the serving pods' feedback counters
+    (mlops_feedback_rows_total by outcome, the error sums), summed over the track's pods."""
+
+    correct: float = 0.0
+    incorrect: float = 0.0
+    scored: float = 0.0  # regression rows
+    abs_error: float = 0.0
+    squared_error: float = 0.0
+
+    @classmethod
+    def of(cls, counters: Mapping[str, float]) -> Labelled:
+        """From counter sums keyed correct, incorrect, scored, abs_error, squared_error."""
+        return cls(*(float(counters.get(k, 0.0)) for k in LABELLED_KEYS))
+
+    @property
+    def classification(self) -> bool | None:
+        """True/False from the outcomes counted; None before any labelled row."""
+        if self.correct or self.incorrect:
+            return True
+        return False if self.scored else None
+
+    @property
+    def n(self) -> int:
+        return round(self.correct + self.incorrect if self.classification else self.scored)
+
+    @property
+    def score(self) -> float | None:
+        """Accuracy (classification) or mean absolute error; None without rows."""
+        if self.classification is None:
+            return None
+        if self.classification:
+            return self.correct / (self.correct + self.incorrect)
+        return self.abs_error / self.scored
+
+
+LABELLED_KEYS: Final = ("correct", "incorrect", "scored", "abs_error", "squared_error")
+
+
+def split_verdict(
+    stable: Labelled, canary: Labelled, *, min_labelled: int, alpha: float = 0.05
+) -> Verdict | None:
+    """The canary's quality against the stable track's, each on its own labelled rows; None when
+    not judged (fewer than `min_labelled` rows on either track, or the tasks differ)."""
+    kind = canary.classification
+    if kind is None or kind != stable.classification or min(stable.n, canary.n) < max(1, min_labelled):
+        return None
+    champ, chal = stable.score, canary.score
+    assert champ is not None and chal is not None
+    rows = f"on {canary.n} labelled rows vs {stable.n} (stable)"
+    if kind:
+        c_right, s_right = round(canary.correct), round(stable.correct)
+        p_worse = fisher_exact_less(c_right, canary.n, s_right, stable.n)
+        p_better = fisher_exact_less(s_right, stable.n, c_right, canary.n)
+        low, high = difference_interval(c_right, canary.n, s_right, stable.n, 1.0 - alpha)
+        scores = (
+            f"canary accuracy {_fmt(chal)} vs stable {_fmt(champ)} {rows}; difference {chal - champ:.3f}, "
+            f"{round(100 * (1 - alpha))}%% interval [{low:.3f}, {high:.3f}]; Fisher's exact test p=%s"
+        )
+        effect = chal - champ
+    else:
+        c_mom = Moments(canary.scored, canary.abs_error, canary.squared_error)
+        s_mom = Moments(stable.scored, stable.abs_error, stable.squared_error)
+        _, p_worse = welch_z(c_mom, s_mom, "greater")
+        _, p_better = welch_z(c_mom, s_mom, "less")
+        scores = f"canary MAE {_fmt(chal)} vs stable {_fmt(champ)} {rows}; Welch z-test p=%s"
+        effect = champ - chal
+    found = Verdict(Outcome.INCONCLUSIVE, "", canary.n, champ, chal, effect, None, "")
+    return _one_sided(found, p_better, p_worse, alpha=alpha, template=scores + ".")

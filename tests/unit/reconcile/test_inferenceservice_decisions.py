@@ -38,6 +38,7 @@ from mlops_operator.reconcile.inferenceservice import (
 )
 from mlops_operator.serving.canary import CanaryStats
 from mlops_operator.serving.resolve import Reason, Resolution
+from mlops_operator.serving.verdict import Labelled
 from mlops_operator.settings import Settings
 
 SETTINGS = Settings(server_image="srv:1", pvc_root="/mnt/pvc", run_as_user=10001)
@@ -273,6 +274,57 @@ def test_canary_status_without_requests_has_no_error_rate() -> None:
         None,
         None,
     )
+
+
+def test_split_canary_rolled_back_on_labelled_quality_writes_both_tracks() -> None:
+    """Issue #22: the split canary's quality against stable, each on its own labelled rows, in
+    status.canary (the shadow fields where they fit), a CanaryRolledBack warning, no ShadowVerdict."""
+    body = isvc(canary={**CANARY, "minLabelled": 10})
+    spec, observed = parsed(body), seen([1, 2], 1)
+    started = decide_rollout(body, spec, observed, SETTINGS, format_time(NOW - timedelta(seconds=10)))
+    stats = CanaryStats(
+        20, 0, canary_labelled=Labelled(correct=6, incorrect=4), stable_labelled=Labelled(correct=10)
+    )
+    after = canary_step(body, spec, started, stats, versions=observed.versions, settings=SETTINGS, now=NOW)
+    assert after.canary is not None and after.serving == "iris-v1"
+    fields = (
+        "phase",
+        "mode",
+        "verdict",
+        "canaryLabelled",
+        "stableLabelled",
+        "championScore",
+        "challengerScore",
+    )
+    assert [after.canary[k] for k in fields] == ["RolledBack", "split", "Worse", 10, 10, 1.0, 0.6]
+    assert (after.canary["effect"], after.canary["pValue"]) == (-0.4, 0.0433)
+    assert "pairs" not in after.canary
+    assert after.canary["reason"].startswith("Labelled quality worse: Worse: canary accuracy 0.6 vs stable 1")
+    assert describe(after.steps[-1]) == "event CanaryRolledBack warning"
+    facts = Facts(after, {"iris-v1": mv(1)}, deployed(1), None, {})
+    assert "ShadowVerdict" not in conditions(compute_status(body, spec, facts, NOW_S))
+
+
+@pytest.mark.parametrize(
+    ("stats", "written"),
+    [
+        (CanaryStats(5, 0), {}),
+        (CanaryStats(5, 0, canary_labelled=Labelled(correct=3), stable_labelled=Labelled(incorrect=1)),
+         {"canaryLabelled": 3, "stableLabelled": 1}),
+    ],
+    ids=["no-labels", "too-few-labels"],
+)  # fmt: skip
+def test_split_canary_quality_fields_before_a_verdict(stats: CanaryStats, written: dict[str, int]) -> None:
+    body = isvc(canary=CANARY)
+    observed = seen([1, 2], 1)
+    started = decide_rollout(body, parsed(body), observed, SETTINGS, NOW_S)
+    after = canary_step(
+        body, parsed(body), started, stats, versions=observed.versions, settings=SETTINGS, now=NOW
+    )
+    assert after.canary is not None
+    quality = {"verdict", "canaryLabelled", "stableLabelled", "pValue", "championScore"}
+    assert {k: v for k, v in after.canary.items() if k in quality} == written
+    assert ("Quality not judged" in after.canary["reason"]) == bool(written)
 
 
 # --- monitoring ---------------------------------------------------------------------------------

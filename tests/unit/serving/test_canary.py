@@ -1,14 +1,16 @@
-"""The canary decision: roll back on significant errors or on latency, promote after the duration, else wait."""
+"""The canary decision: roll back on significant errors, on latency or (issue #22) on significantly worse
+labelled quality, promote after the duration, else wait."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
 from mlops_contract.api.inferenceservice import Canary
-from mlops_operator.serving.canary import CanaryStats, Reason, decide, judging_minimum
+from mlops_operator.serving.canary import CanaryStats, Reason, decide, judging_minimum, min_labelled
+from mlops_operator.serving.verdict import Labelled
 
 STARTED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -92,3 +94,65 @@ def test_judging_minimum(min_requests: int, minimum: int) -> None:
 )
 def test_error_rate(stats: CanaryStats, rate: float | None) -> None:
     assert stats.error_rate == rate
+
+
+# --- labelled quality (issue #22): each track's own labelled rows ------------------------------
+
+
+def labelled(
+    stable: tuple[int, int], canary: tuple[int, int], requests: int = 50, errors: int = 0
+) -> CanaryStats:
+    """Stats with (correct, rows) labelled on each track."""
+    return CanaryStats(
+        requests,
+        errors,
+        canary_labelled=Labelled(correct=canary[0], incorrect=canary[1] - canary[0]),
+        stable_labelled=Labelled(correct=stable[0], incorrect=stable[1] - stable[0]),
+    )
+
+
+TEN: Final = {"minLabelled": 10}
+
+QUALITY: list[tuple[str, dict[str, Any], float, CanaryStats, str, Reason, list[str]]] = [
+    # Fisher's exact test, one-sided: 6 of 10 against 10 of 10 is p 0.043, 7 of 10 is p 0.105.
+    ("worse-at-the-boundary-rolls-back-early", TEN, 10, labelled((10, 10), (6, 10)), "rollback", Reason.QUALITY_WORSE,
+     ["Labelled quality worse", "canary accuracy 0.6 vs stable 1", "p=0.0433"]),
+    ("just-above-the-boundary-waits", TEN, 10, labelled((10, 10), (7, 10)), "wait", Reason.ANALYSING,
+     ["Quality: Inconclusive", "0.7 vs stable 1"]),
+    ("not-significantly-worse-promotes", TEN, 120, labelled((48, 50), (43, 50)), "promote", Reason.PASSED,
+     ["Healthy for 120s", "Quality: Inconclusive", "0.86 vs stable 0.96"]),
+    ("significantly-worse-never-promotes", TEN, 500, labelled((48, 50), (42, 50)), "rollback", Reason.QUALITY_WORSE, []),
+    ("better-promotes", TEN, 120, labelled((42, 50), (48, 50)), "promote", Reason.PASSED, ["Quality: Better"]),
+    ("too-few-labels-behave-as-before", {}, 120, labelled((10, 10), (0, 10)), "promote", Reason.PASSED,
+     ["Quality not judged: 10 labelled rows on the canary, 10 on stable (minLabelled 50 each)"]),
+    ("one-track-labelled-is-not-judged", TEN, 120, labelled((0, 0), (0, 40)), "promote", Reason.PASSED,
+     ["Quality not judged: 40 labelled rows on the canary, 0 on stable"]),
+    ("errors-roll-back-first", TEN, 10, labelled((10, 10), (0, 10), requests=10, errors=3), "rollback",
+     Reason.ERROR_RATE, []),
+    ("worse-quality-overrides-awaiting-traffic", TEN, 500, labelled((10, 10), (2, 10), requests=5), "rollback",
+     Reason.QUALITY_WORSE, []),
+    ("regression-mae-worse", TEN, 10,
+     CanaryStats(50, 0, canary_labelled=Labelled(scored=30, abs_error=60.0, squared_error=130.0),
+                 stable_labelled=Labelled(scored=30, abs_error=30.0, squared_error=32.0)),
+     "rollback", Reason.QUALITY_WORSE, ["canary MAE 2 vs stable 1", "Welch z-test"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", QUALITY, ids=[c[0] for c in QUALITY])
+def test_decide_on_labelled_quality(case: tuple[Any, ...]) -> None:
+    test_decide(*case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_without_labels_the_message_has_no_quality_note(case: tuple[Any, ...]) -> None:
+    """Labels are optional: without any, the decisions are the table above's, with no quality note."""
+    _, fields, elapsed, stats, *_ = case
+    decision = decide(Canary.model_validate(fields), STARTED, STARTED + timedelta(seconds=elapsed), stats)
+    assert "Quality" not in decision.message
+
+
+def test_min_labelled_default_and_mode() -> None:
+    assert min_labelled(Canary()) == 50
+    assert min_labelled(Canary.model_validate({"minLabelled": 200})) == 200
+    with pytest.raises(ValueError, match="greater than or equal to 10"):
+        Canary.model_validate({"minLabelled": 5})

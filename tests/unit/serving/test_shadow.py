@@ -112,6 +112,7 @@ def test_agreement() -> None:
     [
         (("canary",), "shadow settings need mode shadow"),
         (("canary", "shadow"), "margin applies only with promoteOn NotWorse"),
+        (("canary",), "minLabelled applies to the split canary (shadow mode uses shadow.minPairs)"),
     ],
 )
 def test_admission_rules_are_in_the_crd(path: tuple[str, ...], message: str) -> None:

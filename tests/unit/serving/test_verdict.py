@@ -5,9 +5,16 @@ from __future__ import annotations
 import random
 
 import pytest
+from scipy import stats as sps
 
 from mlops_contract.stats import PairCounts
-from mlops_operator.serving.verdict import Outcome, classification_verdict, regression_verdict
+from mlops_operator.serving.verdict import (
+    Labelled,
+    Outcome,
+    classification_verdict,
+    regression_verdict,
+    split_verdict,
+)
 
 
 def pairs(both: int, champion_only: int, challenger_only: int, neither: int) -> PairCounts:
@@ -74,3 +81,71 @@ def test_regression_verdicts() -> None:
     assert verdict.effect is not None and verdict.effect > 0  # champion MAE - challenger MAE
     with pytest.raises(ValueError):
         regression_verdict([1.0], [1.0, 2.0], min_pairs=1, margin=0.0)
+
+
+# --- the split canary's two tracks, each on its own labelled rows -----------------------------
+
+
+def right(correct: int, n: int) -> Labelled:
+    return Labelled(correct=correct, incorrect=n - correct)
+
+
+def errors(values: list[float]) -> Labelled:
+    return Labelled(scored=len(values), abs_error=sum(values), squared_error=sum(v * v for v in values))
+
+
+# (id, stable, canary, min_labelled, outcome or None when not judged)
+SPLIT: list[tuple[str, Labelled, Labelled, int, Outcome | None]] = [
+    ("no-labels", Labelled(), Labelled(), 10, None),
+    ("stable-only", right(50, 50), Labelled(), 10, None),
+    ("canary-below-minimum", right(50, 50), right(0, 9), 10, None),
+    ("tasks-differ", right(50, 50), errors([1.0] * 20), 10, None),
+    ("six-of-ten-vs-ten-of-ten-is-worse", right(10, 10), right(6, 10), 10, Outcome.WORSE),  # p 0.043
+    ("seven-of-ten-is-not-yet", right(10, 10), right(7, 10), 10, Outcome.INCONCLUSIVE),  # p 0.105
+    ("forty-two-of-fifty-is-worse", right(48, 50), right(42, 50), 10, Outcome.WORSE),  # p 0.046
+    ("forty-three-of-fifty-is-not", right(48, 50), right(43, 50), 10, Outcome.INCONCLUSIVE),  # p 0.080
+    ("better", right(42, 50), right(48, 50), 10, Outcome.BETTER),
+    ("regression-worse", errors([1.0, 1.2, 0.8] * 10), errors([2.0, 2.4, 1.6] * 10), 30, Outcome.WORSE),
+    ("regression-same", errors([1.0, 1.2, 0.8] * 10), errors([1.2, 0.8, 1.0] * 10), 30, Outcome.INCONCLUSIVE),
+    ("regression-better", errors([2.0, 2.4, 1.6] * 10), errors([1.0, 1.2, 0.8] * 10), 30, Outcome.BETTER),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "stable", "canary", "min_labelled", "outcome"), SPLIT, ids=[c[0] for c in SPLIT]
+)
+def test_split_verdict(
+    name: str, stable: Labelled, canary: Labelled, min_labelled: int, outcome: Outcome | None
+) -> None:
+    found = split_verdict(stable, canary, min_labelled=min_labelled)
+    assert (found.outcome if found else None) == outcome, found and found.message
+
+
+def test_split_verdict_reports_scores_effect_and_p() -> None:
+    found = split_verdict(right(48, 50), right(42, 50), min_labelled=50)
+    assert found is not None
+    assert (found.n, found.champion_score, found.challenger_score) == (50, 0.96, 0.84)
+    assert found.effect == pytest.approx(-0.12)
+    _, ref = sps.fisher_exact([[42, 8], [48, 2]], alternative="less")
+    assert found.p_value == pytest.approx(ref, rel=1e-9)
+    assert "canary accuracy 0.84 vs stable 0.96 on 50 labelled rows vs 50 (stable)" in found.message
+    assert "95% interval [" in found.message and "Fisher's exact test p=0.0458" in found.message
+
+
+def test_split_verdict_regression_matches_welch_z() -> None:
+    rng = random.Random(5)
+    stable_errors = [abs(rng.gauss(0, 1.0)) for _ in range(80)]
+    canary_errors = [abs(rng.gauss(0, 1.6)) for _ in range(60)]
+    found = split_verdict(errors(stable_errors), errors(canary_errors), min_labelled=50)
+    assert found is not None and found.outcome == Outcome.WORSE
+    se = (sps.tvar(canary_errors) / 60 + sps.tvar(stable_errors) / 80) ** 0.5
+    z = (sum(canary_errors) / 60 - sum(stable_errors) / 80) / se
+    assert found.p_value == pytest.approx(sps.norm.sf(z), rel=1e-9)
+    assert found.effect == pytest.approx(sum(stable_errors) / 80 - sum(canary_errors) / 60)
+
+
+def test_labelled_counts() -> None:
+    assert Labelled.of({"correct": 3.0, "incorrect": 1.0}) == right(3, 4)
+    assert (right(3, 4).n, right(3, 4).score, right(3, 4).classification) == (4, 0.75, True)
+    assert (errors([1.0, 3.0]).n, errors([1.0, 3.0]).score) == (2, 2.0)
+    assert (Labelled().n, Labelled().score, Labelled().classification) == (0, None, None)
