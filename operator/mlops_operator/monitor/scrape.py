@@ -14,6 +14,8 @@ The serving pods' exposition is a contract (mlops_server.monitoring):
     mlops_shadow_pairs_total{model,version,challenger,outcome}     counter, labelled pairs by outcome
     mlops_shadow_abs_error_total{model,version,challenger,side}    counter, regression absolute errors
     mlops_shadow_rows_total{model,version,challenger,agreement}    counter, mirrored rows agree/disagree
+    mlops_feedback_rows_total{model,version,outcome}          counter, labelled rows the pod served
+    mlops_feedback_abs_error_total / _squared_error_total{model,version}  counter (regression)
 
 Flow: `parse(text, pod)` per pod -> `aggregate(samples, previous)` -> (metrics, totals). Keep
 the returned `PodTotals` in memory (e.g. kopf memo) and pass it back at the next scrape; it is
@@ -37,6 +39,11 @@ the only state. Rules:
   new one starts from zero; a restarted pod's pairs are lost, which only lowers n).
 - For a canary, aggregate only the canary pods' samples with their own PodTotals (started
   from None when the canary starts) and read `canary_stats(totals)`.
+- The split canary's label comparison (issue #22) needs the stable track's labelled rows since
+  the analysis started too; its pods served before, so `track_totals` starts them from their
+  current counters (a baseline, nothing counted) and differences them as `advance` does; pods
+  added later count whole. After an operator restart the baseline is taken again: the stable
+  rows labelled before it are lost, which only lowers n. `canary_stats(canary, stable)`.
 
 `rounded` and `changed` make status writes happen only on real changes (3 significant
 digits, at most 4 decimals; counts of 1000 and more to 3 significant digits).
@@ -55,6 +62,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlops_contract.api.inferenceservice import Metrics
 from mlops_operator.serving.canary import CanaryStats
 from mlops_operator.serving.shadow import ShadowCounts
+from mlops_operator.serving.verdict import Labelled
 from mlops_operator.status import numbers
 
 Buckets = tuple[tuple[float, float], ...]  # (upper bound `le`, cumulative count), sorted by le
@@ -99,6 +107,8 @@ class PodSample:
     versions: frozenset[str] = frozenset()
     # Shadow counters: (kind, challenger, key) -> value; kind is pairs, abs_error or rows.
     shadow: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
+    # Feedback counters (serving.verdict.LABELLED_KEYS): correct, incorrect, scored, abs_error, squared_error.
+    labelled: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,7 @@ class Counters:
     requests: float = 0.0
     errors: float = 0.0
     buckets: Buckets = ()
+    labelled: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,7 @@ class PodTotals:
     requests: float = 0.0
     errors: float = 0.0
     buckets: Buckets = ()
+    labelled: Mapping[str, float] = field(default_factory=dict)
 
 
 def _finite(value: float) -> float | None:
@@ -143,6 +155,7 @@ def parse(text: str, pod: str = "") -> PodSample:
     gauges: dict[str, float | None] = {}
     versions: set[str] = set()
     shadow: dict[tuple[str, str, str], float] = {}
+    labelled: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, float(sample.value)
@@ -163,6 +176,8 @@ def parse(text: str, pod: str = "") -> PodSample:
                 gauges[name] = _max(gauges.get(name), value)
             elif (key := _shadow_key(name, labels)) is not None:
                 shadow[key] = shadow.get(key, 0.0) + value
+            elif (kind := _labelled_key(name, labels)) is not None and math.isfinite(value):
+                labelled[kind] = labelled.get(kind, 0.0) + value
     return PodSample(
         pod=pod,
         requests=requests,
@@ -178,7 +193,21 @@ def parse(text: str, pod: str = "") -> PodSample:
         estimated_accuracy=gauges.get("mlops_estimated_accuracy"),
         versions=frozenset(versions),
         shadow=shadow,
+        labelled=labelled,
     )
+
+
+# Feedback counter -> its key in `labelled` (the rows' is their outcome label).
+_LABELLED: Final = {
+    "mlops_feedback_abs_error_total": "abs_error",
+    "mlops_feedback_squared_error_total": "squared_error",
+}
+
+
+def _labelled_key(name: str, labels: Mapping[str, str]) -> str | None:
+    if name == "mlops_feedback_rows_total":
+        return labels.get("outcome")
+    return _LABELLED.get(name)
 
 
 # Shadow counter -> (kind, the label holding the key). mlops_shadow_requests_total (lifetime,
@@ -235,6 +264,7 @@ def _delta(current: Counters, previous: Counters | None) -> Counters:
     reset = (
         current.requests < previous.requests
         or current.errors < previous.errors
+        or any(v < previous.labelled.get(k, 0.0) for k, v in current.labelled.items())
         or [le for le, _ in current.buckets] != [le for le, _ in previous.buckets]
         or any(c < p for (_, c), (_, p) in zip(current.buckets, previous.buckets, strict=True))
     )
@@ -244,6 +274,7 @@ def _delta(current: Counters, previous: Counters | None) -> Counters:
         requests=current.requests - previous.requests,
         errors=current.errors - previous.errors,
         buckets=tuple((le, c - p) for (le, c), (_, p) in zip(current.buckets, previous.buckets, strict=True)),
+        labelled={k: v - previous.labelled.get(k, 0.0) for k, v in current.labelled.items()},
     )
 
 
@@ -309,6 +340,7 @@ def advance(current: Mapping[str, Counters], previous: PodTotals | None) -> tupl
         requests=sum(d.requests for d in deltas),
         errors=sum(d.errors for d in deltas),
         buckets=merge_buckets(d.buckets for d in deltas),
+        labelled=_summed(d.labelled for d in deltas),
     )
     base = previous or PodTotals()
     totals = PodTotals(
@@ -316,8 +348,31 @@ def advance(current: Mapping[str, Counters], previous: PodTotals | None) -> tupl
         requests=base.requests + interval.requests,
         errors=base.errors + interval.errors,
         buckets=merge_buckets([base.buckets, interval.buckets]),
+        labelled=_summed([base.labelled, interval.labelled]),
     )
     return totals, interval
+
+
+def _summed(counts: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for one in counts:
+        for key, value in one.items():
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def _counters(sample: PodSample) -> Counters:
+    return Counters(sample.requests, sample.errors, _monotonic(sample.buckets), sample.labelled)
+
+
+def track_totals(samples: Sequence[PodSample], previous: PodTotals | None) -> PodTotals:
+    """The running totals of a track whose pods served before its analysis started (the split
+    canary's stable track): without `previous`, the pods' counters now are the baseline and
+    nothing is counted yet; then as `advance` (a new pod counts whole)."""
+    current = {s.pod: _counters(s) for s in samples}
+    if previous is None:
+        return PodTotals(pods=current)
+    return advance(current, previous)[0]
 
 
 def aggregate(samples: Sequence[PodSample], previous: PodTotals | None) -> tuple[dict[str, Any], PodTotals]:
@@ -329,9 +384,7 @@ def aggregate(samples: Sequence[PodSample], previous: PodTotals | None) -> tuple
     names = [s.pod for s in samples]
     if len(set(names)) != len(names):
         raise ValueError(f"pod names must be unique, got {sorted(names)}")
-    totals, interval = advance(
-        {s.pod: Counters(s.requests, s.errors, _monotonic(s.buckets)) for s in samples}, previous
-    )
+    totals, interval = advance({s.pod: _counters(s) for s in samples}, previous)
     interval_requests, interval_errors, interval_buckets = (
         interval.requests,
         interval.errors,
@@ -378,12 +431,15 @@ def aggregate(samples: Sequence[PodSample], previous: PodTotals | None) -> tuple
     return metrics, totals
 
 
-def canary_stats(totals: PodTotals) -> CanaryStats:
-    """The canary's statistics since its PodTotals started (requests, 5xx errors, p95)."""
+def canary_stats(totals: PodTotals, stable: PodTotals | None = None) -> CanaryStats:
+    """The canary's statistics since its PodTotals started (requests, 5xx errors, p95, labelled
+    rows) and the stable track's labelled rows since `stable` started (`track_totals`)."""
     return CanaryStats(
         requests=round(totals.requests),
         errors=round(totals.errors),
         p95_ms=_ms(quantile(totals.buckets, 0.95)),
+        canary_labelled=Labelled.of(totals.labelled),
+        stable_labelled=Labelled.of(stable.labelled if stable is not None else {}),
     )
 
 

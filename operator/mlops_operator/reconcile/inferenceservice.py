@@ -1019,16 +1019,21 @@ async def measure_pods(
     # Pods are read only when something is (to be) served: scraping and canaries need them.
     pods = await ctx.kube.list("Pod", ns, {LABEL_INFERENCE_SERVICE: name}) if rollout.desired else []
     canary_pods = running(pods, "canary") if rollout.analyse else []
-    # Shadow mode: the champion's pods count the paired outcomes.
-    champions = running(pods, "stable") if rollout.analyse and build.shadowing(spec) else []
+    # Shadow mode: the champion's pods count the paired outcomes; split mode: the stable track's
+    # pods count their own labelled rows (issue #22).
+    champions = running(pods, "stable") if rollout.analyse else []
     wanted = {p["metadata"]["name"]: p for p in [*canary_pods, *champions, *(running(pods) if due else [])]}
     samples = await scrape_pods(memory.scraper, list(wanted.values()))
     if rollout.analyse:
-        key = (ns, name, "canary")
+        key, stable_key = (ns, name, "canary"), (ns, name, "stable")
         previous = None if rollout.restarted else memory.totals.get(key)
         _, memory.totals[key] = scrape.aggregate(_of(samples, canary_pods), previous)
-        stats = scrape.canary_stats(memory.totals[key])
-        counts = scrape.shadow_counts(_of(samples, champions), str(rollout.desired)) if champions else None
+        stable = [s for s in _of(samples, champions) if rollout.serving in s.versions]
+        previous = None if rollout.restarted else memory.totals.get(stable_key)
+        memory.totals[stable_key] = scrape.track_totals(stable, previous)
+        stats = scrape.canary_stats(memory.totals[key], memory.totals[stable_key])
+        shadowing = bool(champions) and build.shadowing(spec)
+        counts = scrape.shadow_counts(_of(samples, champions), str(rollout.desired)) if shadowing else None
         rollout = canary_step(
             isvc, spec, rollout, stats, versions=seen.versions, settings=ctx.settings, now=now, counts=counts
         )

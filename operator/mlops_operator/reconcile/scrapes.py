@@ -17,7 +17,9 @@ from mlops_operator.monitor.scrape import PodTotals
 from mlops_operator.prometheus import PrometheusClient
 from mlops_operator.scraper import HttpScraper, Scraper
 
-Track = str  # "all" (every running pod, for status.metrics) or "canary" (the canary analysis)
+# "all" (every running pod, for status.metrics), "canary" (the canary analysis) or "stable" (the
+# stable track's labelled rows since the analysis started, for the split canary; issue #22)
+Track = str
 
 
 async def no_scraper(pod: Mapping[str, Any]) -> str | None:
@@ -39,7 +41,7 @@ class ScrapeMemory:
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is remembered of a deleted InferenceService."""
-        for track in ("all", "canary"):
+        for track in ("all", "canary", "stable"):
             self.totals.pop((namespace, name, track), None)
         self.scraped_at.pop((namespace, name), None)
 

@@ -21,7 +21,9 @@ from mlops_operator.monitor.scrape import (
     parse,
     quantile,
     rounded,
+    track_totals,
 )
+from mlops_operator.serving.verdict import Labelled
 
 INF = math.inf
 
@@ -156,6 +158,12 @@ def test_parse_the_servers_own_exposition() -> None:
     assert s.feature_psi == {"f1": 0.1, "f2": 0.3}
     assert (s.drift_score, s.prediction_psi, s.window_rows) == (0.3, 0.05, 120)
     assert s.accuracy is None  # NaN before any feedback
+    assert s.labelled == {"correct": 0, "incorrect": 0}  # the feedback counters exist from the start
+    m.count_labelled([1.0, 0.0, 1.0])
+    assert parse(m.exposition().decode()).labelled == {"correct": 2, "incorrect": 1}
+    r = monitoring.Metrics("diabetes", "d-1", "a" * 64, features=["f1"], classification=False)
+    r.count_labelled([1.5, 2.0])
+    assert parse(r.exposition().decode()).labelled == {"scored": 2, "abs_error": 3.5, "squared_error": 6.25}
 
 
 # --- quantiles --------------------------------------------------------------------------------
@@ -485,3 +493,43 @@ DUE_CASES: list[tuple[str, list[datetime | None], bool]] = [
 @pytest.mark.parametrize(("name", "previous", "expected"), DUE_CASES, ids=[c[0] for c in DUE_CASES])
 def test_due(name: str, previous: list[datetime | None], expected: bool) -> None:
     assert due(T0, 30, *previous) is expected
+
+
+# --- the split canary's labelled rows, per track (issue #22) ----------------------------------
+
+
+def fed(name: str, correct: float, incorrect: float, requests: float = 0) -> PodSample:
+    return pod(name, requests, labelled={"correct": correct, "incorrect": incorrect})
+
+
+def test_canary_labelled_rows_count_whole_from_the_start() -> None:
+    _, t1 = aggregate([fed("c1", 3, 1, 10)], None)
+    _, t2 = aggregate([fed("c1", 5, 1, 12), fed("c2", 2, 2, 4)], t1)  # a second canary pod
+    _, t3 = aggregate([fed("c1", 1, 0, 1), fed("c2", 2, 2, 4)], t2)  # c1's server restarted
+    assert canary_stats(t3).canary_labelled == Labelled(correct=8, incorrect=3)
+
+
+def test_stable_labelled_rows_start_from_a_baseline() -> None:
+    """The stable pods served (and were labelled) before the canary: only rows since count."""
+    t0 = track_totals([fed("s1", 100, 10)], None)
+    assert t0.labelled == {}
+    t1 = track_totals([fed("s1", 130, 12), fed("s2", 5, 0)], t0)  # s2 is new: counts whole
+    t2 = track_totals([fed("s1", 4, 1)], t1)  # s1 restarted, s2 gone
+    assert t2.labelled == {"correct": 39.0, "incorrect": 3.0}
+    _, canary = aggregate([fed("c1", 20, 20)], None)
+    stats = canary_stats(canary, t2)
+    assert (stats.canary_labelled.n, stats.stable_labelled.n) == (40, 42)
+    assert stats.stable_labelled.score == pytest.approx(39 / 42)
+    assert canary_stats(canary).stable_labelled == Labelled()
+
+
+def test_parse_reads_the_feedback_counters() -> None:
+    extra = (
+        "# TYPE mlops_feedback_rows_total counter\n"
+        'mlops_feedback_rows_total{model="d",outcome="scored",version="d-1"} 4\n'
+        "# TYPE mlops_feedback_abs_error_total counter\n"
+        'mlops_feedback_abs_error_total{model="d",version="d-1"} 6.5\n'
+        "# TYPE mlops_feedback_squared_error_total counter\n"
+        'mlops_feedback_squared_error_total{model="d",version="d-1"} 12.25\n'
+    )
+    assert parse(text(extra=extra)).labelled == {"scored": 4, "abs_error": 6.5, "squared_error": 12.25}
