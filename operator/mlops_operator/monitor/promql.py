@@ -30,7 +30,13 @@ Prometheus, tests/cluster/local/prometheus.sh) put on the serving pods' series:
   (each pod's last counter values and histogram in that window, the pods being that old), as
   monitor.scrape.canary_stats gives from the pods. In shadow mode (issue #22) also the stable
   pods' shadow counters for that challenger version (pairs by outcome, absolute errors by side,
-  rows by agreement), summed over the pods as monitor.scrape.shadow_counts does.
+  rows by agreement), summed over the pods as monitor.scrape.shadow_counts does. In split mode
+  (issue #22) also both tracks' labelled rows since the analysis started: the canary pods' last
+  feedback counters in the window (they are that old, as their requests), and the increase of
+  the stable pods' of the served version over the window (they served before it; the server
+  exports every feedback series from 0 at its start, so increase() sees a first label too, but
+  it extrapolates to the window's ends, so the stable counts are approximate where the pod
+  scraper's are exact).
 
 No data (no serving pod of the service has a series) is a result of its own (`Signals.seen` is
 empty), so the caller can hold its decisions instead of reading zeros.
@@ -49,6 +55,7 @@ import orjson
 from mlops_operator.monitor.scrape import Counters, PodTotals, advance
 from mlops_operator.serving.canary import CanaryStats
 from mlops_operator.serving.shadow import ShadowCounts
+from mlops_operator.serving.verdict import Labelled
 
 # Prometheus' histogram_quantile and rate() need two samples in the range: with the shipped
 # PodMonitor's 15 s scrape interval, 60 s holds four (Grafana's $__rate_interval rule).
@@ -107,6 +114,7 @@ class CanaryWindow:
     version: str  # the ModelVersion under analysis (the server's `version` label)
     seconds: int  # since the analysis started
     shadow: bool = False  # shadow mode: the stable pods' shadow counters for `version` too
+    stable: str | None = None  # split mode: the served version, whose labelled rows are compared
 
 
 def query(
@@ -176,7 +184,32 @@ def _canary_parts(sel: Mapping[str, str], canary: CanaryWindow) -> list[str]:
             f"histogram_quantile(0.95, sum by (le) (last_over_time({buckets}{w})))",
             "canary_latency_p95",
         ),
+        *_feedback_parts(csel, "canary", "last_over_time", w),
         *(_shadow_parts(sel, canary, w) if canary.shadow else []),
+        *(
+            _feedback_parts({**sel, "track": "stable", "version": canary.stable}, "stable", "increase", w)
+            if canary.stable and not canary.shadow
+            else []
+        ),
+    ]
+
+
+# Feedback counters (issue #22) -> the signal's suffix; the rows are summed by outcome.
+FEEDBACK_COUNTERS: Final = {
+    "feedback_rows": "mlops_feedback_rows_total",
+    "feedback_abs_error": "mlops_feedback_abs_error_total",
+    "feedback_squared_error": "mlops_feedback_squared_error_total",
+}
+
+
+def _feedback_parts(tsel: Mapping[str, str], track: str, over: str, w: str) -> list[str]:
+    """A track's labelled rows (by outcome) and error sums over the window `w`."""
+    return [
+        _tag(
+            f"sum{' by (outcome)' if key == 'feedback_rows' else ''} ({over}({_selector(metric, tsel)}{w}))",
+            f"{track}_{key}",
+        )
+        for key, metric in FEEDBACK_COUNTERS.items()
     ]
 
 
@@ -231,6 +264,9 @@ class CanarySignals:
     requests: float = 0.0
     errors: float = 0.0
     p95_seconds: float | None = None
+    # Labelled rows since the analysis started (serving.verdict.Labelled.of keys), per track.
+    labelled: Mapping[str, float] = field(default_factory=dict)
+    stable_labelled: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -271,23 +307,33 @@ def signals(samples: Iterable[Sample]) -> Signals:
     scalars: dict[str, float] = {}
     psi: dict[str, float] = {}
     shadow: dict[str, dict[str, float]] = {signal: {} for signal in SHADOW_COUNTERS}
+    rows: dict[str, dict[str, float]] = {"canary_feedback_rows": {}, "stable_feedback_rows": {}}
     for s in samples:
         signal, value = s.labels.get("signal", ""), s.value
         if math.isnan(value):
             continue
-        if signal in shadow:
+        if signal in rows:
+            rows[signal][s.labels.get("outcome", "")] = value
+        elif signal in shadow:
             shadow[signal][s.labels.get(SHADOW_COUNTERS[signal][1], "")] = value
         elif signal in per_pod:
             per_pod[signal][s.labels.get("pod", "")] = value
         elif signal == "feature_psi" and "feature" in s.labels:
             psi[s.labels["feature"]] = value
-        elif signal in _SCALARS or signal.startswith("canary_"):
+        elif signal in _SCALARS or signal.startswith(("canary_", "stable_")):
             scalars[signal] = value
+
+    def labelled(track: str) -> dict[str, float]:
+        sums = {key: scalars.get(f"{track}_feedback_{key}", 0.0) for key in ("abs_error", "squared_error")}
+        return {**rows[f"{track}_feedback_rows"], **sums}
+
     canary = CanarySignals(
         pods=frozenset(per_pod["canary_pods"]),
         requests=scalars.get("canary_requests", 0.0),
         errors=scalars.get("canary_errors", 0.0),
         p95_seconds=scalars.get("canary_latency_p95"),
+        labelled=labelled("canary"),
+        stable_labelled=labelled("stable"),
     )
     return Signals(
         seen=frozenset(per_pod["pods"]) | frozenset(per_pod["requests"]),
@@ -343,5 +389,9 @@ def metrics(found: Signals, previous: PodTotals | None) -> tuple[dict[str, Any],
 def canary_stats(found: CanarySignals) -> CanaryStats:
     """What the canary pods served since the analysis started (monitor.scrape.canary_stats' shape)."""
     return CanaryStats(
-        requests=round(found.requests), errors=round(found.errors), p95_ms=_ms(found.p95_seconds)
+        requests=round(found.requests),
+        errors=round(found.errors),
+        p95_ms=_ms(found.p95_seconds),
+        canary_labelled=Labelled.of(found.labelled),
+        stable_labelled=Labelled.of(found.stable_labelled),
     )

@@ -553,7 +553,9 @@ def prometheus_query(
     if rollout.analyse and rollout.canary is not None and rollout.desired is not None:
         started = parse_time(rollout.canary.get("startedAt")) or now
         seconds = math.ceil((now - started).total_seconds())
-        canary = promql.CanaryWindow(rollout.desired, seconds, shadow=build.shadowing(spec))
+        canary = promql.CanaryWindow(
+            rollout.desired, seconds, shadow=build.shadowing(spec), stable=rollout.serving
+        )
     window = max(spec.monitoring.interval_seconds, min_window) if due else None
     if window is None and canary is None:
         return None

@@ -13,6 +13,7 @@ import pytest
 
 from mlops_operator.monitor import promql, scrape
 from mlops_operator.monitor.promql import BadAnswer, CanaryWindow, Sample
+from mlops_operator.serving.verdict import Labelled
 
 
 def test_the_query_selects_the_service_by_the_podmonitor_labels() -> None:
@@ -180,3 +181,50 @@ def test_canary_statistics() -> None:
     assert (stats.requests, stats.errors, stats.p95_ms) == (24, 2, 12.5)
     empty = promql.canary_stats(promql.signals([s("canary_pods", 1, pod="c1")]).canary)
     assert (empty.requests, empty.errors, empty.p95_ms) == (0, 0, None)
+    assert (empty.canary_labelled, empty.stable_labelled) == (Labelled(), Labelled())
+
+
+def test_the_split_canary_part_reads_both_tracks_labelled_rows() -> None:
+    """Issue #22: the canary pods' last feedback counters since the analysis started, the stable
+    pods' (of the served version) increase over the same window; none in shadow mode."""
+    q = promql.query("ml", "iris", window_seconds=None, canary=CanaryWindow("iris-v2", 90, stable="iris-v1"))
+    canary = 'namespace="ml",inference_service="iris",track="canary",version="iris-v2"'
+    stable = 'namespace="ml",inference_service="iris",track="stable",version="iris-v1"'
+    assert f"sum by (outcome) (last_over_time(mlops_feedback_rows_total{{{canary}}}[90s]))" in q
+    assert f"sum (last_over_time(mlops_feedback_abs_error_total{{{canary}}}[90s]))" in q
+    assert f"sum by (outcome) (increase(mlops_feedback_rows_total{{{stable}}}[90s]))" in q
+    assert f"sum (increase(mlops_feedback_squared_error_total{{{stable}}}[90s]))" in q
+    shadow = promql.query(
+        "ml", "iris", window_seconds=None, canary=CanaryWindow("v2", 9, shadow=True, stable="v1")
+    )
+    assert 'track="stable",version="v1"' not in shadow
+    assert 'track="stable",version' not in promql.query(
+        "ml", "iris", window_seconds=None, canary=CanaryWindow("v2", 9)
+    )
+
+
+def test_labelled_rows_of_both_tracks() -> None:
+    found = promql.signals(
+        [
+            s("canary_pods", 1, pod="c1"),
+            s("canary_feedback_rows", 30.0, outcome="correct"),
+            s("canary_feedback_rows", 10.0, outcome="incorrect"),
+            s("canary_feedback_abs_error", math.nan),  # a classifier's error sums: no series
+            s("stable_feedback_rows", 88.6, outcome="correct"),  # increase() extrapolates
+            s("stable_feedback_rows", 2.2, outcome="incorrect"),
+        ]
+    )
+    stats = promql.canary_stats(found.canary)
+    assert stats.canary_labelled == Labelled(correct=30, incorrect=10)
+    assert stats.stable_labelled == Labelled(correct=88.6, incorrect=2.2)
+    assert (stats.canary_labelled.n, stats.stable_labelled.n) == (40, 91)
+    regression = promql.signals(
+        [
+            s("stable_feedback_rows", 4.0, outcome="scored"),
+            s("stable_feedback_abs_error", 6.0),
+            s("stable_feedback_squared_error", 10.0),
+        ]
+    )
+    assert promql.canary_stats(regression.canary).stable_labelled == Labelled(
+        scored=4, abs_error=6.0, squared_error=10.0
+    )

@@ -115,7 +115,7 @@ def both(
         scraper = HttpScraper(address=lambda p: ("127.0.0.1", fleet[p["metadata"]["name"]].port))
         client = PrometheusClient()
         try:
-            canary = promql.CanaryWindow("iris-v2", window)
+            canary = promql.CanaryWindow("iris-v2", window, stable="iris-v1")
             expr = promql.query(
                 NS, ISVC, window_seconds=window, versions=["iris-v1", "iris-v2"], canary=canary
             )
@@ -166,6 +166,22 @@ def test_promql_gives_the_canary_statistics_of_the_canary_pod(both: Any) -> None
         == (14, 0)
     )
     assert from_prometheus.p95_ms == pytest.approx(from_pods.p95_ms, rel=1e-6)
+
+
+def test_promql_gives_each_tracks_labelled_rows(both: Any) -> None:
+    """The split canary's label comparison (issue #22): the canary pod's labelled rows exactly,
+    the stable pods' through increase() (approximately: it extrapolates to the window's ends)."""
+    found, samples, _ = both
+    _, canary = scrape.aggregate([samples["iris-canary-x"]], None)
+    stable = scrape.track_totals([samples["iris-stable-a"], samples["iris-stable-b"]], scrape.PodTotals())
+    from_pods = scrape.canary_stats(canary, stable)
+    from_prometheus = promql.canary_stats(found.canary)
+    # 7 labelled requests of 10 rows on the canary, two wrong in each.
+    assert from_prometheus.canary_labelled == from_pods.canary_labelled
+    assert (from_pods.canary_labelled.correct, from_pods.canary_labelled.incorrect) == (56, 14)
+    assert (from_pods.stable_labelled.n, from_pods.stable_labelled.score) == (3 * 10 + 5 * 10, 0.8)
+    assert from_prometheus.stable_labelled.n == pytest.approx(from_pods.stable_labelled.n, rel=0.35)
+    assert from_prometheus.stable_labelled.score == pytest.approx(0.8, rel=1e-6)
 
 
 def test_counter_totals_continue_across_queries(both: Any) -> None:
@@ -278,7 +294,7 @@ async def test_a_served_canary_is_decided_from_promql(prom: Prometheus, both: An
 
 @pytest.mark.parametrize(
     ("window", "canary"),
-    [(60, None), (None, promql.CanaryWindow("v", 0)), (5, promql.CanaryWindow('a"b\\c', 7))],
+    [(60, None), (None, promql.CanaryWindow("v", 0)), (5, promql.CanaryWindow('a"b\\c', 7, stable='s"t'))],
     ids=["metrics", "canary", "both-with-hostile-labels"],
 )
 async def test_every_shape_of_the_query_is_valid_promql(prom: Prometheus, window: Any, canary: Any) -> None:
