@@ -167,6 +167,67 @@ def test_canary_promotes_or_rolls_back(
         )
 
 
+# track -> (correct, incorrect) labelled rows each scrape of one of its pods adds (issue #22).
+LABELLED: dict[str, tuple[int, int]] = {}
+SCRAPES: dict[str, int] = {}  # pod -> scrapes so far
+
+
+async def labelling_scraper(pod: Mapping[str, Any]) -> str | None:
+    """Healthy pods whose feedback counters grow at each scrape by their track's LABELLED rows,
+    under the pod's own model version (what a serving pod exports)."""
+    labels = pod["metadata"].get("labels") or {}
+    track, version = labels.get("mlops.dev/track", "stable"), labels.get("mlops.dev/model-version", "")
+    name = pod["metadata"]["name"]
+    SCRAPES[name] = n = SCRAPES.get(name, 0) + 1
+    right, wrong = LABELLED.get(track, (0, 0))
+    registry = CollectorRegistry()
+    rows = Counter("mlops_feedback_rows", "labelled rows", ["model", "version", "outcome"], registry=registry)
+    rows.labels("iris", version, "correct").inc(right * n)
+    rows.labels("iris", version, "incorrect").inc(wrong * n)
+    return metrics_text(100 * n, 0) + generate_latest(registry).decode()
+
+
+def test_split_canary_with_worse_labelled_accuracy_rolls_back(
+    kube: Kube, namespace: str, test_settings: Settings, artifacts: Path
+) -> None:
+    """The split canary compares each track's own labelled rows since it started (issue #22):
+    a canary right half the time against a stable track always right is rolled back long
+    before its duration, without a single error, and stable keeps serving."""
+    LABELLED.clear()
+    SCRAPES.clear()
+    LABELLED.update(stable=(10, 0), canary=(5, 5))
+    runner = OperatorRunner(namespace, test_settings, scraper=labelling_scraper).start()
+    try:
+        v1 = train_version(kube, namespace, "first", artifacts)
+        canary = {"trafficPercent": 50, "durationSeconds": 3600, "minRequests": 5, "minLabelled": 10}
+        body = isvc("iris", canary=canary, monitoring={"intervalSeconds": 5})
+        kube.request("POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices", body=body)
+        wait_for(lambda: served(kube, namespace, "iris-predictor") == v1, what="v1 serving")
+        v2 = train_version(kube, namespace, "second", artifacts)
+        status = wait_for(
+            lambda: (
+                (s := status_of(kube, "InferenceService", namespace, "iris")).get("canary", {}).get("phase")
+                == "RolledBack"
+                and s
+            ),
+            timeout=120,
+            what="RolledBack",
+        )
+        found = status["canary"]
+        assert (found["modelVersion"], found["mode"], found["verdict"]) == (v2, "split", "Worse"), found
+        assert (found["championScore"], found["challengerScore"]) == (1.0, 0.5)
+        assert found["canaryLabelled"] >= 10 and found["stableLabelled"] >= 10
+        assert found["pValue"] < 0.05 and found["effect"] == -0.5
+        assert found["reason"].startswith("Labelled quality worse"), found["reason"]
+        wait_for(lambda: served(kube, namespace, "iris-predictor") == v1, what="stable serves v1")
+        rolled = [e for e in events_for(kube, namespace, "iris") if e["reason"] == "CanaryRolledBack"]
+        assert rolled and "Labelled quality worse" in rolled[0]["message"]
+        assert condition(status, "CanaryHealthy")["status"] == "False"
+        assert condition(status, "ShadowVerdict") == {}
+    finally:
+        runner.stop()
+
+
 def test_autoscaling_creates_an_hpa_the_operator_does_not_fight(
     kube: Kube, namespace: str, isvc_operator: OperatorRunner, artifacts: Path
 ) -> None:
