@@ -184,14 +184,16 @@ def _canary_parts(sel: Mapping[str, str], canary: CanaryWindow) -> list[str]:
             f"histogram_quantile(0.95, sum by (le) (last_over_time({buckets}{w})))",
             "canary_latency_p95",
         ),
-        *_feedback_parts(csel, "canary", "last_over_time", w),
-        *(_shadow_parts(sel, canary, w) if canary.shadow else []),
-        *(
-            _feedback_parts({**sel, "track": "stable", "version": canary.stable}, "stable", "increase", w)
-            if canary.stable and not canary.shadow
-            else []
-        ),
+        *(_shadow_parts(sel, canary, w) if canary.shadow else _split_parts(sel, csel, canary, w)),
     ]
+
+
+def _split_parts(sel: Mapping[str, str], csel: Mapping[str, str], canary: CanaryWindow, w: str) -> list[str]:
+    """Both tracks' labelled rows since the analysis started (the stable track's only when the
+    served version is known)."""
+    ssel = {**sel, "track": "stable", "version": canary.stable} if canary.stable else None
+    stable = _feedback_parts(ssel, "stable", "increase", w) if ssel else []
+    return [*_feedback_parts(csel, "canary", "last_over_time", w), *stable]
 
 
 # Feedback counters (issue #22) -> the signal's suffix; the rows are summed by outcome.

@@ -197,7 +197,7 @@ def test_the_split_canary_part_reads_both_tracks_labelled_rows() -> None:
     shadow = promql.query(
         "ml", "iris", window_seconds=None, canary=CanaryWindow("v2", 9, shadow=True, stable="v1")
     )
-    assert 'track="stable",version="v1"' not in shadow
+    assert 'track="stable",version="v1"' not in shadow and "mlops_feedback_rows_total" not in shadow
     assert 'track="stable",version' not in promql.query(
         "ml", "iris", window_seconds=None, canary=CanaryWindow("v2", 9)
     )
