@@ -32,11 +32,10 @@ Prometheus, tests/cluster/local/prometheus.sh) put on the serving pods' series:
   pods' shadow counters for that challenger version (pairs by outcome, absolute errors by side,
   rows by agreement), summed over the pods as monitor.scrape.shadow_counts does. In split mode
   (issue #22) also both tracks' labelled rows since the analysis started: the canary pods' last
-  feedback counters in the window (they are that old, as their requests), and the increase of
-  the stable pods' of the served version over the window (they served before it; the server
-  exports every feedback series from 0 at its start, so increase() sees a first label too, but
-  it extrapolates to the window's ends, so the stable counts are approximate where the pod
-  scraper's are exact).
+  feedback counters in the window (they are that old, as their requests), and the stable pods'
+  of the served version less their values when the window began (they served before it; a
+  series born since counts whole, as the pod scraper's new pods; a counter reset in the window,
+  a restarted stable pod, loses that pod's rows where the pod scraper counts them whole).
 
 No data (no serving pod of the service has a series) is a result of its own (`Signals.seen` is
 empty), so the caller can hold its decisions instead of reading zeros.
@@ -192,8 +191,8 @@ def _split_parts(sel: Mapping[str, str], csel: Mapping[str, str], canary: Canary
     """Both tracks' labelled rows since the analysis started (the stable track's only when the
     served version is known)."""
     ssel = {**sel, "track": "stable", "version": canary.stable} if canary.stable else None
-    stable = _feedback_parts(ssel, "stable", "increase", w) if ssel else []
-    return [*_feedback_parts(csel, "canary", "last_over_time", w), *stable]
+    stable = _feedback_parts(ssel, "stable", w, since_start=True) if ssel else []
+    return [*_feedback_parts(csel, "canary", w), *stable]
 
 
 # Feedback counters (issue #22) -> the signal's suffix; the rows are summed by outcome.
@@ -204,15 +203,22 @@ FEEDBACK_COUNTERS: Final = {
 }
 
 
-def _feedback_parts(tsel: Mapping[str, str], track: str, over: str, w: str) -> list[str]:
-    """A track's labelled rows (by outcome) and error sums over the window `w`."""
-    return [
-        _tag(
-            f"sum{' by (outcome)' if key == 'feedback_rows' else ''} ({over}({_selector(metric, tsel)}{w}))",
-            f"{track}_{key}",
+def _feedback_parts(tsel: Mapping[str, str], track: str, w: str, *, since_start: bool = False) -> list[str]:
+    """A track's labelled rows (by outcome) and error sums: each pod's last counter values in
+    the window `w`, less (`since_start`) their values when it began (0 for a series born
+    since). Not increase(): it extrapolates to the window's ends, 60 % over on a few seconds
+    of traffic, where this is exact but for a counter reset in the window (clamped at 0)."""
+    parts = []
+    for key, metric in FEEDBACK_COUNTERS.items():
+        selector = _selector(metric, tsel)
+        value = f"last_over_time({selector}{w})"
+        if since_start:
+            start = f"({selector} offset {w[1:-1]}) or ({value} * 0)"
+            value = f"clamp_min({value} - ({start}), 0)"
+        parts.append(
+            _tag(f"sum{' by (outcome)' if key == 'feedback_rows' else ''} ({value})", f"{track}_{key}")
         )
-        for key, metric in FEEDBACK_COUNTERS.items()
-    ]
+    return parts
 
 
 # Shadow counters -> the label that holds their key (see monitor.scrape._SHADOW).

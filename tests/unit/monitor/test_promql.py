@@ -192,8 +192,10 @@ def test_the_split_canary_part_reads_both_tracks_labelled_rows() -> None:
     stable = 'namespace="ml",inference_service="iris",track="stable",version="iris-v1"'
     assert f"sum by (outcome) (last_over_time(mlops_feedback_rows_total{{{canary}}}[90s]))" in q
     assert f"sum (last_over_time(mlops_feedback_abs_error_total{{{canary}}}[90s]))" in q
-    assert f"sum by (outcome) (increase(mlops_feedback_rows_total{{{stable}}}[90s]))" in q
-    assert f"sum (increase(mlops_feedback_squared_error_total{{{stable}}}[90s]))" in q
+    rows = f"mlops_feedback_rows_total{{{stable}}}"
+    since = f"clamp_min(last_over_time({rows}[90s]) - (({rows} offset 90s) or (last_over_time({rows}[90s]) * 0)), 0)"
+    assert f"sum by (outcome) ({since})" in q
+    assert f"mlops_feedback_squared_error_total{{{stable}}} offset 90s" in q
     shadow = promql.query(
         "ml", "iris", window_seconds=None, canary=CanaryWindow("v2", 9, shadow=True, stable="v1")
     )
@@ -210,7 +212,7 @@ def test_labelled_rows_of_both_tracks() -> None:
             s("canary_feedback_rows", 30.0, outcome="correct"),
             s("canary_feedback_rows", 10.0, outcome="incorrect"),
             s("canary_feedback_abs_error", math.nan),  # a classifier's error sums: no series
-            s("stable_feedback_rows", 88.6, outcome="correct"),  # increase() extrapolates
+            s("stable_feedback_rows", 88.6, outcome="correct"),  # not a count (a scaled counter)
             s("stable_feedback_rows", 2.2, outcome="incorrect"),
         ]
     )
