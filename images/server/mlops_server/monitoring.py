@@ -114,7 +114,7 @@ class Metrics:
         self.feedback_quality.set(math.nan)
         # Labelled rows this pod served, as counters (issue #22): the operator sums them over a
         # track's pods to compare the split canary's tracks. Every series exists from the start
-        # (0), so PromQL's increase() sees a track's first labelled row too.
+        # (0), so a PromQL baseline at the analysis' start finds each one.
         self.feedback_rows = Counter(
             "mlops_feedback_rows_total",
             "Labelled rows this pod served, by outcome (classification: correct, incorrect; regression: scored).",
