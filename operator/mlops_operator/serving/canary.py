@@ -21,9 +21,10 @@ minLabelled labelled rows (feedback) since the analysis started, `quality` compa
 (serving.verdict.split_verdict: Fisher's exact test on accuracy, Welch's z-test on absolute
 errors). A canary significantly worse, one-sided at `CONFIDENCE`, is rolled back at once
 (reason QualityWorse; rule 1's rollbacks come first), so with enough labels a promotion also
-means "not significantly worse". With fewer labels on either track (or none: labels are optional) the rules above decide
-alone, as without feedback. The test is repeated at every pass, so its false-positive rate is
-somewhat above 5 %, as the shadow verdict's.
+means "not significantly worse". With fewer labels on either track (or none: labels are
+optional) the rules above decide alone, as without feedback; the message then says how many
+each track had. The test is repeated at every pass, so its false-positive rate is somewhat
+above 5 %, as the shadow verdict's.
 
 A `now` earlier than `started_at` (clock skew) counts as no time elapsed.
 """
