@@ -169,7 +169,7 @@ def test_canary_promotes_or_rolls_back(
 
 # track -> (correct, incorrect) labelled rows each scrape of one of its pods adds (issue #22).
 LABELLED: dict[str, tuple[int, int]] = {}
-SCRAPES: dict[str, int] = {}  # pod -> scrapes so far
+SCRAPED: dict[str, tuple[int, int, int]] = {}  # pod -> (scrapes, correct, incorrect) so far
 
 
 async def labelling_scraper(pod: Mapping[str, Any]) -> str | None:
@@ -177,13 +177,13 @@ async def labelling_scraper(pod: Mapping[str, Any]) -> str | None:
     under the pod's own model version (what a serving pod exports)."""
     labels = pod["metadata"].get("labels") or {}
     track, version = labels.get("mlops.dev/track", "stable"), labels.get("mlops.dev/model-version", "")
-    name = pod["metadata"]["name"]
-    SCRAPES[name] = n = SCRAPES.get(name, 0) + 1
     right, wrong = LABELLED.get(track, (0, 0))
+    n, correct, incorrect = SCRAPED.get(pod["metadata"]["name"], (0, 0, 0))
+    SCRAPED[pod["metadata"]["name"]] = n, correct, incorrect = n + 1, correct + right, incorrect + wrong
     registry = CollectorRegistry()
     rows = Counter("mlops_feedback_rows", "labelled rows", ["model", "version", "outcome"], registry=registry)
-    rows.labels("iris", version, "correct").inc(right * n)
-    rows.labels("iris", version, "incorrect").inc(wrong * n)
+    rows.labels("iris", version, "correct").inc(correct)
+    rows.labels("iris", version, "incorrect").inc(incorrect)
     return metrics_text(100 * n, 0) + generate_latest(registry).decode()
 
 
@@ -191,11 +191,12 @@ def test_split_canary_with_worse_labelled_accuracy_rolls_back(
     kube: Kube, namespace: str, test_settings: Settings, artifacts: Path
 ) -> None:
     """The split canary compares each track's own labelled rows since it started (issue #22):
-    a canary right half the time against a stable track always right is rolled back long
-    before its duration, without a single error, and stable keeps serving."""
+    a canary right half the time against a stable track always right since then (wrong every
+    time before: those rows must not count) is rolled back long before its duration, without
+    a single error, and stable keeps serving."""
     LABELLED.clear()
-    SCRAPES.clear()
-    LABELLED.update(stable=(10, 0), canary=(5, 5))
+    SCRAPED.clear()
+    LABELLED.update(stable=(0, 10), canary=(5, 5))
     runner = OperatorRunner(namespace, test_settings, scraper=labelling_scraper).start()
     try:
         v1 = train_version(kube, namespace, "first", artifacts)
@@ -203,6 +204,8 @@ def test_split_canary_with_worse_labelled_accuracy_rolls_back(
         body = isvc("iris", canary=canary, monitoring={"intervalSeconds": 5})
         kube.request("POST", f"/apis/mlops.dev/v1alpha1/namespaces/{namespace}/inferenceservices", body=body)
         wait_for(lambda: served(kube, namespace, "iris-predictor") == v1, what="v1 serving")
+        wait_for(lambda: any(incorrect for _, _, incorrect in SCRAPED.values()), what="stable rows labelled")
+        LABELLED["stable"] = (10, 0)
         v2 = train_version(kube, namespace, "second", artifacts)
         status = wait_for(
             lambda: (
