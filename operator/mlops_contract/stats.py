@@ -278,6 +278,13 @@ def welch_z(a: Moments, b: Moments, alternative: Alternative = "two-sided") -> t
     return z, min(1.0, 2.0 * _sf(abs(z)))
 
 
+def one_sample_z(sample: Moments, alternative: Alternative = "two-sided") -> tuple[float, float]:
+    """(z, p-value) for the mean of `sample` against 0 with the normal distribution (large
+    samples); "greater": the alternative that the mean is above 0. As welch_z against a sample
+    of zeros of the same size."""
+    return welch_z(sample, Moments(sample.n, 0.0, 0.0), alternative)
+
+
 def _sf(z: float) -> float:
     """P(Z > z) for a standard normal Z, accurate in the far tail (no 1 - cdf)."""
     return 0.5 * math.erfc(z / math.sqrt(2.0))

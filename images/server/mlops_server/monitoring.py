@@ -11,7 +11,7 @@ import math
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -171,6 +171,14 @@ class Metrics:
             [*LABELS, "challenger", "side"],
             registry=reg,
         )
+        self.shadow_error_products = Counter(
+            "mlops_shadow_error_products_total",
+            "Sums of products of the two absolute errors on the labelled pairs (regression), by term "
+            "(champion_squared, challenger_squared, cross): with the absolute-error sums they give the "
+            "paired test of a relative margin.",
+            [*LABELS, "challenger", "term"],
+            registry=reg,
+        )
         self.shadow_rows = Counter(
             "mlops_shadow_rows_total",
             "Mirrored rows by whether both versions predicted the same class (agree, disagree).",
@@ -270,6 +278,9 @@ class Metrics:
         ):
             if total:
                 self.shadow_abs_error.labels(self.model, self.version, challenger, side).inc(total)
+        for term, total in pairs.products.items():
+            if total:
+                self.shadow_error_products.labels(self.model, self.version, challenger, term).inc(total)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -424,6 +435,8 @@ class PairOutcomes:
     counts: Mapping[str, int]
     champion_abs_error: float = 0.0
     challenger_abs_error: float = 0.0
+    # Regression: sums of squared champion, squared challenger and champion x challenger absolute errors.
+    products: Mapping[str, float] = field(default_factory=dict)
 
 
 def score_pairs(
@@ -443,15 +456,19 @@ def score_pairs(
             counts[outcome] += 1
         return PairOutcomes(counts)
     counts = dict.fromkeys(("challenger_better", "champion_better", "tie"), 0)
-    total_a = total_b = 0.0
+    total_a = total_b = square_a = square_b = cross = 0.0
     for a, b, y in zip(champion, challenger, truth, strict=True):
         err_a, err_b = abs(float(a) - float(y)), abs(float(b) - float(y))
         total_a += err_a
         total_b += err_b
+        square_a += err_a * err_a
+        square_b += err_b * err_b
+        cross += err_a * err_b
         counts[
             "tie" if err_a == err_b else ("challenger_better" if err_b < err_a else "champion_better")
         ] += 1
-    return PairOutcomes(counts, total_a, total_b)
+    products = {"champion_squared": square_a, "challenger_squared": square_b, "cross": cross}
+    return PairOutcomes(counts, total_a, total_b, products)
 
 
 def agreement(classification: bool, champion: Sequence[Any], challenger: Sequence[Any]) -> tuple[int, int]:

@@ -109,13 +109,13 @@ class Shadow(Spec):
     )
     promote_on: Literal["Better", "NotWorse"] = Field(
         "Better",
-        description="Better: promote only when significantly better; NotWorse: also when at most `margin` worse (classification).",
+        description="Better: promote only when significantly better; NotWorse: also when significantly at most `margin` worse.",
     )
     margin: float | None = Field(
         None,
         gt=0,
         le=0.5,
-        description="With promoteOn NotWorse: the accuracy the new version may lose (default 0.02).",
+        description="With promoteOn NotWorse: what the new version may lose (default 0.02): accuracy for a classifier, a fraction of the champion's mean absolute error for a regressor.",
     )
     deadline_seconds: int = Field(
         3600,

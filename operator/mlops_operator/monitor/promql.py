@@ -225,6 +225,7 @@ def _feedback_parts(tsel: Mapping[str, str], track: str, w: str, *, since_start:
 SHADOW_COUNTERS: Final = {
     "shadow_pairs": ("mlops_shadow_pairs_total", "outcome"),
     "shadow_abs_error": ("mlops_shadow_abs_error_total", "side"),
+    "shadow_products": ("mlops_shadow_error_products_total", "term"),
     "shadow_rows": ("mlops_shadow_rows_total", "agreement"),
 }
 
@@ -352,6 +353,7 @@ def signals(samples: Iterable[Sample]) -> Signals:
         shadow=ShadowCounts(
             pairs=shadow["shadow_pairs"],
             abs_error=shadow["shadow_abs_error"],
+            products=shadow["shadow_products"],
             agree=shadow["shadow_rows"].get("agree", 0.0),
             disagree=shadow["shadow_rows"].get("disagree", 0.0),
         ),

@@ -215,6 +215,7 @@ def _labelled_key(name: str, labels: Mapping[str, str]) -> str | None:
 _SHADOW: Final = {
     "mlops_shadow_pairs_total": ("pairs", "outcome"),
     "mlops_shadow_abs_error_total": ("abs_error", "side"),
+    "mlops_shadow_error_products_total": ("products", "term"),
     "mlops_shadow_rows_total": ("rows", "agreement"),
 }
 
@@ -243,6 +244,7 @@ def shadow_counts(samples: Iterable[PodSample], challenger: str) -> ShadowCounts
     return ShadowCounts(
         pairs=of("pairs"),
         abs_error=of("abs_error"),
+        products=of("products"),
         agree=rows.get("agree", 0.0),
         disagree=rows.get("disagree", 0.0),
     )

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from mlops_contract.api.inferenceservice import SHADOW_MARGIN, Canary, Shadow
-from mlops_contract.stats import PairCounts
+from mlops_contract.stats import Moments, PairCounts
 from mlops_contract.timeutil import format_time
 from mlops_operator.serving.canary import CanaryStats, Decision, Reason, error_rate_rollback
 from mlops_operator.serving.verdict import Outcome, Verdict, classification_verdict, sign_test_verdict
@@ -42,6 +42,8 @@ class ShadowCounts:
 
     pairs: Mapping[str, float] = field(default_factory=dict)  # outcome -> labelled rows
     abs_error: Mapping[str, float] = field(default_factory=dict)  # champion/challenger -> sum
+    # Regression: champion_squared/challenger_squared/cross -> sums of the absolute errors' products.
+    products: Mapping[str, float] = field(default_factory=dict)
     agree: float = 0.0
     disagree: float = 0.0
 
@@ -80,9 +82,23 @@ def verdict(counts: ShadowCounts, shadow: Shadow) -> Verdict:
             challenger_mae=chal,
             min_pairs=shadow.min_pairs,
             alpha=ALPHA,
+            slack=slack_moments(counts, n, margin),
+            margin=margin,
         )
     pairs = PairCounts(*(_n(counts.pairs, k) for k in CLASSIFICATION_OUTCOMES))
     return classification_verdict(pairs, min_pairs=shadow.min_pairs, margin=margin, alpha=ALPHA)
+
+
+def slack_moments(counts: ShadowCounts, n: int, margin: float) -> Moments | None:
+    """Moments of the per-pair slack (1 + margin) x champion error - challenger error (absolute
+    errors), from the counters' sums; None without the products (a server before them)."""
+    a, b = counts.abs_error.get("champion", 0.0), counts.abs_error.get("challenger", 0.0)
+    p = counts.products
+    if n < 1 or not all(k in p for k in ("champion_squared", "challenger_squared", "cross")):
+        return None
+    k = 1.0 + margin
+    squares = k * k * p["champion_squared"] - 2.0 * k * p["cross"] + p["challenger_squared"]
+    return Moments(n, k * a - b, squares)
 
 
 def settings(canary: Canary) -> Shadow:

@@ -16,7 +16,10 @@ Classification (`classification_verdict`), with `alpha` the significance level:
 Regression from counts (`sign_test_verdict`, what the serving pods' counters give in shadow
 mode): the exact sign test on the pairs whose absolute errors differ (ties dropped). Better
 when the challenger's error is smaller significantly more often than not (one-sided, at
-`alpha`), Worse when larger; otherwise Inconclusive. No NotWorse: the sign test has no margin.
+`alpha`), Worse when larger; NotWorse (checked between the two, as for classification) when the
+per-pair slack (1 + margin) x champion - challenger absolute error has a mean significantly above
+0 (a one-sided z-test from the counters' sums of the errors and of their products: the
+challenger's MAE is at most `margin`, relative, above the champion's); otherwise Inconclusive.
 Scores are the mean absolute errors; the effect is champion - challenger.
 
 Two independent tracks (`split_verdict`, the split canary: each track scored on the labelled
@@ -48,6 +51,7 @@ from mlops_contract.stats import (
     difference_interval,
     fisher_exact_less,
     mcnemar_exact,
+    one_sample_z,
     paired_difference_interval,
     welch_z,
     wilcoxon_signed_rank,
@@ -190,8 +194,13 @@ def sign_test_verdict(
     challenger_mae: float | None,
     min_pairs: int,
     alpha: float = 0.05,
+    slack: Moments | None = None,
+    margin: float = 0.0,
 ) -> Verdict:
-    """`better`/`worse`: pairs where the challenger's absolute error was smaller/larger."""
+    """`better`/`worse`: pairs where the challenger's absolute error was smaller/larger.
+    `slack`: the moments of (1 + margin) x champion - challenger absolute error over the pairs;
+    NotWorse when its mean is significantly above 0 (one-sided z-test: the challenger's MAE is
+    below the champion's inflated by the relative `margin`)."""
     n = better + worse + ties
     champ, chal = champion_mae, challenger_mae
     effect = None if champ is None or chal is None else champ - chal
@@ -206,7 +215,16 @@ def sign_test_verdict(
         f"(challenger closer {better}, champion closer {worse}, ties {ties})"
     )
     found = Verdict(Outcome.INCONCLUSIVE, "", n, champ, chal, effect, None, "")
-    return _one_sided(found, p_better, p_worse, alpha=alpha, template=f"{scores}; sign test p=%s.")
+    not_worse = None
+    if slack is not None and margin > 0:
+        _, p_not_worse = one_sample_z(slack, "greater")
+        if p_not_worse < alpha:
+            not_worse = Verdict(
+                Outcome.NOT_WORSE, "WithinMargin", n, champ, chal, effect, p_not_worse,
+                f"Not worse than +{margin:.0%} MAE: {scores}; paired z-test p={_fmt(p_not_worse, 3)}.",
+            )  # fmt: skip
+    template = f"{scores}; sign test p=%s."
+    return _one_sided(found, p_better, p_worse, alpha=alpha, template=template, not_worse=not_worse)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from mlops_contract.stats import (
     fisher_exact_less,
     fit_calibration,
     mcnemar_exact,
+    one_sample_z,
     paired_difference_interval,
     rate_exceeds,
     rate_within,
@@ -347,3 +348,13 @@ def test_welch_z_small_and_degenerate_samples() -> None:
     z, p = welch_z(Moments(3, 6.0, 14.0), Moments(3, 1.0, 1.0), "greater")
     assert z == pytest.approx(2.5, rel=1e-12)
     assert p == pytest.approx(0.0062096653257761, rel=1e-9)
+
+
+def test_one_sample_z_is_the_t_statistic_with_normal_tails() -> None:
+    values = [1.0, 2.0, 3.0, 4.0, 5.0]  # mean 3, variance 2.5: z = 3 / sqrt(2.5 / 5) = 4.2426
+    sample = Moments(5, sum(values), sum(v * v for v in values))
+    z, p = one_sample_z(sample, "greater")
+    assert z == pytest.approx(sps.ttest_1samp(values, 0.0).statistic) == pytest.approx(4.242641, rel=1e-6)
+    assert p == pytest.approx(sps.norm.sf(z), rel=1e-9)
+    assert one_sample_z(sample, "less")[1] == pytest.approx(sps.norm.cdf(z), rel=1e-9)
+    assert one_sample_z(Moments(1, 3.0, 9.0)) == (0.0, 1.0)  # one row: no variance, no evidence

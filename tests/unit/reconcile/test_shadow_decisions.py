@@ -180,11 +180,14 @@ mlops_shadow_pairs_total{model="iris",version="iris-v1",challenger="iris-v2",out
 mlops_shadow_pairs_total{model="iris",version="iris-v1",challenger="iris-v0",outcome="both"} 100
 mlops_shadow_rows_total{model="iris",version="iris-v1",challenger="iris-v2",agreement="agree"} 9
 mlops_shadow_rows_total{model="iris",version="iris-v1",challenger="iris-v2",agreement="disagree"} 3
+mlops_shadow_error_products_total{model="iris",version="iris-v1",challenger="iris-v2",term="cross"} 1.5
+mlops_shadow_error_products_total{model="iris",version="iris-v1",challenger="iris-v0",term="cross"} 100
 """
     samples = [scrape.parse(text, "a"), scrape.parse(text, "b")]
     counts = scrape.shadow_counts(samples, "iris-v2")
     assert dict(counts.pairs) == {"both": 14, "challenger_only": 4}  # summed over pods, iris-v0 apart
     assert (counts.agree, counts.disagree) == (18, 6)
+    assert dict(counts.products) == {"cross": 3.0}
 
 
 def test_shadow_counts_from_prometheus() -> None:
@@ -203,6 +206,7 @@ def test_shadow_counts_from_prometheus() -> None:
         promql.Sample({"signal": "shadow_pairs", "outcome": "challenger_only"}, 25),
         promql.Sample({"signal": "shadow_pairs", "outcome": "neither"}, 12),
         promql.Sample({"signal": "shadow_rows", "agreement": "agree"}, 72),
+        promql.Sample({"signal": "shadow_products", "term": "cross"}, 4.5),
     ]
     b = isvc(canary=SHADOW, monitoring={"prometheusUrl": "http://prometheus.monitoring:9090"})
     _, ro = started()
@@ -211,3 +215,5 @@ def test_shadow_counts_from_prometheus() -> None:
     )  # fmt: skip
     assert result.rollout.canary is not None
     assert (result.rollout.canary["verdict"], result.rollout.canary["phase"]) == ("Better", "Promoted")
+    assert "sum by (term) (last_over_time(mlops_shadow_error_products_total{" in expr
+    assert dict(promql.signals(answer).shadow.products) == {"cross": 4.5}

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from server_factories import Artifact, RunningServer, StartServer, metric, v2_matrix
 
-from mlops_server.monitoring import agreement, score_pairs
+from mlops_server.monitoring import Metrics, agreement, score_pairs
 
 
 def _wait_metric(
@@ -43,6 +43,24 @@ def test_score_pairs_regression_is_a_sign_test_on_absolute_errors() -> None:
     assert dict(pairs.counts) == {"challenger_better": 1, "champion_better": 1, "tie": 1}
     assert pairs.champion_abs_error == pytest.approx(1.0 + 0.5 + 0.0)
     assert pairs.challenger_abs_error == pytest.approx(0.5 + 0.5 + 2.0)
+    # The second moments a relative margin's paired test needs (errors 1, .5, 0 vs .5, .5, 2).
+    assert dict(pairs.products) == pytest.approx(
+        {"champion_squared": 1.25, "challenger_squared": 4.5, "cross": 0.5 + 0.25 + 0.0}
+    )
+    assert score_pairs(True, [0], [0], [0]).products == {}  # classification: none
+
+
+def test_regression_pairs_count_their_error_products() -> None:
+    metrics = Metrics("m", "v1", "ab" * 32, features=["x"], classification=False)
+    metrics.count_pairs(
+        "v2", score_pairs(False, [1.0, 2.0], [1.5, 4.0], [2.0, 2.5])
+    )  # errors 1, .5 / .5, 1.5
+    lines = [line for line in metrics.exposition().decode().splitlines() if not line.startswith("#")]
+    samples = {key: float(value) for key, _, value in (line.rpartition(" ") for line in lines)}
+    name = "mlops_shadow_error_products_total"
+    assert metric(samples, name, challenger="v2", term="champion_squared") == pytest.approx(1.25)
+    assert metric(samples, name, challenger="v2", term="challenger_squared") == pytest.approx(2.5)
+    assert metric(samples, name, challenger="v2", term="cross") == pytest.approx(0.5 + 0.75)
 
 
 def test_agreement_counts_rows_predicted_alike() -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from pathlib import Path
 
 import pytest
 import yaml
+from scipy import stats as sps
 
 from mlops_contract.api.inferenceservice import Canary
 from mlops_operator.serving.canary import CanaryStats, Reason
-from mlops_operator.serving.shadow import ShadowCounts, decide, settings, verdict
+from mlops_operator.serving.shadow import ShadowCounts, decide, settings, slack_moments, verdict
 from mlops_operator.serving.verdict import Outcome, sign_test_verdict
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -100,6 +102,71 @@ def test_sign_test_verdict(better: int, worse: int, outcome: Outcome) -> None:
     # 6 of 6 closer: p = 1/64 < 0.05; 5 of 5: p = 1/32 = 0.031 < 0.05 too, but below minPairs 6.
     found = sign_test_verdict(better, worse, 0, champion_mae=1.0, challenger_mae=1.0, min_pairs=6)
     assert found.outcome == outcome, found.message
+
+
+def _regression_counts(champion: list[float], challenger: list[float]) -> ShadowCounts:
+    """What the champion pods' counters hold for these absolute errors (server score_pairs)."""
+    pairs = {"challenger_better": 0, "champion_better": 0, "tie": 0}
+    for a, b in zip(champion, challenger, strict=True):
+        pairs["tie" if a == b else ("challenger_better" if b < a else "champion_better")] += 1
+    return ShadowCounts(
+        pairs=pairs,
+        abs_error={"champion": sum(champion), "challenger": sum(challenger)},
+        products={
+            "champion_squared": sum(a * a for a in champion),
+            "challenger_squared": sum(b * b for b in challenger),
+            "cross": sum(a * b for a, b in zip(champion, challenger, strict=True)),
+        },
+    )
+
+
+def test_slack_moments_from_the_counters_equal_the_direct_ones() -> None:
+    rng = random.Random(7)
+    champion = [rng.uniform(0, 2) for _ in range(200)]
+    challenger = [a * rng.uniform(0.8, 1.3) for a in champion]
+    got = slack_moments(_regression_counts(champion, challenger), 200, 0.05)
+    slack = [1.05 * a - b for a, b in zip(champion, challenger, strict=True)]
+    assert got is not None and got.n == 200
+    assert got.total == pytest.approx(sum(slack)) and got.squares == pytest.approx(sum(s * s for s in slack))
+    assert slack_moments(ShadowCounts(pairs={"tie": 3}), 3, 0.05) is None  # a server without products
+
+
+def test_regression_not_worse_within_a_relative_margin() -> None:
+    """A challenger 2 % worse on every row (so the sign test calls it Worse): NotWorse within a 5 %
+    margin, promoted with promoteOn NotWorse; still Worse when the margin is 1 %."""
+    rng = random.Random(3)
+    champion = [rng.uniform(0.5, 1.5) for _ in range(100)]
+    challenger = [a * 1.02 for a in champion]
+    counts = _regression_counts(champion, challenger)
+    found = verdict(counts, settings(canary(minPairs=50, promoteOn="NotWorse", margin=0.05)))
+    assert found.outcome == Outcome.NOT_WORSE, found.message
+    assert found.p_value is not None and found.p_value < 1e-6 and "5%" in found.message
+    assert (
+        decide(
+            canary(minPairs=50, promoteOn="NotWorse", margin=0.05), T0, T0, found, CanaryStats(100, 0)
+        ).action
+        == "promote"
+    )
+    tight = verdict(counts, settings(canary(minPairs=50, promoteOn="NotWorse", margin=0.01)))
+    assert tight.outcome == Outcome.WORSE, tight.message
+    # With promoteOn Better, NotWorse is no promotion: the analysis waits for its deadline.
+    assert decide(canary(minPairs=50, margin=None), T0, T0, found, CanaryStats(100, 0)).action == "wait"
+
+
+def test_regression_not_worse_is_scipys_one_sample_t_statistic_with_the_normal_tail() -> None:
+    rng = random.Random(11)
+    champion = [rng.uniform(0, 2) for _ in range(2000)]
+    challenger = [max(0.0, a + rng.gauss(0.01, 0.3)) for a in champion]
+    counts = _regression_counts(champion, challenger)
+    found = sign_test_verdict(
+        *(counts.pairs[k] for k in ("challenger_better", "champion_better", "tie")),
+        champion_mae=1.0, challenger_mae=1.0, min_pairs=50,
+        slack=slack_moments(counts, 2000, 0.05), margin=0.05,
+    )  # fmt: skip
+    slack = [1.05 * a - b for a, b in zip(champion, challenger, strict=True)]
+    # The z statistic is scipy's one-sample t statistic; its p-value the normal tail of it.
+    reference = sps.norm.sf(sps.ttest_1samp(slack, 0.0, alternative="greater").statistic)
+    assert found.outcome == Outcome.NOT_WORSE and found.p_value == pytest.approx(reference, rel=1e-6)
 
 
 def test_agreement() -> None:
