@@ -504,18 +504,22 @@ class App:
             respond,
             "v1",
             lambda: codec.parse_v1(self._payload(request), model.signature, max_rows),
-            lambda frame: self._v1_answer(request, respond, frame),
+            lambda frame: self._v1_answer(request, respond, model, frame),
         )
 
-    def _v1_answer(self, request: Request, respond: Respond, frame: codec.Array) -> None:
-        request_id = str(uuid.uuid4())
+    def _v1_answer(self, request: Request, respond: Respond, model: ServedModel, frame: codec.Array) -> None:
+        # A champion mirrored this request (shadow mode): answer under its id, with the version.
+        request_id = request.mirror_id or str(uuid.uuid4())
 
         def done(outcome: Outcome) -> None:
             if not isinstance(outcome, Prediction):
                 self._answer_error(request, respond, outcome, "v1")
                 return
+            doc: dict[str, Any] = {"predictions": codec.to_json_array(outcome.labels), "id": request_id}
+            if request.mirror_id:
+                doc["model_version"] = model.version
             try:
-                body = codec.dumps({"predictions": codec.to_json_array(outcome.labels), "id": request_id})
+                body = codec.dumps(doc)
             except Exception as e:
                 self._answer_error(request, respond, _EncodeError(e), "v1")
                 return
@@ -528,6 +532,9 @@ class App:
                 frame=frame,
                 prediction=outcome,
             )
+            if self.mirror is not None:
+                path = f"/v1/models/{model.name}:predict"
+                self.mirror.offer(Copy(path, request.body, request_id, request.encoding))
 
         self.submit(frame, False, done)
 

@@ -1,4 +1,5 @@
-"""Shadow mode (issue #22): mirror served V2 requests to the challenger, off the answer's path.
+"""Shadow mode (issue #22): mirror served V2 and V1 HTTP requests to the challenger, off the
+answer's path (gRPC requests are not mirrored).
 
 The champion answers its user first; `Mirror.offer` then puts a copy of the request (the raw
 body, its Content-Encoding and binary-header length, and the champion's request id in the
@@ -68,7 +69,8 @@ class ChallengerError(Exception):
 
 
 def parse_answer(request_id: str, body: bytes) -> Answer:
-    """The challenger's V2 answer -> its version and `predict` output (ChallengerError otherwise)."""
+    """The challenger's answer -> its version and predicted labels: a V2 answer's `predict`
+    output, or a V1 answer's `predictions` (ChallengerError otherwise)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
@@ -76,6 +78,8 @@ def parse_answer(request_id: str, body: bytes) -> Answer:
     if not isinstance(doc, dict):
         raise ChallengerError("answer is not a JSON object")
     version = doc.get("model_version")
+    if isinstance(doc.get("predictions"), list):  # V1: labels, one per instance
+        return Answer(request_id, str(version or ""), doc["predictions"])
     for output in doc.get("outputs") or []:
         if (
             isinstance(output, dict)

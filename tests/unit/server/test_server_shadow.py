@@ -111,6 +111,28 @@ def test_mirrors_and_scores_both_versions(
     assert all(line["version"] == "v2" for line in lines)
 
 
+def test_mirrors_v1_requests_too(
+    start_server: StartServer, iris: Artifact, challenger: RunningServer
+) -> None:
+    """A V1 request is mirrored to the challenger's V1 endpoint under the champion's id; the
+    challenger names its version in the mirrored answer, and feedback scores both."""
+    champion = start_server(iris, shadow_url=f"http://127.0.0.1:{challenger.port}")
+    c = champion.client()
+    rows = iris.X.to_numpy()[[0, 50, 100]].tolist()
+    reply = c.post("/v1/models/iris:predict", {"instances": rows})
+    assert reply.status == 200 and "model_version" not in reply.json  # users' V1 answers unchanged
+    request_id, predicted = reply.json["id"], reply.json["predictions"]
+    assert _wait_metric(champion, "mlops_shadow_requests_total", 1, result="answered") == 1
+    assert _wait_metric(champion, "mlops_shadow_rows_total", 3, challenger="v2", agreement="agree") == 3
+    assert c.post("/v2/models/iris/feedback", {"id": request_id, "labels": predicted}).status == 200
+    assert metric(c.metrics(), "mlops_shadow_pairs_total", challenger="v2", outcome="both") == 3
+    # The challenger remembered it under the same id.
+    assert (
+        challenger.client().post("/v2/models/iris/feedback", {"id": request_id, "labels": predicted}).status
+        == 200
+    )
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
