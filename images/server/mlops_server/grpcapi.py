@@ -43,6 +43,7 @@ from mlops_server import __version__, codec, logs
 from mlops_server.app import EXTENSIONS, SERVER_NAME, App
 from mlops_server.codec import OUTPUT_PREDICT, OUTPUT_PROBA, Array, Prediction, RequestError, Tensor
 from mlops_server.proto import inference_pb2 as pb
+from mlops_server.shadow import Copy
 
 if TYPE_CHECKING:
     from mlops_server.batching import Outcome
@@ -310,8 +311,10 @@ class GrpcServer:
         raw = list(request.raw_input_contents)
         size = sum(len(r) for r in raw) + 8 * sum(math.prod(t.shape) for t in request.inputs if t.shape)
 
+        tensors: list[Tensor] = []
+
         def decode() -> tuple[Array, tuple[str, ...]]:
-            tensors = [_tensor(i, t, raw, max_rows) for i, t in enumerate(request.inputs)]
+            tensors.extend(_tensor(i, t, raw, max_rows) for i, t in enumerate(request.inputs))
             if not tensors:
                 raise RequestError("request must have at least one input")
             if raw and len(raw) != len(tensors):
@@ -330,6 +333,13 @@ class GrpcServer:
         request_id = request.id or codec.new_request_id()
         response = _response(model, request_id, frame, prediction, outputs, raw=bool(raw))
         app.record_success(PROTOCOL, time.perf_counter() - started, request_id, frame, prediction)
+        if app.mirror is not None:  # shadow mode: the challenger gets it over HTTP
+
+            def copy() -> Copy:
+                body, header = codec.encode_binary_request(tensors, request_id, [OUTPUT_PREDICT])
+                return Copy(f"/v2/models/{model.name}/infer", body, request_id, json_length=header)
+
+            app.mirror.offer(copy)
         return response
 
     async def _predict(self, frame: Array, want_proba: bool, context: Any) -> Prediction:

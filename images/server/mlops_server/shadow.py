@@ -155,14 +155,23 @@ class Mirror:
                 await task
         self._workers = []
 
-    def offer(self, copy: Copy) -> None:
-        """Queue a copy of an answered request (sampled at `share`); never blocks, never raises."""
+    def offer(self, copy: Copy | Callable[[], Copy]) -> None:
+        """Queue a copy of an answered request (sampled at `share`); never blocks, never raises.
+        A callable makes the copy only when it is sampled and has room (a gRPC request is
+        re-encoded for HTTP)."""
         if self.share < 1.0 and self._random.random() >= self.share:
             return
         if self._queue.full():  # no QueueFull exception per dropped copy: it costs ~5 us
             self._count(DROPPED)
-        else:
-            self._queue.put_nowait(copy)
+            return
+        if callable(copy):
+            try:
+                copy = copy()
+            except Exception as e:  # never the user's problem
+                log.warning("Could not copy a request for the challenger", extra={"error": str(e)})
+                self._count(FAILED)
+                return
+        self._queue.put_nowait(copy)
 
     async def _work(self) -> None:
         conn: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []  # the one kept alive

@@ -8,12 +8,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from server_factories import Artifact, RunningServer, StartServer, metric, v2_matrix
+from test_server_grpc import Stub, http_labels, raw_request
 
+from mlops_server import codec
 from mlops_server.monitoring import Metrics, agreement, score_pairs
+from mlops_server.proto import inference_pb2 as pb
 
 
 def _wait_metric(
@@ -131,6 +136,56 @@ def test_mirrors_v1_requests_too(
         challenger.client().post("/v2/models/iris/feedback", {"id": request_id, "labels": predicted}).status
         == 200
     )
+
+
+def test_mirrors_grpc_requests_over_http(
+    start_server: StartServer, iris: Artifact, challenger: RunningServer
+) -> None:
+    """A gRPC ModelInfer (raw FP32 here, asking only for probabilities) reaches the challenger
+    as a V2 binary-extension HTTP request under the champion's id; feedback scores both."""
+    champion = start_server(iris, grpc_port=0, shadow_url=f"http://127.0.0.1:{challenger.port}")
+    stub = Stub(champion.server.grpc_port)
+    try:
+        rows = iris.X.to_numpy()[[0, 50, 100]]
+        request = raw_request(
+            rows,
+            "FP32",
+            id="g1",
+            outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="predict_proba")],
+        )
+        stub.calls["ModelInfer"](request, timeout=10)
+    finally:
+        stub.close()
+    assert _wait_metric(champion, "mlops_shadow_requests_total", 1, result="answered") == 1
+    assert _wait_metric(champion, "mlops_shadow_rows_total", 3, challenger="v2", agreement="agree") == 3
+    labels = http_labels(champion, rows)
+    c = champion.client()
+    assert c.post("/v2/models/iris/feedback", {"id": "g1", "labels": labels}).status == 200
+    assert metric(c.metrics(), "mlops_shadow_pairs_total", challenger="v2", outcome="both") == 3
+
+
+@pytest.mark.parametrize(
+    ("datatype", "values", "shape"),
+    [
+        ("FP32", [1.5, -2.0], (1, 2)),
+        ("INT64", [7, -3, 0], (3,)),
+        ("BYTES", ["red", "", "grün"], (3, 1)),
+        ("BOOL", [True, False], (2,)),
+    ],
+)
+def test_a_binary_request_decodes_to_the_same_tensors(
+    datatype: str, values: list[Any], shape: tuple[int, ...]
+) -> None:
+    tensor = codec.Tensor(
+        "x", shape, datatype, np.array(values, dtype=object if datatype == "BYTES" else None)
+    )
+    body, header = codec.encode_binary_request([tensor], "r1", ["predict"])
+    doc = orjson.loads(body[:header])
+    assert doc["id"] == "r1" and doc["outputs"] == [{"name": "predict"}]
+    (spec,) = doc["inputs"]
+    assert (spec["name"], spec["shape"], spec["datatype"]) == ("x", list(shape), datatype)
+    decoded = codec.decode_raw_tensor(datatype, memoryview(body[header:]), len(values), "x")
+    assert decoded.tolist() == values
 
 
 def _closed_port() -> int:
