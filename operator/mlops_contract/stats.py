@@ -13,6 +13,12 @@ scipy (or a hand computation) in tests/unit/contract/test_stats.py.
   against maxErrorRate 0.01: P = 0.096).
 - `mcnemar_exact`: McNemar's exact test on the discordant pairs of two classifiers scored on
   the same labelled requests (a two-sided binomial test of b against b + c at p = 1/2).
+- `sequential_half_p`: an always-valid p-value for the same hypothesis (discordant pairs split
+  evenly), for a verdict tested again at every pass as pairs accumulate: the inverse of a
+  mixture likelihood ratio (a Beta(10, 10) prior over the split against 1/2), a martingale under
+  the null, so by Ville's inequality the chance that it ever falls below alpha, however often
+  it is looked at, is at most alpha. A fixed-n test looked at every pass is not: McNemar at 0.05
+  on 5 new pairs every 5 s for an hour rejects a true null about a third of the time.
 - `paired_difference_interval`: Newcombe's hybrid score interval (his method 10) for the
   difference of two paired proportions, used for "not worse within a margin".
 - `fisher_exact_less` and `difference_interval`: two independent proportions (the split
@@ -149,6 +155,29 @@ def mcnemar_exact(b: int, c: int) -> float:
     if n == 0 or b == c:
         return 1.0
     return min(1.0, 2.0 * binomial_half_cdf(min(b, c), n))
+
+
+# Beta(a, a) prior of the discordant split under the alternative: a standard deviation of
+# about 0.11 around 1/2, the imbalances a retrained model shows (0.6 to 0.8 of the discordant
+# pairs on one side). Against a flat prior (1): 54 of 80 and 188 of 320 discordant pairs on one
+# side reject at 0.05 where the flat prior needs 55 and 191, while it needs 30 of 40 to this 31.
+SEQUENTIAL_PRIOR: Final = 10.0
+
+
+def sequential_half_p(b: int, c: int, prior: float = SEQUENTIAL_PRIOR) -> float:
+    """Always-valid two-sided p-value that b and c discordant pairs split evenly: 1 / the Bayes
+    factor of Beta(prior, prior)-distributed split against 1/2 (mixture sequential probability
+    ratio test), capped at 1. Valid at any number of looks, for any stopping rule."""
+    if b < 0 or c < 0:
+        raise ValueError("discordant counts must be >= 0")
+    if prior <= 0:
+        raise ValueError("the prior's concentration must be > 0")
+
+    def log_beta(x: float, y: float) -> float:
+        return math.lgamma(x) + math.lgamma(y) - math.lgamma(x + y)
+
+    log_factor = log_beta(prior + b, prior + c) - log_beta(prior, prior) + (b + c) * math.log(2.0)
+    return 1.0 if log_factor <= 0 else math.exp(-log_factor)
 
 
 @dataclass(frozen=True)

@@ -268,7 +268,7 @@ def test_shadow_verdict_from_prometheus(
 
         found = canary_outcome(kube, namespace, phase)
         assert (found["modelVersion"], found["mode"], found["verdict"]) == (v2, "shadow", verdict), found
-        assert found["pairs"] == 50 and found["pValue"] < 0.001, found
+        assert found["pairs"] == 50 and found["pValue"] < 0.01, found
         worse = verdict == "Worse"
         assert (found["championScore"], found["challengerScore"]) == ((0.9, 0.44) if worse else (0.44, 0.9))
         served = v1 if worse else v2

@@ -85,8 +85,8 @@ class Batching(Spec):
 class Shadow(Spec):
     """Shadow analysis (spec.canary.mode shadow, issue #22): the serving pods mirror a share of
     live requests to the new version, which answers no user; labelled feedback scores both on the
-    same requests, and a paired test (McNemar's exact test for classification, a sign test on
-    absolute errors for regression) gives the verdict."""
+    same requests, and a paired test (McNemar's hypothesis for classification, a sign test on
+    absolute errors for regression, each with an always-valid p-value) gives the verdict."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -457,7 +457,7 @@ class CanaryStatus(Status):
     )
     p_value: float | None = Field(
         None,
-        description="Shadow: the paired test's p-value; split: the one-sided test's (Fisher's exact, or Welch's z on absolute errors).",
+        description="Shadow: the paired test's always-valid p-value (a regressor's NotWorse: its z-test's); split: the one-sided test's (Fisher's exact, or Welch's z on absolute errors).",
     )
     stable_labelled: int | None = Field(
         None, description="Split: labelled rows the stable track served since the analysis started."

@@ -4,7 +4,8 @@ the paired outcomes the serving pods counted and the clock.
 Pure. The champion's pods mirror requests to the challenger and, when feedback labels a
 request both answered, count who was right (`ShadowCounts`, summed over the champion's pods by
 monitor.scrape.shadow_counts or PromQL). `verdict` turns them into a serving.verdict.Verdict:
-McNemar's exact test with Newcombe's interval for classification, the sign test for regression.
+the discordant pairs' split (McNemar's hypothesis) with Newcombe's interval for classification,
+the sign test for regression, Better and Worse on an always-valid p-value (serving/verdict.py).
 `decide`, in order:
 
 1. the challenger's own error rate is significantly above maxErrorRate (the split canary's
@@ -14,8 +15,9 @@ McNemar's exact test with Newcombe's interval for classification, the sign test 
 4. deadlineSeconds passed since the analysis started: onInconclusive (Promote or Rollback);
 5. otherwise wait (reason TooFewPairs or NoSignificantDifference, from the verdict).
 
-The verdict is tested again at every pass as pairs accumulate, so its false-positive rate
-exceeds `ALPHA` somewhat (repeated looks); `minPairs` bounds how early it can be reached.
+The verdict is tested again at every pass as pairs accumulate: Better and Worse stay within
+`ALPHA` however many passes look (the always-valid p-value); NotWorse, on fixed-n statistics,
+exceeds it somewhat. `minPairs` bounds how early a verdict can be reached.
 """
 
 from __future__ import annotations

@@ -5,18 +5,26 @@ requests (shadow) and labels arrived for some of them through feedback. Only the
 both models answered and a label scored are compared, pair by pair, so the two models are
 judged on exactly the same rows.
 
+Shadow verdicts are tested again at every pass as labelled pairs accumulate, so their Better and
+Worse use an always-valid p-value (mlops_contract.stats.sequential_half_p, a mixture sequential
+probability ratio test): however many passes look, a challenger no better than the champion is
+called Better (or Worse) with probability at most `alpha`. McNemar's fixed-n exact p-value is in
+the message for reference; it would reject a true null about a third of the time when looked at
+every 5 s for an hour.
+
 Classification (`classification_verdict`), with `alpha` the significance level:
 1. fewer than `min_pairs` labelled pairs: Inconclusive (reason TooFewPairs);
-2. McNemar's exact test significant and the challenger right more often: Better;
+2. the discordant pairs significantly uneven (always valid) and the challenger right more
+   often: Better;
 3. Newcombe's interval for the accuracy difference (challenger - champion, confidence
    1 - alpha) above -margin: NotWorse (it loses at most `margin` of accuracy);
-4. McNemar significant and the champion right more often: Worse;
+4. the discordant pairs significantly uneven and the champion right more often: Worse;
 5. otherwise Inconclusive (reason NoSignificantDifference).
 
 Regression from counts (`sign_test_verdict`, what the serving pods' counters give in shadow
-mode): the exact sign test on the pairs whose absolute errors differ (ties dropped). Better
-when the challenger's error is smaller significantly more often than not (one-sided, at
-`alpha`), Worse when larger; NotWorse (checked between the two, as for classification) when the
+mode): the sign test, always valid, on the pairs whose absolute errors differ (ties dropped).
+Better when the challenger's error is smaller significantly more often than not, Worse when
+larger; NotWorse (checked between the two, as for classification) when the
 per-pair slack (1 + margin) x champion - challenger absolute error has a mean significantly above
 0 (a one-sided z-test from the counters' sums of the errors and of their products: the
 challenger's MAE is at most `margin`, relative, above the champion's); otherwise Inconclusive.
@@ -47,12 +55,12 @@ from typing import Final
 from mlops_contract.stats import (
     Moments,
     PairCounts,
-    binomial_half_cdf,
     difference_interval,
     fisher_exact_less,
     mcnemar_exact,
     one_sample_z,
     paired_difference_interval,
+    sequential_half_p,
     welch_z,
     wilcoxon_signed_rank,
 )
@@ -96,13 +104,14 @@ def classification_verdict(
     effect = None if champ is None or chal is None else chal - champ
     if n < max(1, min_pairs):
         return _too_few(n, min_pairs, champ, chal, effect)
-    p = mcnemar_exact(pairs.champion_only, pairs.challenger_only)
+    p = sequential_half_p(pairs.champion_only, pairs.challenger_only)
+    fixed = mcnemar_exact(pairs.champion_only, pairs.challenger_only)
     low, high = paired_difference_interval(pairs, 1.0 - alpha)
     scores = (
         f"accuracy {_fmt(chal)} vs champion {_fmt(champ)} on {n} labelled pairs "
         f"(challenger alone right {pairs.challenger_only}, champion alone right {pairs.champion_only}; "
-        f"McNemar p={_fmt(p, 3)}; difference {_fmt(effect, 3)}, {1 - alpha:.0%} interval "
-        f"[{low:.3f}, {high:.3f}])"
+        f"always-valid p={_fmt(p, 3)}, McNemar's fixed-n p={_fmt(fixed, 3)}; difference {_fmt(effect, 3)}, "
+        f"{1 - alpha:.0%} interval [{low:.3f}, {high:.3f}])"
     )
     if p < alpha and pairs.challenger_only > pairs.champion_only:
         return Verdict(Outcome.BETTER, "SignificantlyBetter", n, champ, chal, effect, p, f"Better: {scores}.")
@@ -169,9 +178,11 @@ def _one_sided(
     alpha: float,
     template: str,
     not_worse: Verdict | None = None,
+    undecided: float | None = None,
 ) -> Verdict:
     """Better, else `not_worse`, else Worse, else Inconclusive, from two one-sided p-values;
-    `found` carries n and the scores, `template` the message with %s for the p-value."""
+    `found` carries n and the scores, `template` the message with %s for the p-value, and
+    `undecided` the two-sided p-value of an Inconclusive verdict (default: twice the smaller)."""
     if p_better < alpha:
         return replace(found, outcome=Outcome.BETTER, reason="SignificantlyBetter", p_value=p_better,
                        message=f"Better: {template % _fmt(p_better, 3)}")  # fmt: skip
@@ -180,7 +191,7 @@ def _one_sided(
     if p_worse < alpha:
         return replace(found, outcome=Outcome.WORSE, reason="SignificantlyWorse", p_value=p_worse,
                        message=f"Worse: {template % _fmt(p_worse, 3)}")  # fmt: skip
-    p = min(1.0, 2.0 * min(p_better, p_worse))
+    p = min(1.0, 2.0 * min(p_better, p_worse)) if undecided is None else undecided
     return replace(found, reason="NoSignificantDifference", p_value=p,
                    message=f"Inconclusive: {template % _fmt(p, 3)}")  # fmt: skip
 
@@ -206,10 +217,9 @@ def sign_test_verdict(
     effect = None if champ is None or chal is None else champ - chal
     if n < max(1, min_pairs):
         return _too_few(n, min_pairs, champ, chal, effect)
-    decided = better + worse
-    # P(X >= k) = P(X <= decided - k) for X ~ Binomial(decided, 1/2): exact, no 1 - cdf.
-    p_better = binomial_half_cdf(decided - better, decided)
-    p_worse = binomial_half_cdf(decided - worse, decided)
+    # Always valid, two-sided: the side that is ahead carries it, the other side's is 1.
+    p = sequential_half_p(better, worse)
+    p_better, p_worse = (p if better > worse else 1.0), (p if worse > better else 1.0)
     scores = (
         f"MAE {_fmt(chal)} vs champion {_fmt(champ)} on {n} labelled pairs "
         f"(challenger closer {better}, champion closer {worse}, ties {ties})"
@@ -223,8 +233,10 @@ def sign_test_verdict(
                 Outcome.NOT_WORSE, "WithinMargin", n, champ, chal, effect, p_not_worse,
                 f"Not worse than +{margin:.0%} MAE: {scores}; paired z-test p={_fmt(p_not_worse, 3)}.",
             )  # fmt: skip
-    template = f"{scores}; sign test p=%s."
-    return _one_sided(found, p_better, p_worse, alpha=alpha, template=template, not_worse=not_worse)
+    template = f"{scores}; always-valid sign test p=%s."
+    return _one_sided(
+        found, p_better, p_worse, alpha=alpha, template=template, not_worse=not_worse, undecided=p
+    )
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 from pathlib import Path
 
@@ -85,8 +86,12 @@ def test_regression_counts_use_the_sign_test() -> None:
     assert found.outcome == Outcome.BETTER
     assert found.champion_score == pytest.approx(1.0) and found.challenger_score == pytest.approx(0.7)
     assert found.effect == pytest.approx(0.3)
-    # scipy.stats.binomtest(40, 55, alternative="greater").pvalue
-    assert found.p_value == pytest.approx(0.000505, rel=1e-2)
+    # The always-valid p-value: 1 / (B(50, 25) / B(10, 10) x 2^55), scipy's betaln; the fixed-n
+    # one-sided sign test would give binomtest(40, 55, alternative="greater") = 0.000505.
+    from scipy.special import betaln
+
+    assert found.p_value == pytest.approx(math.exp(-(betaln(50, 25) - betaln(10, 10) + 55 * math.log(2))))
+    assert found.p_value == pytest.approx(0.0263, rel=1e-2)
 
 
 @pytest.mark.parametrize(
@@ -94,12 +99,15 @@ def test_regression_counts_use_the_sign_test() -> None:
     [
         (15, 40, Outcome.WORSE),
         (27, 28, Outcome.INCONCLUSIVE),
-        (6, 0, Outcome.BETTER),
+        (15, 0, Outcome.BETTER),
+        (14, 0, Outcome.INCONCLUSIVE),
         (5, 0, Outcome.INCONCLUSIVE),
     ],
 )
 def test_sign_test_verdict(better: int, worse: int, outcome: Outcome) -> None:
-    # 6 of 6 closer: p = 1/64 < 0.05; 5 of 5: p = 1/32 = 0.031 < 0.05 too, but below minPairs 6.
+    # Always valid: 15 of 15 closer gives p = 0.043, 14 of 14 p = 0.061 (a fixed-n sign test
+    # would call 6 of 6 significant, p = 1/64, and be fooled by looking every pass); 5 of 5 is
+    # below minPairs 6 anyway.
     found = sign_test_verdict(better, worse, 0, champion_mae=1.0, challenger_mae=1.0, min_pairs=6)
     assert found.outcome == outcome, found.message
 

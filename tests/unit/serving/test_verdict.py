@@ -7,7 +7,7 @@ import random
 import pytest
 from scipy import stats as sps
 
-from mlops_contract.stats import PairCounts
+from mlops_contract.stats import PairCounts, sequential_half_p
 from mlops_operator.serving.verdict import (
     Labelled,
     Outcome,
@@ -56,8 +56,11 @@ def test_classification_verdict_reports_scores_effect_and_p() -> None:
     assert verdict.champion_score == pytest.approx(0.63)
     assert verdict.challenger_score == pytest.approx(0.85)
     assert verdict.effect == pytest.approx(0.22)
-    assert verdict.p_value is not None and verdict.p_value < 1e-4
-    assert "McNemar" in verdict.message and "100 labelled pairs" in verdict.message
+    # Always valid (1 / the Beta(10, 10) mixture's Bayes factor on 3 against 25 discordant pairs);
+    # McNemar's fixed-n p-value (2.7e-05) is in the message for reference.
+    assert verdict.p_value == pytest.approx(sequential_half_p(3, 25)) and verdict.p_value < 0.01
+    assert "always-valid p=0.00737" in verdict.message and "McNemar's fixed-n p=2.74e-05" in verdict.message
+    assert "100 labelled pairs" in verdict.message
 
 
 def _errors(rng: random.Random, n: int, scale: float) -> list[float]:
