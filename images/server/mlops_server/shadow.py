@@ -1,18 +1,23 @@
-"""Shadow mode (issue #22): mirror served V2 and V1 HTTP requests to the challenger, off the
-answer's path (gRPC requests are not mirrored).
+"""Shadow mode (issue #22): mirror served V2 and V1 HTTP requests (and gRPC ones, re-encoded as
+V2 binary-extension requests by the caller) to the challenger, off the answer's path.
 
 The champion answers its user first; `Mirror.offer` then puts a copy of the request (the raw
 body, its Content-Encoding and binary-header length, and the champion's request id in the
 `mlops-request-id` header) on a bounded queue and returns at once. `concurrency` workers, each
-with one keep-alive HTTP/1.1 connection to the challenger's Service, send them; the challenger's
-answer (its predicted labels and version) goes to `on_answer`, which pairs it with the champion's
+with one keep-alive HTTP/1.1 connection to the challenger's Service, send them in batches: a
+worker that takes a copy waits `linger` seconds, then sends it with the copies queued meanwhile
+(at most `batch`) pipelined in one write, and reads the answers in order. The champion's event
+loop then wakes once per batch instead of once per copy; copy by copy, those wake-ups broke up
+the users' prediction batches (tests/benchmarks/shadow.py: 18.7 % of the champion's req/s at
+10 % mirrored, 5.5 % batched). The challenger's answer (its predicted labels and version) goes to `on_answer`, which pairs it with the champion's
 remembered prediction for feedback scoring (mlops_server.monitoring.FeedbackStore).
 
 Limits, so the challenger can never hurt the champion's users:
 - the queue holds at most `queue` requests: a full queue drops the copy (counted `dropped`);
-- each exchange (connect, send, answer) has `timeout` seconds (counted `timeout`); an answer
-  has at most `max_answer_bytes`; a refused connection, an error status or an answer that does
-  not parse counts `failed`;
+- each batch's exchange (connect, send, every answer) has `timeout` seconds (the copies not
+  yet answered count `timeout`); an answer has at most `max_answer_bytes`; a refused or closed
+  connection counts the unanswered copies `failed`, and so does an error status or an answer
+  that does not parse (that copy only);
 - after a failure a worker waits `backoff` seconds before its next attempt, so an unreachable
   challenger costs one connection attempt per worker and backoff, not one per request: the
   queue fills meanwhile and the copies are dropped.
@@ -99,6 +104,7 @@ class _Response:
         self.size = 0
         self.done = False
         self.keep_alive = False
+        self.answers: list[tuple[int, bytes]] = []
         self.parser = httptools.HttpResponseParser(self)
 
     def on_body(self, body: bytes) -> None:
@@ -110,6 +116,8 @@ class _Response:
     def on_message_complete(self) -> None:
         # Read here: once the message is over, the parser answers False whatever the headers said.
         self.keep_alive = self.parser.should_keep_alive()
+        self.answers.append((self.parser.get_status_code(), b"".join(self.chunks)))
+        self.chunks, self.size = [], 0
         self.done = True
 
 
@@ -129,8 +137,12 @@ class Mirror:
         queue: int = 256,
         backoff: float = BACKOFF_SECONDS,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        linger: float = 0.02,
+        batch: int = 32,
     ) -> None:
         self.host, self.port = host, port
+        self._host_header = f"host: {host}".encode()
+        self.linger, self.batch = linger, batch
         self.share = percent / 100.0
         self.timeout = timeout
         self.backoff = backoff
@@ -177,61 +189,76 @@ class Mirror:
         conn: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []  # the one kept alive
         try:
             while True:
-                await self._mirror(await self._queue.get(), conn)
+                batch = [await self._queue.get()]
+                if self.linger:
+                    await asyncio.sleep(self.linger)
+                while len(batch) < self.batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                await self._mirror(batch, conn)
         finally:  # cancelled: the pod is stopping
             if conn:
                 _close(conn.pop())
 
     async def _mirror(
-        self, copy: Copy, conn: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+        self, batch: list[Copy], conn: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
     ) -> None:
-        """One exchange on the kept connection (opened when there is none); failures back off."""
+        """One pipelined exchange of the batch on the kept connection (opened when there is
+        none); failures back off."""
+        answered = 0
         try:
             async with asyncio.timeout(self.timeout):
                 if not conn:
                     conn.append(await asyncio.open_connection(self.host, self.port))
-                body, keep = await self._exchange(conn[0], copy)
-            answer = parse_answer(copy.request_id, body)
+                reader, writer = conn[0]
+                writer.write(b"".join(self._request(copy) for copy in batch))
+                await writer.drain()
+                response = _Response(self.max_answer_bytes)
+                while len(response.answers) < len(batch):
+                    data = await reader.read(65536)
+                    if not data:
+                        raise ChallengerError("connection closed before the answer ended")
+                    response.parser.feed_data(data)
+                    while answered < len(response.answers):
+                        self._answered(batch[answered], *response.answers[answered])
+                        answered += 1
         except (TimeoutError, OSError, ChallengerError, httptools.HttpParserError) as e:
-            self._count(TIMEOUT if isinstance(e, TimeoutError) else FAILED)
+            for _ in batch[answered:]:
+                self._count(TIMEOUT if isinstance(e, TimeoutError) else FAILED)
             if conn:
                 _close(conn.pop())
-            log.debug("Mirroring failed", extra={"fields": {"id": copy.request_id, "error": repr(e)}})
+            log.debug(
+                "Mirroring failed", extra={"fields": {"id": batch[answered].request_id, "error": repr(e)}}
+            )
             await asyncio.sleep(self.backoff)
             return
-        if not keep:
+        if not response.keep_alive:
             _close(conn.pop())
+
+    def _answered(self, copy: Copy, status: int, body: bytes) -> None:
+        try:
+            if status != 200:
+                raise ChallengerError(f"status {status}: {body[:200]!r}")
+            answer = parse_answer(copy.request_id, body)
+        except ChallengerError as e:
+            self._count(FAILED)
+            log.debug("Mirroring failed", extra={"fields": {"id": copy.request_id, "error": repr(e)}})
+            return
         self._count(ANSWERED)
         self._on_answer(answer)
 
-    async def _exchange(
-        self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], copy: Copy
-    ) -> tuple[bytes, bool]:
-        reader, writer = conn
+    def _request(self, copy: Copy) -> bytes:
         head = [
             f"POST {copy.path} HTTP/1.1".encode(),
-            f"host: {self.host}".encode(),
+            self._host_header,
             b"content-type: application/json",
-            f"content-length: {len(copy.body)}".encode(),
+            b"content-length: %d" % len(copy.body),
             REQUEST_ID_HEADER + b": " + copy.request_id.encode(),
         ]
         if copy.encoding:
             head.append(b"content-encoding: " + copy.encoding)
         if copy.json_length is not None:
-            head.append(f"inference-header-content-length: {copy.json_length}".encode())
-        writer.write(b"\r\n".join(head) + b"\r\n\r\n" + copy.body)
-        await writer.drain()
-        response = _Response(self.max_answer_bytes)
-        while not response.done:
-            data = await reader.read(65536)
-            if not data:
-                raise ChallengerError("connection closed before the answer ended")
-            response.parser.feed_data(data)
-        status = response.parser.get_status_code()
-        body = b"".join(response.chunks)
-        if status != 200:
-            raise ChallengerError(f"status {status}: {body[:200]!r}")
-        return body, response.keep_alive
+            head.append(b"inference-header-content-length: %d" % copy.json_length)
+        return b"\r\n".join(head) + b"\r\n\r\n" + copy.body
 
 
 def _close(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:

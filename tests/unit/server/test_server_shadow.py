@@ -252,12 +252,14 @@ def test_a_down_or_slow_challenger_fails_no_user_request(
 
 
 @pytest.fixture
-def counting_challenger() -> Iterator[tuple[int, list[int]]]:
-    """A minimal HTTP/1.1 keep-alive responder that counts the connections it accepted."""
+def counting_challenger() -> Iterator[tuple[int, list[int], list[int]]]:
+    """A minimal HTTP/1.1 keep-alive responder that counts the connections it accepted and the
+    requests each read of its socket completed (more than one: they came pipelined)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
     accepted: list[int] = []
+    per_read: list[int] = []
     stop = threading.Event()
     answer = orjson.dumps({"model_version": "v9", "outputs": [{"name": "predict", "data": [0, 0]}]})
     reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
@@ -273,13 +275,17 @@ def counting_challenger() -> Iterator[tuple[int, list[int]]]:
                 if not data:
                     return
                 buffer += data
+                complete = 0
                 while b"\r\n\r\n" in buffer:
                     head, _, rest = buffer.partition(b"\r\n\r\n")
                     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
                     if len(rest) < length:
                         break
                     buffer = rest[length:]
-                    conn.sendall(reply)
+                    complete += 1
+                if complete:
+                    per_read.append(complete)
+                    conn.sendall(reply * complete)
 
     def accept() -> None:
         listener.settimeout(0.1)
@@ -293,19 +299,52 @@ def counting_challenger() -> Iterator[tuple[int, list[int]]]:
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield int(listener.getsockname()[1]), accepted
+    yield int(listener.getsockname()[1]), accepted, per_read
     stop.set()
     thread.join(5)
     listener.close()
 
 
 def test_the_mirror_keeps_its_connections_alive(
-    start_server: StartServer, iris: Artifact, counting_challenger: tuple[int, list[int]]
+    start_server: StartServer, iris: Artifact, counting_challenger: tuple[int, list[int], list[int]]
 ) -> None:
-    port, accepted = counting_challenger
+    port, accepted, _ = counting_challenger
     champion = start_server(iris, shadow_url=f"http://127.0.0.1:{port}", shadow_concurrency=2)
     c = champion.client()
     for i in range(30):
         assert c.infer(v2_matrix(iris.X.to_numpy()[:2], id=f"k{i}")).status == 200
     assert _wait_metric(champion, "mlops_shadow_requests_total", 30, result="answered") == 30
     assert len(accepted) <= 2  # one connection per worker, reused
+
+
+def test_queued_copies_go_pipelined_in_one_write(
+    counting_challenger: tuple[int, list[int], list[int]],
+) -> None:
+    """Copies that wait in the queue are sent together, pipelined on the worker's connection, and
+    each answer is paired with its own copy: the champion's loop wakes once per batch, not once
+    per copy (what made mirroring cost 18.7 % at 10 % in the benchmark, 5.5 % batched)."""
+    import asyncio
+
+    from mlops_server.shadow import Answer, Copy, Mirror
+
+    port, accepted, per_read = counting_challenger
+    answers: list[Answer] = []
+    counts: dict[str, int] = {}
+
+    async def run() -> None:
+        mirror = Mirror(
+            "127.0.0.1", port, percent=100, timeout=5, on_answer=answers.append,
+            count=lambda r: counts.__setitem__(r, counts.get(r, 0) + 1), concurrency=1, linger=0.05,
+        )  # fmt: skip
+        mirror.start()
+        for i in range(40):
+            mirror.offer(Copy("/v2/models/iris/infer", b'{"inputs": []}', f"p{i}"))
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(answers) < 40 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        await mirror.stop()
+
+    asyncio.run(run())
+    assert [a.request_id for a in answers] == [f"p{i}" for i in range(40)]
+    assert counts == {"answered": 40} and len(accepted) == 1
+    assert max(per_read) > 1 and sum(per_read) == 40, per_read  # pipelined, 32 at most per batch
