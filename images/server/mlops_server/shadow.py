@@ -9,8 +9,9 @@ worker that takes a copy waits `linger` seconds, then sends it with the copies q
 (at most `batch`) pipelined in one write, and reads the answers in order. The champion's event
 loop then wakes once per batch instead of once per copy; copy by copy, those wake-ups broke up
 the users' prediction batches (tests/benchmarks/shadow.py: 18.7 % of the champion's req/s at
-10 % mirrored, 5.5 % batched). The challenger's answer (its predicted labels and version) goes to `on_answer`, which pairs it with the champion's
-remembered prediction for feedback scoring (mlops_server.monitoring.FeedbackStore).
+10 % mirrored, 5.5 % batched). The challenger's answer (its predicted labels and version) goes
+to `on_answer`, which pairs it with the champion's remembered prediction for feedback scoring
+(mlops_server.monitoring.FeedbackStore).
 
 Limits, so the challenger can never hurt the champion's users:
 - the queue holds at most `queue` requests: a full queue drops the copy (counted `dropped`);
@@ -96,13 +97,13 @@ def parse_answer(request_id: str, body: bytes) -> Answer:
 
 
 class _Response:
-    """httptools callbacks collecting one response (status, body), bounded in size."""
+    """httptools callbacks collecting the pipelined answers of one batch, in order, as
+    (status, body), each bounded in size."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.chunks: list[bytes] = []
         self.size = 0
-        self.done = False
         self.keep_alive = False
         self.answers: list[tuple[int, bytes]] = []
         self.parser = httptools.HttpResponseParser(self)
@@ -118,7 +119,6 @@ class _Response:
         self.keep_alive = self.parser.should_keep_alive()
         self.answers.append((self.parser.get_status_code(), b"".join(self.chunks)))
         self.chunks, self.size = [], 0
-        self.done = True
 
 
 class Mirror:
